@@ -1,0 +1,2 @@
+//! callvault's content-addressed blob shards: encrypted chunks named by blake3, replicated,
+//! scrubbed and collected. Not built yet.
