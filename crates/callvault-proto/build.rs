@@ -14,6 +14,7 @@ const PROTO_FILES: &[&str] = &[
     "callvault/v1/cluster.proto",
     "callvault/v1/raft.proto",
     "callvault/v1/blob.proto",
+    "callvault/v1/meta.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,2 +1,29 @@
-//! callvault's Raft-replicated metadata store: openraft on RocksDB. Not built yet; the state
-//! machine will call `callvault-core`'s pure transitions.
+//! callvault's Raft-replicated metadata store: openraft (storage v2) on RocksDB.
+//!
+//! - [`log_store::LogStore`]: the Raft log, fsync'd per append batch.
+//! - [`state_machine::StateMachineStore`]: calls, indexes, policies, the privileged registry,
+//!   wrapped data keys and counters in column families; `apply` calls `callvault-core`'s pure
+//!   decisions and writes each batch atomically with the applied log id.
+//! - [`snapshot`]: snapshots as packed RocksDB checkpoints, streamed in chunks.
+//! - [`network`] and [`service`]: openraft's RPCs over tonic.
+//! - [`node::MetaNode`]: a running member.
+
+// openraft's `StorageError` is large by design, and the storage traits return it; our helpers that
+// feed it return it too rather than boxing and unboxing at every call.
+#![allow(clippy::result_large_err)]
+
+pub mod apply;
+pub mod command;
+pub mod convert;
+pub mod keys;
+pub mod log_store;
+pub mod snapshot;
+pub mod state_machine;
+pub mod storage;
+pub mod txn;
+pub mod types;
+
+pub use command::{Command, CommandResult, CommitOutcome, Refusal};
+pub use log_store::LogStore;
+pub use state_machine::StateMachineStore;
+pub use types::{NodeId, Raft, TypeConfig};

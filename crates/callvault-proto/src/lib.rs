@@ -1,7 +1,7 @@
 //! callvault's gRPC API, package `callvault.v1`, generated from `proto/callvault/v1/` at build time.
 //!
 //! Public services: `Ingest`, `Query`, `Admin`, `Content`, `Audit`, `Cluster`.
-//! Internal services (cluster peers only): `Raft`, `BlobShard`.
+//! Internal services (cluster peers only): `Raft`, `BlobShard`, `MetaStore`.
 
 /// Generated messages, clients and servers of `callvault.v1`.
 pub mod v1 {

@@ -1,0 +1,368 @@
+//! What each command does to the state machine. Every decision is a call into
+//! `callvault-core`; this module only reads and writes the column families. No clock, no
+//! randomness: the same command on the same state gives the same writes on every replica.
+
+use callvault_core::call::{CallEvent, CallRecord, Lifecycle, PurgeReason};
+use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
+use callvault_core::policy::VersionedPolicy;
+use callvault_core::{Jurisdiction, PrivilegedRetention, RegistryEntry, UnixMillis};
+
+use crate::command::{Command, CommandResult, CommitOutcome, Refusal};
+use crate::keys::{self, *};
+use crate::txn::Txn;
+
+/// Most calls one registration purges in a single apply. A number with more past calls than this
+/// in one jurisdiction is purged in several applies by the registration's follow-ups (issue 6);
+/// the bound keeps one apply's write set in memory.
+pub const MAX_PURGE_PER_APPLY: usize = 100_000;
+
+/// An error reading or decoding the state machine's own data: the store is damaged.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A stored record does not decode.
+    #[error("stored record: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// Per-jurisdiction counts kept by `apply`, so status queries cost the same at any size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Calls committed (recorded, purged at commit, or blocked with a call-detail record).
+    pub calls_total: u64,
+    /// Recordings stored and readable.
+    pub live: u64,
+    /// Live recordings with at least one hold.
+    pub held: u64,
+    /// Recordings expired at their deadline.
+    pub expired: u64,
+    /// Recordings crypto-shredded as privileged.
+    pub purged: u64,
+    /// Calls refused at ingest as privileged.
+    pub blocked_privileged: u64,
+    /// Purges whose receipts are not all in.
+    pub purges_pending: u64,
+}
+
+impl VersionedRecord for Counters {
+    const NAME: &'static str = "counters";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.u64(self.calls_total)
+            .u64(self.live)
+            .u64(self.held)
+            .u64(self.expired)
+            .u64(self.purged)
+            .u64(self.blocked_privileged)
+            .u64(self.purges_pending);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let counters = Counters {
+            calls_total: r.u64()?,
+            live: r.u64()?,
+            held: r.u64()?,
+            expired: r.u64()?,
+            purged: r.u64()?,
+            blocked_privileged: r.u64()?,
+            purges_pending: r.u64()?,
+        };
+        r.finish()?;
+        Ok(counters)
+    }
+}
+
+/// Reads the counters of a jurisdiction.
+pub fn counters(txn: &Txn<'_>, jurisdiction: Jurisdiction) -> Result<Counters, ApplyError> {
+    match txn.get(CF_COUNTERS, &keys::jurisdiction(jurisdiction))? {
+        Some(bytes) => Ok(Counters::decode(&bytes)?),
+        None => Ok(Counters::default()),
+    }
+}
+
+fn put_counters(txn: &mut Txn<'_>, jurisdiction: Jurisdiction, counters: &Counters) {
+    txn.put(
+        CF_COUNTERS,
+        keys::jurisdiction(jurisdiction),
+        counters.encode(),
+    );
+}
+
+/// The policy in force for a jurisdiction.
+pub fn current_policy(
+    txn: &Txn<'_>,
+    jurisdiction: Jurisdiction,
+) -> Result<Option<VersionedPolicy>, ApplyError> {
+    let Some(version) = txn.get(CF_POLICIES, &keys::jurisdiction(jurisdiction))? else {
+        return Ok(None);
+    };
+    let version =
+        u32::from_be_bytes(
+            version
+                .as_slice()
+                .try_into()
+                .map_err(|_| DecodeError::Invalid {
+                    record: "policy pointer",
+                    field: "version",
+                    reason: format!("{} bytes", version.len()),
+                })?,
+        );
+    let bytes = txn
+        .get(CF_POLICIES, &keys::policy_version(jurisdiction, version))?
+        .ok_or(DecodeError::Truncated {
+            record: "policy record",
+        })?;
+    Ok(Some(VersionedPolicy::decode(&bytes)?))
+}
+
+/// Applies one command.
+pub fn apply_command(txn: &mut Txn<'_>, command: &Command) -> Result<CommandResult, ApplyError> {
+    if let Err(refusal) = command.check_shape() {
+        return Ok(CommandResult::Refused(refusal));
+    }
+    match command {
+        Command::PutPolicy {
+            jurisdiction,
+            policy,
+            expected_version,
+            ..
+        } => {
+            let current = current_policy(txn, *jurisdiction)?.map_or(0, |p| p.version);
+            if current != *expected_version {
+                return Ok(CommandResult::Refused(Refusal::PolicyVersionMismatch {
+                    current,
+                }));
+            }
+            if let Err(violation) = policy.validate() {
+                return Ok(CommandResult::Refused(Refusal::InvalidPolicy(
+                    violation.to_string(),
+                )));
+            }
+            let version = current + 1;
+            let record = VersionedPolicy {
+                version,
+                policy: policy.clone(),
+            };
+            txn.put(
+                CF_POLICIES,
+                keys::policy_version(*jurisdiction, version),
+                record.encode(),
+            );
+            txn.put(
+                CF_POLICIES,
+                keys::jurisdiction(*jurisdiction),
+                version.to_be_bytes().to_vec(),
+            );
+            Ok(CommandResult::PolicyPut { version })
+        }
+        Command::CommitCall {
+            call,
+            wrapped_key,
+            chunk_ids,
+            at,
+            ..
+        } => commit_call(txn, call, wrapped_key, chunk_ids, *at),
+        Command::RegisterPrivileged { entry, fingerprint } => {
+            register_privileged(txn, entry, fingerprint)
+        }
+    }
+}
+
+fn commit_call(
+    txn: &mut Txn<'_>,
+    proposed: &CallRecord,
+    wrapped_key: &[u8],
+    chunk_ids: &[[u8; 32]],
+    at: UnixMillis,
+) -> Result<CommandResult, ApplyError> {
+    let jurisdiction = proposed.jurisdiction;
+    let Some(policy) = current_policy(txn, jurisdiction)? else {
+        return Ok(CommandResult::Refused(Refusal::NoPolicy));
+    };
+    let call_key = keys::call(jurisdiction, &proposed.call_id);
+
+    if let Some(bytes) = txn.get(CF_CALLS, &call_key)? {
+        let existing = CallRecord::decode(&bytes)?;
+        return Ok(match existing.lifecycle {
+            Lifecycle::Purged { .. } | Lifecycle::PrivilegedUnderSeal { .. } => {
+                CommandResult::Refused(Refusal::CallIdPurged)
+            }
+            _ if same_content(&existing, proposed) => CommandResult::CallCommitted {
+                outcome: match existing.lifecycle {
+                    Lifecycle::Blocked => CommitOutcome::Blocked,
+                    _ => CommitOutcome::Recorded,
+                },
+                policy_version: existing.committed_under_policy,
+                duplicate: true,
+            },
+            _ => CommandResult::Refused(Refusal::CallIdConflict),
+        });
+    }
+
+    let privileged_now = txn
+        .get(
+            CF_PRIVILEGED,
+            &keys::number_prefix(jurisdiction, &proposed.number_fingerprint),
+        )?
+        .is_some();
+    let mut record = proposed.clone();
+    record.committed_under_policy = policy.version;
+    let mut counters = counters(txn, jurisdiction)?;
+    counters.calls_total += 1;
+
+    let outcome = match proposed.lifecycle {
+        Lifecycle::Live if privileged_now => {
+            // Registered while the call streamed: the key is never stored, the chunks are
+            // garbage for the collector, and the tombstone refuses the id forever.
+            record.lifecycle = Lifecycle::Purged {
+                at,
+                reason: PurgeReason::RegisteredDuringIngest,
+            };
+            for id in chunk_ids {
+                txn.put(CF_DEAD_CHUNKS, id.to_vec(), Vec::new());
+            }
+            counters.purged += 1;
+            txn.put(CF_CALLS, call_key, record.encode());
+            CommitOutcome::PurgedAtCommit
+        }
+        Lifecycle::Live => {
+            txn.put(CF_KEYS, call_key.clone(), wrapped_key.to_vec());
+            let mut ids = Vec::with_capacity(chunk_ids.len() * 32);
+            for id in chunk_ids {
+                ids.extend_from_slice(id);
+            }
+            txn.put(CF_CHUNKS, call_key.clone(), ids);
+            index_call(txn, &record);
+            txn.put(CF_CALLS, call_key, record.encode());
+            counters.live += 1;
+            CommitOutcome::Recorded
+        }
+        _ => {
+            counters.blocked_privileged += 1;
+            if policy.policy.privileged_retention == PrivilegedRetention::CallDetail {
+                txn.put(CF_CALLS, call_key, record.encode());
+            }
+            CommitOutcome::Blocked
+        }
+    };
+    put_counters(txn, jurisdiction, &counters);
+    Ok(CommandResult::CallCommitted {
+        outcome,
+        policy_version: policy.version,
+        duplicate: false,
+    })
+}
+
+/// A retry carries the same content if the identity of the audio and the call matches.
+fn same_content(existing: &CallRecord, proposed: &CallRecord) -> bool {
+    existing.plaintext_digest == proposed.plaintext_digest
+        && existing.byte_length == proposed.byte_length
+        && existing.chunk_count == proposed.chunk_count
+        && existing.number_fingerprint == proposed.number_fingerprint
+        && existing.started_at == proposed.started_at
+        && existing.facility_id == proposed.facility_id
+        && existing.inmate_id == proposed.inmate_id
+}
+
+fn index_call(txn: &mut Txn<'_>, call: &CallRecord) {
+    let j = call.jurisdiction;
+    txn.put(
+        CF_BY_START,
+        keys::by_start(j, call.started_at, &call.call_id),
+        Vec::new(),
+    );
+    txn.put(
+        CF_BY_NUMBER,
+        keys::by_number(j, &call.number_fingerprint, &call.call_id),
+        Vec::new(),
+    );
+    txn.put(
+        CF_BY_FACILITY,
+        keys::by_party(j, &call.facility_id, call.started_at, &call.call_id),
+        Vec::new(),
+    );
+    txn.put(
+        CF_BY_INMATE,
+        keys::by_party(j, &call.inmate_id, call.started_at, &call.call_id),
+        Vec::new(),
+    );
+}
+
+fn register_privileged(
+    txn: &mut Txn<'_>,
+    entry: &RegistryEntry,
+    fingerprint: &[u8; 32],
+) -> Result<CommandResult, ApplyError> {
+    let j = entry.jurisdiction;
+    let registry_key = keys::registry(j, entry.number.as_str());
+    if txn.get(CF_REGISTRY, &registry_key)?.is_none() {
+        txn.put(CF_REGISTRY, registry_key, entry.encode());
+    }
+    txn.put(
+        CF_PRIVILEGED,
+        keys::number_prefix(j, fingerprint),
+        Vec::new(),
+    );
+
+    let prefix = keys::number_prefix(j, fingerprint);
+    let mut counters = counters(txn, j)?;
+    let mut purged = 0;
+    for index_key in txn.keys_with_prefix(CF_BY_NUMBER, &prefix, MAX_PURGE_PER_APPLY)? {
+        let call_id = &index_key[prefix.len()..];
+        let mut call_key = keys::jurisdiction(j);
+        call_key.extend_from_slice(call_id);
+        let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
+            continue;
+        };
+        let call = CallRecord::decode(&bytes)?;
+        let event = CallEvent::Purge {
+            at: entry.registered_at,
+            reason: PurgeReason::NumberRegistered,
+        };
+        let Ok(next) = call.apply(&event) else {
+            continue;
+        };
+        if !next.lifecycle.has_content() {
+            // The crypto-shred: the wrapped key goes in this same atomic write.
+            txn.delete(CF_KEYS, call_key.clone());
+            if let Some(ids) = txn.get(CF_CHUNKS, &call_key)? {
+                for id in ids.chunks_exact(32) {
+                    txn.put(CF_DEAD_CHUNKS, id.to_vec(), Vec::new());
+                }
+                txn.delete(CF_CHUNKS, call_key.clone());
+            }
+        }
+        unindex_call(txn, &call);
+        if !call.holds.is_empty() {
+            counters.held = counters.held.saturating_sub(1);
+        }
+        counters.live = counters.live.saturating_sub(1);
+        counters.purged += 1;
+        counters.purges_pending += 1;
+        txn.put(CF_CALLS, call_key, next.encode());
+        purged += 1;
+    }
+    put_counters(txn, j, &counters);
+    Ok(CommandResult::NumberRegistered { purged })
+}
+
+fn unindex_call(txn: &mut Txn<'_>, call: &CallRecord) {
+    let j = call.jurisdiction;
+    txn.delete(
+        CF_BY_START,
+        keys::by_start(j, call.started_at, &call.call_id),
+    );
+    txn.delete(
+        CF_BY_NUMBER,
+        keys::by_number(j, &call.number_fingerprint, &call.call_id),
+    );
+}

@@ -1,0 +1,449 @@
+//! State-machine commands and their results, with their versioned encodings.
+//!
+//! Commands carry everything `apply` needs, including the time: `apply` reads no clock. They are
+//! stored in the Raft log and sent between nodes, so they are encoded with a version byte like
+//! every stored record.
+
+use callvault_core::call::{CallRecord, Lifecycle};
+use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
+use callvault_core::policy::{RetentionPolicy, VersionedPolicy};
+use callvault_core::{Jurisdiction, RegistryEntry, UnixMillis};
+
+/// Most chunks one call may have: 100,000 chunks of up to 1 MiB.
+pub const MAX_CHUNKS_PER_CALL: usize = 100_000;
+/// Longest wrapped data key.
+pub const MAX_WRAPPED_KEY: usize = 512;
+/// Longest principal name.
+pub const MAX_PRINCIPAL: usize = 256;
+/// Longest encoded embedded record.
+const MAX_EMBEDDED_RECORD: usize = 64 * 1024;
+
+/// A change to the metadata store, decided deterministically in `apply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Installs a new version of a jurisdiction's retention policy.
+    PutPolicy {
+        /// Whose policy.
+        jurisdiction: Jurisdiction,
+        /// The new rules.
+        policy: RetentionPolicy,
+        /// The version the proposer read (0: none); a mismatch is refused.
+        expected_version: u32,
+        /// Who asked.
+        principal: String,
+        /// When.
+        at: UnixMillis,
+    },
+    /// Commits a call that ingest recorded (lifecycle `Live`) or refused as privileged
+    /// (lifecycle `Blocked`). `apply` re-checks privilege at the commit index.
+    CommitCall {
+        /// The call as ingest saw it.
+        call: CallRecord,
+        /// The call's data key wrapped by the jurisdiction's key (empty when no audio).
+        wrapped_key: Vec<u8>,
+        /// The stored chunks, in order (empty when no audio).
+        chunk_ids: Vec<[u8; 32]>,
+        /// The platform principal.
+        principal: String,
+        /// When the commit was proposed.
+        at: UnixMillis,
+    },
+    /// Registers a privileged number; every past call to it in the jurisdiction is purged.
+    RegisterPrivileged {
+        /// The registry entry (normalized number, registrant, evidence, time).
+        entry: RegistryEntry,
+        /// The keyed hash of the number that indexes calls.
+        fingerprint: [u8; 32],
+    },
+}
+
+/// What happened to a committed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Stored and readable.
+    Recorded,
+    /// The number became privileged while the call streamed: nothing readable was kept.
+    PurgedAtCommit,
+    /// Refused as privileged at ingest; only what the policy keeps was committed.
+    Blocked,
+}
+
+/// Why `apply` refused a command. Refusals are results, not errors: every replica refuses the
+/// same command the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `PutPolicy` raced another change.
+    PolicyVersionMismatch {
+        /// The version in force.
+        current: u32,
+    },
+    /// The policy breaks a rule.
+    InvalidPolicy(String),
+    /// The jurisdiction has no policy, so no call can be committed for it.
+    NoPolicy,
+    /// The call id exists with different content.
+    CallIdConflict,
+    /// The call id belongs to a purged call and is refused forever.
+    CallIdPurged,
+    /// The command itself is malformed.
+    Invalid(String),
+}
+
+/// The result of applying one command (or a blank or membership entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandResult {
+    /// A blank or membership entry.
+    Empty,
+    /// A policy version was installed.
+    PolicyPut {
+        /// Its number.
+        version: u32,
+    },
+    /// A call was committed (or was already, for a retry).
+    CallCommitted {
+        /// What was kept.
+        outcome: CommitOutcome,
+        /// The policy version in force at the commit.
+        policy_version: u32,
+        /// True when an identical commit had already applied.
+        duplicate: bool,
+    },
+    /// A privileged number was registered.
+    NumberRegistered {
+        /// Recordings purged by it.
+        purged: u64,
+    },
+    /// Refused.
+    Refused(Refusal),
+}
+
+const COMMAND_VERSION: u8 = 1;
+
+impl VersionedRecord for Command {
+    const NAME: &'static str = "command";
+    const CURRENT_VERSION: u8 = COMMAND_VERSION;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(COMMAND_VERSION);
+        match self {
+            Command::PutPolicy {
+                jurisdiction,
+                policy,
+                expected_version,
+                principal,
+                at,
+            } => {
+                let versioned = VersionedPolicy {
+                    version: *expected_version,
+                    policy: policy.clone(),
+                };
+                w.u8(1)
+                    .u8(jurisdiction.index())
+                    .blob(&versioned.encode())
+                    .str(principal)
+                    .i64(at.0);
+            }
+            Command::CommitCall {
+                call,
+                wrapped_key,
+                chunk_ids,
+                principal,
+                at,
+            } => {
+                w.u8(2)
+                    .blob(&call.encode())
+                    .blob(wrapped_key)
+                    .u32(chunk_ids.len() as u32);
+                for id in chunk_ids {
+                    w.bytes32(id);
+                }
+                w.str(principal).i64(at.0);
+            }
+            Command::RegisterPrivileged { entry, fingerprint } => {
+                w.u8(3).blob(&entry.encode()).bytes32(fingerprint);
+            }
+        }
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != COMMAND_VERSION {
+            return Err(r.unsupported(version, COMMAND_VERSION));
+        }
+        let command = match r.u8()? {
+            1 => {
+                let index = r.u8()?;
+                let jurisdiction = Jurisdiction::from_index(index)
+                    .ok_or_else(|| r.invalid("jurisdiction", format!("unknown index {index}")))?;
+                let versioned = VersionedPolicy::decode(&r.blob("policy", MAX_EMBEDDED_RECORD)?)?;
+                Command::PutPolicy {
+                    jurisdiction,
+                    policy: versioned.policy,
+                    expected_version: versioned.version,
+                    principal: r.str("principal", MAX_PRINCIPAL)?,
+                    at: UnixMillis(r.i64()?),
+                }
+            }
+            2 => {
+                let call = CallRecord::decode(&r.blob("call", MAX_EMBEDDED_RECORD)?)?;
+                let wrapped_key = r.blob("wrapped_key", MAX_WRAPPED_KEY)?;
+                let count = r.u32()? as usize;
+                if count > MAX_CHUNKS_PER_CALL {
+                    return Err(r.invalid("chunk_ids", format!("{count} chunks")));
+                }
+                let mut chunk_ids = Vec::with_capacity(count.min(1024));
+                for _ in 0..count {
+                    chunk_ids.push(r.bytes32()?);
+                }
+                Command::CommitCall {
+                    call,
+                    wrapped_key,
+                    chunk_ids,
+                    principal: r.str("principal", MAX_PRINCIPAL)?,
+                    at: UnixMillis(r.i64()?),
+                }
+            }
+            3 => Command::RegisterPrivileged {
+                entry: RegistryEntry::decode(&r.blob("entry", MAX_EMBEDDED_RECORD)?)?,
+                fingerprint: r.bytes32()?,
+            },
+            tag => return Err(r.invalid("command", format!("unknown tag {tag}"))),
+        };
+        r.finish()?;
+        Ok(command)
+    }
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::PutPolicy { .. } => "put_policy",
+            Command::CommitCall { .. } => "commit_call",
+            Command::RegisterPrivileged { .. } => "register_privileged",
+        }
+    }
+
+    /// Checks what `apply` cannot decide differently on any replica but must refuse: a commit
+    /// whose lifecycle is not one ingest can propose.
+    pub(crate) fn check_shape(&self) -> Result<(), Refusal> {
+        if let Command::CommitCall {
+            call, chunk_ids, ..
+        } = self
+        {
+            match call.lifecycle {
+                Lifecycle::Live if chunk_ids.len() == call.chunk_count as usize => {}
+                Lifecycle::Live => {
+                    return Err(Refusal::Invalid(
+                        "chunk id count differs from chunk_count".into(),
+                    ));
+                }
+                Lifecycle::Blocked if chunk_ids.is_empty() && call.byte_length == 0 => {}
+                Lifecycle::Blocked => {
+                    return Err(Refusal::Invalid("a blocked call carries no audio".into()));
+                }
+                _ => {
+                    return Err(Refusal::Invalid(
+                        "a commit is either recorded or blocked".into(),
+                    ));
+                }
+            }
+            if !call.holds.is_empty() {
+                return Err(Refusal::Invalid("a new call carries no holds".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+const RESULT_VERSION: u8 = 1;
+
+impl VersionedRecord for CommandResult {
+    const NAME: &'static str = "command result";
+    const CURRENT_VERSION: u8 = RESULT_VERSION;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(RESULT_VERSION);
+        match self {
+            CommandResult::Empty => {
+                w.u8(0);
+            }
+            CommandResult::PolicyPut { version } => {
+                w.u8(1).u32(*version);
+            }
+            CommandResult::CallCommitted {
+                outcome,
+                policy_version,
+                duplicate,
+            } => {
+                w.u8(2)
+                    .u8(match outcome {
+                        CommitOutcome::Recorded => 0,
+                        CommitOutcome::PurgedAtCommit => 1,
+                        CommitOutcome::Blocked => 2,
+                    })
+                    .u32(*policy_version)
+                    .bool(*duplicate);
+            }
+            CommandResult::NumberRegistered { purged } => {
+                w.u8(3).u64(*purged);
+            }
+            CommandResult::Refused(refusal) => {
+                w.u8(4);
+                match refusal {
+                    Refusal::PolicyVersionMismatch { current } => w.u8(0).u32(*current),
+                    Refusal::InvalidPolicy(reason) => w.u8(1).str(reason),
+                    Refusal::NoPolicy => w.u8(2),
+                    Refusal::CallIdConflict => w.u8(3),
+                    Refusal::CallIdPurged => w.u8(4),
+                    Refusal::Invalid(reason) => w.u8(5).str(reason),
+                };
+            }
+        }
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != RESULT_VERSION {
+            return Err(r.unsupported(version, RESULT_VERSION));
+        }
+        let result = match r.u8()? {
+            0 => CommandResult::Empty,
+            1 => CommandResult::PolicyPut { version: r.u32()? },
+            2 => {
+                let outcome = match r.u8()? {
+                    0 => CommitOutcome::Recorded,
+                    1 => CommitOutcome::PurgedAtCommit,
+                    2 => CommitOutcome::Blocked,
+                    t => return Err(r.invalid("outcome", format!("unknown tag {t}"))),
+                };
+                CommandResult::CallCommitted {
+                    outcome,
+                    policy_version: r.u32()?,
+                    duplicate: r.bool("duplicate")?,
+                }
+            }
+            3 => CommandResult::NumberRegistered { purged: r.u64()? },
+            4 => CommandResult::Refused(match r.u8()? {
+                0 => Refusal::PolicyVersionMismatch { current: r.u32()? },
+                1 => Refusal::InvalidPolicy(r.str("reason", 1024)?),
+                2 => Refusal::NoPolicy,
+                3 => Refusal::CallIdConflict,
+                4 => Refusal::CallIdPurged,
+                5 => Refusal::Invalid(r.str("reason", 1024)?),
+                t => return Err(r.invalid("refusal", format!("unknown tag {t}"))),
+            }),
+            t => return Err(r.invalid("result", format!("unknown tag {t}"))),
+        };
+        r.finish()?;
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use callvault_core::call::{CallId, Direction};
+    use callvault_core::policy::PrivilegedRetention;
+    use callvault_core::{PrivilegeKind, normalize};
+    use proptest::prelude::*;
+
+    pub(crate) fn policy(days: u32) -> RetentionPolicy {
+        RetentionPolicy {
+            recording_retention_days: days,
+            call_detail_retention_days: days * 2,
+            privileged_retention: PrivilegedRetention::CallDetail,
+            hold_requires_review_date: false,
+            hold_max_review_days: 365,
+            sweep_interval_seconds: 30,
+            source: "test".into(),
+        }
+    }
+
+    pub(crate) fn call(id: &str, fingerprint: u8, started_at: i64) -> CallRecord {
+        CallRecord {
+            call_id: CallId::new(id).unwrap(),
+            jurisdiction: Jurisdiction::Tx,
+            facility_id: "fac-1".into(),
+            inmate_id: format!("inm-{}", fingerprint % 4),
+            number_fingerprint: [fingerprint; 32],
+            direction: Direction::Outbound,
+            started_at: UnixMillis(started_at),
+            ended_at: UnixMillis(started_at + 60_000),
+            byte_length: 480_000,
+            chunk_count: 2,
+            plaintext_digest: [fingerprint ^ 0x5a; 32],
+            committed_under_policy: 0,
+            sealed: false,
+            lifecycle: Lifecycle::Live,
+            holds: Vec::new(),
+        }
+    }
+
+    pub(crate) fn commit(id: &str, fingerprint: u8, started_at: i64) -> Command {
+        Command::CommitCall {
+            call: call(id, fingerprint, started_at),
+            wrapped_key: vec![1; 72],
+            chunk_ids: vec![[2; 32], [3; 32]],
+            principal: "platform-a".into(),
+            at: UnixMillis(started_at + 61_000),
+        }
+    }
+
+    pub(crate) fn register(number: &str, fingerprint: u8, at: i64) -> Command {
+        Command::RegisterPrivileged {
+            entry: RegistryEntry {
+                jurisdiction: Jurisdiction::Tx,
+                number: normalize(number).unwrap(),
+                kind: PrivilegeKind::Attorney,
+                registrant: "tx-registry".into(),
+                evidence: "TX bar 1".into(),
+                registered_at: UnixMillis(at),
+            },
+            fingerprint: [fingerprint; 32],
+        }
+    }
+
+    #[test]
+    fn commands_and_results_round_trip() {
+        let commands = [
+            Command::PutPolicy {
+                jurisdiction: Jurisdiction::Tx,
+                policy: policy(30),
+                expected_version: 2,
+                principal: "operator".into(),
+                at: UnixMillis(9),
+            },
+            commit("c-1", 1, 1000),
+            register("(512) 555-0100", 1, 5),
+        ];
+        for c in commands {
+            assert_eq!(Command::decode(&c.encode()), Ok(c));
+        }
+        let results = [
+            CommandResult::Empty,
+            CommandResult::PolicyPut { version: 3 },
+            CommandResult::CallCommitted {
+                outcome: CommitOutcome::PurgedAtCommit,
+                policy_version: 2,
+                duplicate: true,
+            },
+            CommandResult::NumberRegistered { purged: 50 },
+            CommandResult::Refused(Refusal::PolicyVersionMismatch { current: 4 }),
+            CommandResult::Refused(Refusal::Invalid("x".into())),
+        ];
+        for r in results {
+            assert_eq!(CommandResult::decode(&r.encode()), Ok(r));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Command::decode(&bytes);
+            let _ = CommandResult::decode(&bytes);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Column families of the state machine and the encoding of their keys.
+//!
+//! Every key starts with the jurisdiction's one-byte index, so a jurisdiction's data is one
+//! contiguous range per family and no scan crosses into another jurisdiction's keys. Numbers are
+//! big-endian so byte order is numeric order.
+
+use callvault_core::call::CallId;
+use callvault_core::{Jurisdiction, UnixMillis};
+
+/// Call records: `jur | call id` → `CallRecord`.
+pub const CF_CALLS: &str = "calls";
+/// Live recordings by start time (the expiry index): `jur | started_at | call id` → ∅.
+pub const CF_BY_START: &str = "by_start";
+/// Calls by dialed-number fingerprint: `jur | fingerprint | call id` → ∅.
+pub const CF_BY_NUMBER: &str = "by_number";
+/// Calls by facility: `jur | len | facility | started_at | call id` → ∅.
+pub const CF_BY_FACILITY: &str = "by_facility";
+/// Calls by inmate: `jur | len | inmate | started_at | call id` → ∅.
+pub const CF_BY_INMATE: &str = "by_inmate";
+/// Policies: `jur` → current version (u32 BE); `jur | version` → `VersionedPolicy`.
+pub const CF_POLICIES: &str = "policies";
+/// Privileged-number registry: `jur | e164` → `RegistryEntry`.
+pub const CF_REGISTRY: &str = "registry";
+/// Privileged fingerprints for the commit-time check: `jur | fingerprint` → ∅.
+pub const CF_PRIVILEGED: &str = "privileged";
+/// Wrapped data keys: `jur | call id` → wrapped key. Deleting one is the crypto-shred.
+pub const CF_KEYS: &str = "keys";
+/// Chunk ids of each call: `jur | call id` → 32-byte ids.
+pub const CF_CHUNKS: &str = "chunks";
+/// Chunks of purged or expired calls awaiting collection: `chunk id` → ∅.
+pub const CF_DEAD_CHUNKS: &str = "dead_chunks";
+/// Per-jurisdiction counters: `jur` → `Counters`.
+pub const CF_COUNTERS: &str = "counters";
+/// The applied log id and the membership.
+pub const CF_SM_META: &str = "sm_meta";
+
+/// Every state-machine column family; snapshots and digests cover exactly these.
+pub const STATE_MACHINE_CFS: &[&str] = &[
+    CF_CALLS,
+    CF_BY_START,
+    CF_BY_NUMBER,
+    CF_BY_FACILITY,
+    CF_BY_INMATE,
+    CF_POLICIES,
+    CF_REGISTRY,
+    CF_PRIVILEGED,
+    CF_KEYS,
+    CF_CHUNKS,
+    CF_DEAD_CHUNKS,
+    CF_COUNTERS,
+    CF_SM_META,
+];
+
+/// `sm_meta` key of the last applied log id.
+pub const KEY_APPLIED: &[u8] = b"applied";
+/// `sm_meta` key of the last applied membership.
+pub const KEY_MEMBERSHIP: &[u8] = b"membership";
+
+/// Sign-flipped big-endian so negative times sort before positive ones.
+fn time_bytes(t: UnixMillis) -> [u8; 8] {
+    ((t.0 as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// `jur | call id`.
+pub fn call(jurisdiction: Jurisdiction, call_id: &CallId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + call_id.as_str().len());
+    key.push(jurisdiction.index());
+    key.extend_from_slice(call_id.as_str().as_bytes());
+    key
+}
+
+/// `jur`: the prefix of all of a jurisdiction's keys.
+pub fn jurisdiction(jurisdiction: Jurisdiction) -> Vec<u8> {
+    vec![jurisdiction.index()]
+}
+
+/// `jur | started_at | call id`.
+pub fn by_start(jurisdiction: Jurisdiction, started_at: UnixMillis, call_id: &CallId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + call_id.as_str().len());
+    key.push(jurisdiction.index());
+    key.extend_from_slice(&time_bytes(started_at));
+    key.extend_from_slice(call_id.as_str().as_bytes());
+    key
+}
+
+/// `jur | fingerprint`: prefix of every call to one number.
+pub fn number_prefix(jurisdiction: Jurisdiction, fingerprint: &[u8; 32]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(33 + 16);
+    key.push(jurisdiction.index());
+    key.extend_from_slice(fingerprint);
+    key
+}
+
+/// `jur | fingerprint | call id`.
+pub fn by_number(jurisdiction: Jurisdiction, fingerprint: &[u8; 32], call_id: &CallId) -> Vec<u8> {
+    let mut key = number_prefix(jurisdiction, fingerprint);
+    key.extend_from_slice(call_id.as_str().as_bytes());
+    key
+}
+
+/// `jur | len | party | started_at | call id`, for the facility and inmate indexes.
+pub fn by_party(
+    jurisdiction: Jurisdiction,
+    party: &str,
+    started_at: UnixMillis,
+    call_id: &CallId,
+) -> Vec<u8> {
+    let mut key = Vec::with_capacity(10 + party.len() + call_id.as_str().len());
+    key.push(jurisdiction.index());
+    key.push(party.len() as u8);
+    key.extend_from_slice(party.as_bytes());
+    key.extend_from_slice(&time_bytes(started_at));
+    key.extend_from_slice(call_id.as_str().as_bytes());
+    key
+}
+
+/// `jur | version`.
+pub fn policy_version(jurisdiction: Jurisdiction, version: u32) -> Vec<u8> {
+    let mut key = vec![jurisdiction.index()];
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// `jur | e164`.
+pub fn registry(jurisdiction: Jurisdiction, e164: &str) -> Vec<u8> {
+    let mut key = vec![jurisdiction.index()];
+    key.extend_from_slice(e164.as_bytes());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_keys_sort_by_time_across_the_epoch() {
+        let id = CallId::new("a").unwrap();
+        let early = by_start(Jurisdiction::Tx, UnixMillis(-5), &id);
+        let late = by_start(Jurisdiction::Tx, UnixMillis(5), &id);
+        let later = by_start(Jurisdiction::Tx, UnixMillis(1 << 40), &id);
+        assert!(early < late && late < later);
+        assert!(late < by_start(Jurisdiction::Ut, UnixMillis(-5), &id));
+    }
+}

@@ -1,0 +1,261 @@
+//! The Raft log on RocksDB: entries in their own column family keyed by big-endian index, the
+//! vote, the committed id and the purge point in another. Appends are one write batch per call,
+//! fsync'd before openraft hears they are flushed.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use callvault_proto::v1 as pb;
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, StorageIOError};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+
+use crate::convert::{self, entry_from_pb, entry_to_pb, from_disk, to_disk};
+use crate::storage::open_db;
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
+
+const CF_LOGS: &str = "logs";
+const CF_LOG_META: &str = "log_meta";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"last_purged";
+
+/// The Raft log. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+fn io_error(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StorageError {
+    StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
+fn read_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    io_error(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn write_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    io_error(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+impl LogStore {
+    /// Opens the log at `dir`. A directory that exists must hold a readable database: a missing
+    /// or damaged one is an error, never a fresh empty log.
+    pub fn open(dir: &Path) -> Result<Self, crate::storage::OpenError> {
+        let mut logs = Options::default();
+        logs.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_LOGS, logs),
+            ColumnFamilyDescriptor::new(CF_LOG_META, Options::default()),
+        ];
+        let db = open_db(dir, cfs)?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    fn synced() -> WriteOptions {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        options
+    }
+
+    fn read_log_id(&self, key: &[u8]) -> Result<Option<LogId>, StorageError> {
+        let Some(bytes) = self
+            .db
+            .get_cf(self.cf(CF_LOG_META), key)
+            .map_err(read_err)?
+        else {
+            return Ok(None);
+        };
+        let id: pb::LogId = from_disk("log id", &bytes).map_err(read_err)?;
+        Ok(Some(convert::log_id_from_pb(&id).map_err(read_err)?))
+    }
+
+    fn put_meta(&self, key: &[u8], value: Vec<u8>) -> Result<(), StorageError> {
+        self.db
+            .put_cf_opt(self.cf(CF_LOG_META), key, value, &Self::synced())
+            .map_err(write_err)
+    }
+
+    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, value) = item.map_err(read_err)?;
+                Ok(Some(decode_entry(&value)?.log_id))
+            }
+        }
+    }
+
+    /// The on-disk size of the log, for metrics.
+    pub fn approximate_size(&self) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(CF_LOGS), "rocksdb.total-sst-files-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
+    let message: pb::LogEntry = from_disk("log entry", bytes).map_err(read_err)?;
+    entry_from_pb(&message).map_err(read_err)
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut entries = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_LOGS),
+            IteratorMode::From(&index_key(start), Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(read_err)?;
+            let index = u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| read_err(std::io::Error::other("log key is not 8 bytes")))?,
+            );
+            if !range.contains(&index) {
+                break;
+            }
+            entries.push(decode_entry(&value)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.read_log_id(KEY_PURGED)?;
+        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta(KEY_VOTE, to_disk(&convert::vote_to_pb(vote)))
+            .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        let Some(bytes) = self
+            .db
+            .get_cf(self.cf(CF_LOG_META), KEY_VOTE)
+            .map_err(read_err)?
+        else {
+            return Ok(None);
+        };
+        let vote: pb::RaftVote = from_disk("vote", &bytes).map_err(read_err)?;
+        Ok(Some(convert::vote_from_pb(&vote).map_err(read_err)?))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        match committed {
+            Some(id) => self.put_meta(KEY_COMMITTED, to_disk(&convert::log_id_to_pb(&id))),
+            None => self
+                .db
+                .delete_cf_opt(self.cf(CF_LOG_META), KEY_COMMITTED, &Self::synced())
+                .map_err(write_err),
+        }
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.read_log_id(KEY_COMMITTED)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(
+                self.cf(CF_LOGS),
+                index_key(entry.log_id.index),
+                to_disk(&entry_to_pb(&entry)),
+            );
+        }
+        // The fsync blocks; keep it off the runtime's worker threads.
+        let db = Arc::clone(&self.db);
+        let result = tokio::task::spawn_blocking(move || db.write_opt(batch, &Self::synced()))
+            .await
+            .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Removes [log_id.index, ∞).
+        let from = index_key(log_id.index);
+        let to = index_key(u64::MAX);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_LOGS), from, to);
+        batch.delete_cf(self.cf(CF_LOGS), to);
+        self.db.write_opt(batch, &Self::synced()).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Records the purge point first so a crash between the two writes never shows a log
+        // whose start is unexplained.
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_LOG_META),
+            KEY_PURGED,
+            to_disk(&convert::log_id_to_pb(&log_id)),
+        );
+        batch.delete_range_cf(
+            self.cf(CF_LOGS),
+            index_key(0),
+            index_key(log_id.index.saturating_add(1)),
+        );
+        self.db.write_opt(batch, &Self::synced()).map_err(write_err)
+    }
+}

@@ -1,0 +1,656 @@
+//! The Raft state machine on RocksDB.
+//!
+//! The state machine's database lives in a generation directory (`sm/gen-N`) named by the
+//! pointer file `sm/CURRENT`. Installing a snapshot unpacks it into the next generation, opens it,
+//! then switches the pointer atomically, so a crash at any step leaves either the old or the new
+//! state, never a mix. Snapshots are RocksDB checkpoints packed into one file
+//! ([`crate::snapshot`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use callvault_proto::v1 as pb;
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, StorageIOError,
+};
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options};
+use tokio::io::AsyncSeekExt;
+
+use crate::apply::{ApplyError, apply_command};
+use crate::command::CommandResult;
+use crate::convert::{self, from_disk, to_disk};
+use crate::keys::{CF_SM_META, KEY_APPLIED, KEY_MEMBERSHIP, STATE_MACHINE_CFS};
+use crate::snapshot;
+use crate::storage::{OpenError, open_db, sync_dir, write_atomically};
+use crate::txn::Txn;
+use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+const CURRENT_SNAPSHOT: &str = "current.snap";
+
+fn sm_err(verb: ErrorVerb, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::new(&e),
+    )
+    .into()
+}
+
+fn snap_err(verb: ErrorVerb, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        openraft::AnyError::new(&e),
+    )
+    .into()
+}
+
+fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+    STATE_MACHINE_CFS
+        .iter()
+        .map(|name| {
+            let mut options = Options::default();
+            options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, options)
+        })
+        .collect()
+}
+
+/// State shared between the state machine, its snapshot builders and readers.
+struct Shared {
+    /// `<data>/sm`: generation directories and the pointer file.
+    sm_dir: PathBuf,
+    /// `<data>/snapshots`: the current snapshot file and work files.
+    snapshot_dir: PathBuf,
+    /// The open generation and its number.
+    db: RwLock<(u64, Arc<DB>)>,
+    /// Serializes snapshot builds and installs, which both replace the current snapshot file.
+    snapshot_lock: tokio::sync::Mutex<u64>,
+}
+
+/// The state machine. Cheap to clone: clones share the database (one of them is openraft's).
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+impl StateMachineStore {
+    /// Opens (or creates) the state machine under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        let sm_dir = data_dir.join("sm");
+        let snapshot_dir = data_dir.join("snapshots");
+        for dir in [&sm_dir, &snapshot_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let pointer = sm_dir.join("CURRENT");
+        let generation = match std::fs::read_to_string(&pointer) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|_| OpenError::Io {
+                path: pointer.clone(),
+                source: std::io::Error::other(format!("not a generation number: {text:?}")),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if std::fs::read_dir(&sm_dir)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false)
+                {
+                    return Err(OpenError::Io {
+                        path: pointer,
+                        source: std::io::Error::other(
+                            "missing while state-machine data exists: the store is damaged",
+                        ),
+                    });
+                }
+                let db = open_db(&generation_dir(&sm_dir, 1), cf_descriptors())?;
+                drop(db);
+                write_atomically(&pointer, b"1")?;
+                1
+            }
+            Err(source) => {
+                return Err(OpenError::Io {
+                    path: pointer,
+                    source,
+                });
+            }
+        };
+        let dir = generation_dir(&sm_dir, generation);
+        if !dir.exists() {
+            return Err(OpenError::Io {
+                path: dir,
+                source: std::io::Error::other("the current generation is missing"),
+            });
+        }
+        let db = open_db(&dir, cf_descriptors())?;
+        remove_other_generations(&sm_dir, generation);
+        let _ = std::fs::remove_dir_all(snapshot_dir.join("build-checkpoint"));
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                sm_dir,
+                snapshot_dir,
+                db: RwLock::new((generation, Arc::new(db))),
+                snapshot_lock: tokio::sync::Mutex::new(0),
+            }),
+        })
+    }
+
+    /// The current database, for reads. Reads through it see every applied entry.
+    pub fn db(&self) -> Arc<DB> {
+        Arc::clone(&self.shared.db.read().expect("lock is not poisoned").1)
+    }
+
+    fn read_applied(db: &DB) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let cf = db.cf_handle(CF_SM_META).expect("created at open");
+        let applied = match db
+            .get_cf(cf, KEY_APPLIED)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
+            Some(bytes) => {
+                let id: pb::LogId =
+                    from_disk("applied log id", &bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                Some(convert::log_id_from_pb(&id).map_err(|e| sm_err(ErrorVerb::Read, e))?)
+            }
+            None => None,
+        };
+        let membership = match db
+            .get_cf(cf, KEY_MEMBERSHIP)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
+            Some(bytes) => {
+                let m: pb::StoredMembership =
+                    from_disk("membership", &bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                convert::stored_membership_from_pb(&m).map_err(|e| sm_err(ErrorVerb::Read, e))?
+            }
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    /// BLAKE3 over every key and value of the state-machine column families except the applied
+    /// position, so two replicas at the same log position can be compared.
+    pub fn digest(&self) -> Result<[u8; 32], rocksdb::Error> {
+        let db = self.db();
+        let mut hasher = blake3::Hasher::new();
+        for name in STATE_MACHINE_CFS.iter().filter(|n| **n != CF_SM_META) {
+            hasher.update(name.as_bytes());
+            let cf = db.cf_handle(name).expect("created at open");
+            for item in db.iterator_cf(cf, IteratorMode::Start) {
+                let (key, value) = item?;
+                hasher.update(&(key.len() as u64).to_le_bytes());
+                hasher.update(&key);
+                hasher.update(&(value.len() as u64).to_le_bytes());
+                hasher.update(&value);
+            }
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
+    /// The last applied log id, read from the store.
+    pub fn applied(&self) -> Result<Option<LogId>, StorageError> {
+        Ok(Self::read_applied(&self.db())?.0)
+    }
+
+    fn current_snapshot_path(&self) -> PathBuf {
+        self.shared.snapshot_dir.join(CURRENT_SNAPSHOT)
+    }
+
+    fn open_current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let path = self.current_snapshot_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let meta = snapshot::read_meta(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let meta =
+            convert::snapshot_meta_from_pb(&meta).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let file = std::fs::File::open(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+
+    /// Checkpoints the database, packs it into the current snapshot file and returns it.
+    async fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let mut builds = self.shared.snapshot_lock.lock().await;
+        *builds += 1;
+        let build_number = *builds;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.build_blocking(build_number))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
+        self.open_current_snapshot()?
+            .ok_or_else(|| snap_err(ErrorVerb::Read, std::io::Error::other("snapshot vanished")))
+    }
+
+    fn build_blocking(&self, build_number: u64) -> Result<(), StorageError> {
+        let err = |e: &dyn std::fmt::Display| {
+            snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string()))
+        };
+        let checkpoint_dir = self.shared.snapshot_dir.join("build-checkpoint");
+        let _ = std::fs::remove_dir_all(&checkpoint_dir);
+        let db = self.db();
+        Checkpoint::new(&db)
+            .and_then(|c| c.create_checkpoint(&checkpoint_dir))
+            .map_err(|e| err(&e))?;
+        // The checkpoint is one consistent view: read its position from it, not from the live DB.
+        let (applied, membership) = {
+            let view = DB::open_cf_for_read_only(
+                &Options::default(),
+                &checkpoint_dir,
+                STATE_MACHINE_CFS,
+                false,
+            )
+            .map_err(|e| err(&e))?;
+            Self::read_applied(&view)?
+        };
+        let snapshot_id = match &applied {
+            Some(id) => format!(
+                "{}-{}-{}-{build_number}",
+                id.leader_id.term, id.leader_id.node_id, id.index
+            ),
+            None => format!("0-0-0-{build_number}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let tmp = self.shared.snapshot_dir.join("build.tmp");
+        snapshot::pack(&checkpoint_dir, &convert::snapshot_meta_to_pb(&meta), &tmp)
+            .map_err(|e| err(&e))?;
+        std::fs::rename(&tmp, self.current_snapshot_path()).map_err(|e| err(&e))?;
+        sync_dir(&self.shared.snapshot_dir).map_err(|e| err(&e))?;
+        std::fs::remove_dir_all(&checkpoint_dir).map_err(|e| err(&e))?;
+        Ok(())
+    }
+
+    /// Installs a received snapshot file: verify, unpack into the next generation, open it,
+    /// switch the pointer, keep the file as the current snapshot.
+    fn install_blocking(&self, received: &Path, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        let err = |e: &dyn std::fmt::Display| {
+            snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string()))
+        };
+        let (generation, _) = *self.shared.db.read().expect("lock is not poisoned");
+        let next = generation + 1;
+        let next_dir = generation_dir(&self.shared.sm_dir, next);
+        let _ = std::fs::remove_dir_all(&next_dir);
+        let packed_meta = snapshot::unpack(received, &next_dir).map_err(|e| err(&e))?;
+        let packed_meta = convert::snapshot_meta_from_pb(&packed_meta).map_err(|e| err(&e))?;
+        if packed_meta.last_log_id != meta.last_log_id {
+            return Err(err(&format!(
+                "snapshot file is at {:?}, openraft installs {:?}",
+                packed_meta.last_log_id, meta.last_log_id
+            )));
+        }
+        let db = open_db(&next_dir, cf_descriptors()).map_err(|e| err(&e))?;
+        if Self::read_applied(&db)?.0 != meta.last_log_id {
+            return Err(err(&"unpacked state is not at the snapshot's log id"));
+        }
+        sync_dir(&self.shared.sm_dir).map_err(|e| err(&e))?;
+        write_atomically(
+            &self.shared.sm_dir.join("CURRENT"),
+            next.to_string().as_bytes(),
+        )
+        .map_err(|e| err(&e))?;
+        *self.shared.db.write().expect("lock is not poisoned") = (next, Arc::new(db));
+        std::fs::rename(received, self.current_snapshot_path()).map_err(|e| err(&e))?;
+        sync_dir(&self.shared.snapshot_dir).map_err(|e| err(&e))?;
+        // The old generation is dropped once its last reader lets go of it.
+        remove_other_generations(&self.shared.sm_dir, next);
+        Ok(())
+    }
+}
+
+fn generation_dir(sm_dir: &Path, generation: u64) -> PathBuf {
+    sm_dir.join(format!("gen-{generation}"))
+}
+
+fn remove_other_generations(sm_dir: &Path, keep: u64) {
+    let Ok(entries) = std::fs::read_dir(sm_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_prefix("gen-")
+            .and_then(|n| n.parse::<u64>().ok())
+            && n != keep
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Applies entries in one atomic write, with the applied log id and membership.
+fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, StorageError> {
+    let mut txn = Txn::new(db);
+    let mut results = Vec::with_capacity(entries.len());
+    let mut last = None;
+    let mut membership = None;
+    for entry in entries {
+        last = Some(entry.log_id);
+        let result = match entry.payload {
+            EntryPayload::Blank => CommandResult::Empty,
+            EntryPayload::Normal(command) => {
+                apply_command(&mut txn, &command).map_err(|e| match e {
+                    ApplyError::Rocks(e) => sm_err(ErrorVerb::Write, e),
+                    ApplyError::Decode(e) => sm_err(ErrorVerb::Read, e),
+                })?
+            }
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                CommandResult::Empty
+            }
+        };
+        results.push(result);
+    }
+    if let Some(last) = last {
+        txn.put(
+            CF_SM_META,
+            KEY_APPLIED.to_vec(),
+            to_disk(&convert::log_id_to_pb(&last)),
+        );
+    }
+    if let Some(m) = membership {
+        txn.put(
+            CF_SM_META,
+            KEY_MEMBERSHIP.to_vec(),
+            to_disk(&convert::stored_membership_to_pb(&m)),
+        );
+    }
+    // Not fsync'd: the log is, and an entry lost here is re-applied from it after a crash.
+    db.write(txn.into_batch())
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    Ok(results)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.build().await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Self::read_applied(&self.db())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = self.db();
+        tokio::task::spawn_blocking(move || apply_blocking(&db, entries))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.shared.snapshot_dir.join("receiving.tmp");
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        mut snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let _guard = self.shared.snapshot_lock.lock().await;
+        // Copy whatever handle openraft gives us (the file we handed out, or another node's
+        // snapshot in tests) into a file of our own, durably, then install from it.
+        let incoming = self.shared.snapshot_dir.join("incoming.tmp");
+        let mut out = tokio::fs::File::create(&incoming)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        snapshot
+            .seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        tokio::io::copy(&mut snapshot, &mut out)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        out.sync_all()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        drop(out);
+        let this = self.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || this.install_blocking(&incoming, &meta))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
+        let _ = tokio::fs::remove_file(self.shared.snapshot_dir.join("receiving.tmp")).await;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        self.open_current_snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::{Counters, counters, current_policy};
+    use crate::command::tests::{commit, policy, register};
+    use crate::command::{Command, CommitOutcome, Refusal};
+    use callvault_core::call::Lifecycle;
+    use callvault_core::{CallRecord, Jurisdiction, UnixMillis};
+    use openraft::CommittedLeaderId;
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        sm: StateMachineStore,
+        index: u64,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let sm = StateMachineStore::open(dir.path()).unwrap();
+            let mut h = Harness {
+                _dir: dir,
+                sm,
+                index: 0,
+            };
+            let put = Command::PutPolicy {
+                jurisdiction: Jurisdiction::Tx,
+                policy: policy(30),
+                expected_version: 0,
+                principal: "op".into(),
+                at: UnixMillis(0),
+            };
+            assert_eq!(
+                h.apply(vec![put]),
+                vec![CommandResult::PolicyPut { version: 1 }]
+            );
+            h
+        }
+
+        fn apply(&mut self, commands: Vec<Command>) -> Vec<CommandResult> {
+            let entries = commands
+                .into_iter()
+                .map(|c| {
+                    self.index += 1;
+                    Entry {
+                        log_id: LogId {
+                            leader_id: CommittedLeaderId::new(1, 1),
+                            index: self.index,
+                        },
+                        payload: EntryPayload::Normal(c),
+                    }
+                })
+                .collect();
+            apply_blocking(&self.sm.db(), entries).unwrap()
+        }
+
+        fn counters(&self) -> Counters {
+            let db = self.sm.db();
+            counters(&Txn::new(&db), Jurisdiction::Tx).unwrap()
+        }
+
+        fn call(&self, id: &str) -> Option<CallRecord> {
+            let db = self.sm.db();
+            let key =
+                crate::keys::call(Jurisdiction::Tx, &callvault_core::CallId::new(id).unwrap());
+            Txn::new(&db)
+                .get(crate::keys::CF_CALLS, &key)
+                .unwrap()
+                .map(|b| CallRecord::decode(&b).unwrap())
+        }
+    }
+
+    use callvault_core::codec::VersionedRecord;
+
+    fn committed(outcome: CommitOutcome, duplicate: bool) -> CommandResult {
+        CommandResult::CallCommitted {
+            outcome,
+            policy_version: 1,
+            duplicate,
+        }
+    }
+
+    #[test]
+    fn commits_are_idempotent_and_conflicts_refused() {
+        let mut h = Harness::new();
+        assert_eq!(
+            h.apply(vec![commit("c-1", 1, 1000)]),
+            vec![committed(CommitOutcome::Recorded, false)]
+        );
+        assert_eq!(
+            h.apply(vec![commit("c-1", 1, 1000)]),
+            vec![committed(CommitOutcome::Recorded, true)]
+        );
+        assert_eq!(
+            h.apply(vec![commit("c-1", 2, 1000)]),
+            vec![CommandResult::Refused(Refusal::CallIdConflict)]
+        );
+        let c = h.counters();
+        assert_eq!((c.calls_total, c.live), (1, 1));
+    }
+
+    #[test]
+    fn registration_purges_past_calls_and_blocks_commits_in_the_same_batch() {
+        let mut h = Harness::new();
+        let results = h.apply(vec![
+            commit("a-1", 1, 1000),
+            commit("a-2", 1, 2000),
+            commit("other", 2, 3000),
+            register("(512) 555-0100", 1, 4000),
+            // Streamed while the number was registered: the commit becomes a purge.
+            commit("a-3", 1, 5000),
+        ]);
+        assert_eq!(results[3], CommandResult::NumberRegistered { purged: 2 });
+        assert_eq!(results[4], committed(CommitOutcome::PurgedAtCommit, false));
+        for id in ["a-1", "a-2", "a-3"] {
+            assert!(
+                matches!(h.call(id).unwrap().lifecycle, Lifecycle::Purged { .. }),
+                "{id}"
+            );
+        }
+        assert_eq!(h.call("other").unwrap().lifecycle, Lifecycle::Live);
+        // The crypto-shred: no wrapped key is left for a purged call.
+        let db = h.sm.db();
+        let keys_left: Vec<_> = db
+            .iterator_cf(
+                db.cf_handle(crate::keys::CF_KEYS).unwrap(),
+                IteratorMode::Start,
+            )
+            .map(|kv| kv.unwrap().0.to_vec())
+            .collect();
+        assert_eq!(
+            keys_left,
+            vec![crate::keys::call(
+                Jurisdiction::Tx,
+                &callvault_core::CallId::new("other").unwrap()
+            )]
+        );
+        // A purged id is refused forever, even with the same content.
+        assert_eq!(
+            h.apply(vec![commit("a-1", 1, 1000)]),
+            vec![CommandResult::Refused(Refusal::CallIdPurged)]
+        );
+        let c = h.counters();
+        assert_eq!((c.calls_total, c.live, c.purged), (4, 1, 3));
+    }
+
+    #[test]
+    fn policy_versions_are_optimistic_and_commits_need_a_policy() {
+        let mut h = Harness::new();
+        let put = |expected| Command::PutPolicy {
+            jurisdiction: Jurisdiction::Tx,
+            policy: policy(60),
+            expected_version: expected,
+            principal: "op".into(),
+            at: UnixMillis(1),
+        };
+        assert_eq!(
+            h.apply(vec![put(0)]),
+            vec![CommandResult::Refused(Refusal::PolicyVersionMismatch {
+                current: 1
+            })]
+        );
+        assert_eq!(
+            h.apply(vec![put(1)]),
+            vec![CommandResult::PolicyPut { version: 2 }]
+        );
+        let db = h.sm.db();
+        assert_eq!(
+            current_policy(&Txn::new(&db), Jurisdiction::Tx)
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
+
+        let Command::CommitCall {
+            mut call,
+            wrapped_key,
+            chunk_ids,
+            principal,
+            at,
+        } = commit("ut-1", 1, 0)
+        else {
+            unreachable!()
+        };
+        call.jurisdiction = Jurisdiction::Ut;
+        assert_eq!(
+            h.apply(vec![Command::CommitCall {
+                call,
+                wrapped_key,
+                chunk_ids,
+                principal,
+                at
+            }]),
+            vec![CommandResult::Refused(Refusal::NoPolicy)]
+        );
+    }
+
+    #[test]
+    fn a_damaged_generation_pointer_is_an_error_not_an_empty_store() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateMachineStore::open(dir.path()).unwrap());
+        std::fs::remove_file(dir.path().join("sm/CURRENT")).unwrap();
+        assert!(StateMachineStore::open(dir.path()).is_err());
+        std::fs::write(dir.path().join("sm/CURRENT"), b"7").unwrap();
+        assert!(StateMachineStore::open(dir.path()).is_err());
+    }
+}
