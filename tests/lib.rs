@@ -1,11 +1,19 @@
-//! Support for the integration tests: finding the `callvault` binary and running it.
+//! Support for the integration tests: finding the `callvault` binary, running it, and running
+//! clusters of real `callvault serve` processes on loopback.
 //!
-//! The tests here start real `callvault` processes. `cargo test --workspace` builds the binary
-//! before any test runs (the `callvault-node` package has integration tests of its own, which makes
-//! cargo build its binary); `CALLVAULT_BIN` overrides the path.
+//! `cargo test --workspace` builds the binary before any test runs (the `callvault-node` package
+//! has integration tests of its own, which makes cargo build its binary); `CALLVAULT_BIN`
+//! overrides the path.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use callvault_proto::v1 as pb;
+use callvault_proto::v1::cluster_client::ClusterClient;
+use callvault_proto::v1::meta_store_client::MetaStoreClient;
+use tonic::transport::{Channel, Endpoint};
 
 /// The `callvault` binary under test.
 pub fn callvault_bin() -> PathBuf {
@@ -42,4 +50,252 @@ pub fn run_callvault(args: &[&str]) -> Output {
         .current_dir(repo_root())
         .output()
         .expect("callvault starts")
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is free when this returns).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One `callvault serve` process with its own data directory and port. Killed when dropped.
+pub struct NodeProcess {
+    /// The node id.
+    pub id: u64,
+    /// Its internal endpoint, `127.0.0.1:port`.
+    pub addr: String,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Writes the node's config under `dir`; `extra` is appended to it (TOML).
+    pub fn new(dir: &Path, id: u64, extra: &str) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let data = dir.join(format!("node-{id}"));
+        let config = dir.join(format!("node-{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "node_id = {id}\ndata_dir = {data:?}\nlisten_addr = \"{addr}\"\nroles = [\"meta\"]\n{extra}\n"
+            ),
+        )
+        .expect("config written");
+        NodeProcess {
+            id,
+            addr,
+            config,
+            log: dir.join(format!("node-{id}.log")),
+            child: None,
+        }
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.with_file_name(format!("node-{}", self.id))
+    }
+
+    /// Starts the process (output appended to its log file).
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(callvault_bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("CALLVAULT_LOG", "info,openraft=warn")
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("callvault serve starts");
+        self.child = Some(child);
+    }
+
+    /// Kills the process with SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit; returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        // SAFETY: sending a signal to a child process we own.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the process in the foreground until it exits (for start-up failures).
+    pub fn run_to_exit(&self, timeout: Duration) -> Output {
+        let mut child = Command::new(callvault_bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("callvault serve starts");
+        let deadline = Instant::now() + timeout;
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().expect("output")
+    }
+
+    /// The node's log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A channel to the node.
+    pub fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("valid uri")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy()
+    }
+
+    /// The node's MetaStore client.
+    pub fn meta(&self) -> MetaStoreClient<Channel> {
+        MetaStoreClient::new(self.channel())
+    }
+
+    /// The node's Cluster client.
+    pub fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel())
+    }
+
+    /// The cluster status as this node sees it, or `None` if it does not answer.
+    pub async fn status(&self) -> Option<pb::ClusterStatus> {
+        self.cluster()
+            .status(pb::StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A metadata-store cluster of real processes in a temporary directory.
+pub struct MetaCluster {
+    /// The members, by position (node id = position + 1).
+    pub nodes: Vec<NodeProcess>,
+    _dir: tempfile::TempDir,
+}
+
+impl MetaCluster {
+    /// Starts `size` nodes, initializes the first and adds the others as voters. `extra` TOML is
+    /// appended to every node's config.
+    pub async fn start(size: u64, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes: Vec<NodeProcess> = (1..=size)
+            .map(|id| NodeProcess::new(dir.path(), id, extra))
+            .collect();
+        for node in &mut nodes {
+            node.start();
+        }
+        let first = &nodes[0];
+        eventually("node 1 to answer", Duration::from_secs(30), || {
+            first.status()
+        })
+        .await;
+        first
+            .cluster()
+            .init(pb::InitRequest {})
+            .await
+            .expect("cluster init");
+        for node in &nodes[1..] {
+            eventually("a new node to answer", Duration::from_secs(30), || {
+                node.status()
+            })
+            .await;
+            first
+                .cluster()
+                .add_member(pb::AddMemberRequest {
+                    node_id: node.id,
+                    addr: node.addr.clone(),
+                    learner_only: false,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("add node {}: {e}\n{}", node.id, node.log()));
+        }
+        MetaCluster { nodes, _dir: dir }
+    }
+
+    /// The node id of the leader as the running nodes agree on it.
+    pub async fn leader(&self) -> u64 {
+        eventually("a leader", Duration::from_secs(30), || async {
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                if let Some(status) = node.status().await
+                    && status.role == "leader"
+                {
+                    return Some(status.node_id);
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// The node with id `id`.
+    pub fn node(&mut self, id: u64) -> &mut NodeProcess {
+        &mut self.nodes[(id - 1) as usize]
+    }
 }

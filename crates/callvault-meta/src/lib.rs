@@ -17,6 +17,9 @@ pub mod command;
 pub mod convert;
 pub mod keys;
 pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod service;
 pub mod snapshot;
 pub mod state_machine;
 pub mod storage;
@@ -25,5 +28,6 @@ pub mod types;
 
 pub use command::{Command, CommandResult, CommitOutcome, Refusal};
 pub use log_store::LogStore;
+pub use node::{MetaConfig, MetaNode};
 pub use state_machine::StateMachineStore;
 pub use types::{NodeId, Raft, TypeConfig};

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod config;
+mod serve;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

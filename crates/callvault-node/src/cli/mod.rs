@@ -1,9 +1,13 @@
 //! The command line: one subcommand per operator task.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::{NodeConfig, Role};
+
+mod cluster;
 mod policy;
 
 /// callvault: storage for correctional-facility call recordings that cannot keep what it must not.
@@ -16,14 +20,54 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs a node: its roles from the config file, CALLVAULT_* variables, or --roles.
+    Serve {
+        /// TOML config file (see deploy/local/ for examples).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Roles to run, overriding the config (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<Role>,
+    },
+    /// Membership of the metadata store.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Retention policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CALLVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve { config, roles } => {
+            init_logging();
+            let mut config = NodeConfig::load(config.as_deref())?;
+            if !roles.is_empty() {
+                config.roles = roles;
+            }
+            runtime()?.block_on(crate::serve::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(command) => {
+            runtime()?.block_on(cluster::run(command))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Policy(command) => policy::run(command),
     }
 }

@@ -1,0 +1,233 @@
+//! openraft's `RaftNetwork` over tonic: one reused channel per peer, with connect and request
+//! timeouts; snapshots go as openraft's bounded chunks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use callvault_proto::MAX_MESSAGE_BYTES;
+use callvault_proto::v1 as pb;
+use callvault_proto::v1::raft_client::RaftClient;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, SnapshotSegmentId};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::convert::{self, ConvertError};
+use crate::types::{NodeId, TypeConfig};
+
+/// How long to wait for a TCP connection to a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Channels to peers by address, shared by every client the factory makes, so reconnecting
+/// replication streams reuse connections.
+#[derive(Clone, Default)]
+pub struct ChannelPool {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl ChannelPool {
+    /// The channel to `addr` (`host:port`), created lazily: it connects on first use and
+    /// reconnects by itself after failures.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().expect("lock is not poisoned");
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Makes a [`PeerClient`] per target.
+#[derive(Clone, Default)]
+pub struct NetworkFactory {
+    pool: ChannelPool,
+}
+
+impl NetworkFactory {
+    /// A factory over a shared channel pool.
+    pub fn new(pool: ChannelPool) -> Self {
+        NetworkFactory { pool }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            target,
+            node: node.clone(),
+            client: self.pool.channel(&node.addr).ok().map(|channel| {
+                RaftClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            }),
+        }
+    }
+}
+
+/// The Raft RPCs to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    node: BasicNode,
+    client: Option<RaftClient<Channel>>,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+fn network_error<E: std::error::Error>(
+    error: impl std::fmt::Display,
+) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(error.to_string())))
+}
+
+fn status_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BasicNode, E> {
+    match status.code() {
+        // Nothing listens there (yet): back off instead of retrying at once.
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(
+            &std::io::Error::other(status.message().to_string()),
+        )),
+        _ => network_error(format!("{}: {}", status.code(), status.message())),
+    }
+}
+
+fn decode_error<E: std::error::Error>(error: ConvertError) -> RPCError<NodeId, BasicNode, E> {
+    network_error(format!("peer sent a malformed response: {error}"))
+}
+
+impl PeerClient {
+    fn client<E: std::error::Error>(
+        &self,
+    ) -> Result<RaftClient<Channel>, RPCError<NodeId, BasicNode, E>> {
+        self.client
+            .clone()
+            .ok_or_else(|| network_error(format!("invalid peer address {:?}", self.node.addr)))
+    }
+
+    fn request<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(option.hard_ttl());
+        request
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let message = pb::AppendEntriesRequest {
+            vote: Some(convert::vote_to_pb(&rpc.vote)),
+            prev_log_id: rpc.prev_log_id.as_ref().map(convert::log_id_to_pb),
+            entries: rpc.entries.iter().map(convert::entry_to_pb).collect(),
+            leader_commit: rpc.leader_commit.as_ref().map(convert::log_id_to_pb),
+        };
+        let response = self
+            .client()?
+            .append_entries(Self::request(message, &option))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        use pb::append_entries_response::Result as R;
+        match response.result {
+            Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),
+            Some(R::PartialSuccess(p)) => Ok(AppendEntriesResponse::PartialSuccess(
+                convert::opt_log_id_from_pb(p.matching.as_ref()).map_err(decode_error)?,
+            )),
+            Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),
+            Some(R::HigherVote(v)) => Ok(AppendEntriesResponse::HigherVote(
+                convert::vote_from_pb(&v).map_err(decode_error)?,
+            )),
+            None => Err(decode_error(ConvertError::Missing("result"))),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let message = pb::InstallSnapshotRequest {
+            vote: Some(convert::vote_to_pb(&rpc.vote)),
+            meta: Some(convert::snapshot_meta_to_pb(&rpc.meta)),
+            offset: rpc.offset,
+            data: rpc.data,
+            done: rpc.done,
+        };
+        let response = self
+            .client()?
+            .install_snapshot(Self::request(message, &option))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        if let Some(mismatch) = response.mismatch {
+            let segment = |s: Option<pb::SnapshotSegment>| {
+                let s = s.unwrap_or_default();
+                SnapshotSegmentId {
+                    id: s.id,
+                    offset: s.offset,
+                }
+            };
+            let error = SnapshotMismatch {
+                expect: segment(mismatch.expect),
+                got: segment(mismatch.got),
+            };
+            return Err(RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                RaftError::APIError(InstallSnapshotError::SnapshotMismatch(error)),
+            )));
+        }
+        let vote = response
+            .vote
+            .ok_or(ConvertError::Missing("vote"))
+            .and_then(|v| convert::vote_from_pb(&v))
+            .map_err(decode_error)?;
+        Ok(InstallSnapshotResponse { vote })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        let message = pb::VoteRequest {
+            vote: Some(convert::vote_to_pb(&rpc.vote)),
+            last_log_id: rpc.last_log_id.as_ref().map(convert::log_id_to_pb),
+        };
+        let response = self
+            .client()?
+            .vote(Self::request(message, &option))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let vote = response
+            .vote
+            .ok_or(ConvertError::Missing("vote"))
+            .and_then(|v| convert::vote_from_pb(&v))
+            .map_err(decode_error)?;
+        Ok(VoteResponse {
+            vote,
+            vote_granted: response.vote_granted,
+            last_log_id: convert::opt_log_id_from_pb(response.last_log_id.as_ref())
+                .map_err(decode_error)?,
+        })
+    }
+}

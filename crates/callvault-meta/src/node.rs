@@ -1,0 +1,174 @@
+//! A running metadata-store member: its stores, its Raft instance and its services.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::{Config, SnapshotPolicy};
+
+use crate::log_store::LogStore;
+use crate::network::{ChannelPool, NetworkFactory};
+use crate::service::MetaService;
+use crate::state_machine::StateMachineStore;
+use crate::storage::{OpenError, write_atomically};
+use crate::types::{NodeId, Raft};
+
+/// What a meta member needs to start.
+#[derive(Debug, Clone)]
+pub struct MetaConfig {
+    /// This member's id, unique in the cluster, never reused.
+    pub node_id: NodeId,
+    /// Where its log, state machine and snapshots live.
+    pub data_dir: PathBuf,
+    /// `host:port` where peers reach its internal gRPC endpoint.
+    pub advertise_addr: String,
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Election timeout range.
+    pub election_timeout_min_ms: u64,
+    /// Election timeout range.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries since the last.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so slightly lagging followers catch up from the
+    /// log instead of a snapshot.
+    pub log_entries_kept_after_snapshot: u64,
+}
+
+impl MetaConfig {
+    /// Defaults suited to a LAN: 250 ms heartbeats, 1–2 s elections, a snapshot per 50,000
+    /// entries keeping 10,000 behind it.
+    pub fn new(node_id: NodeId, data_dir: PathBuf, advertise_addr: String) -> Self {
+        MetaConfig {
+            node_id,
+            data_dir,
+            advertise_addr,
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            snapshot_after_entries: 50_000,
+            log_entries_kept_after_snapshot: 10_000,
+        }
+    }
+}
+
+/// Why a meta member did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A store did not open.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The data directory belongs to another node id.
+    #[error(
+        "{path} belongs to node {found}, not {expected}: each node keeps its own data directory"
+    )]
+    WrongNode {
+        /// The identity file.
+        path: PathBuf,
+        /// The id in it.
+        found: String,
+        /// The configured id.
+        expected: NodeId,
+    },
+    /// openraft refused the configuration or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running meta member.
+pub struct MetaNode {
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The state machine, for local reads.
+    pub state_machine: StateMachineStore,
+    /// The log, for metrics.
+    pub log: LogStore,
+    /// The gRPC services.
+    pub service: MetaService,
+}
+
+impl MetaNode {
+    /// Opens the stores under `config.data_dir` (recovering whatever is there) and starts Raft.
+    /// It serves nothing by itself: add [`MetaNode::service`]'s servers to a tonic server.
+    pub async fn start(config: MetaConfig) -> Result<Arc<Self>, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| OpenError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let identity = config.data_dir.join("node-id");
+        match std::fs::read_to_string(&identity) {
+            Ok(found) if found.trim() == config.node_id.to_string() => {}
+            Ok(found) => {
+                return Err(StartError::WrongNode {
+                    path: identity,
+                    found: found.trim().to_string(),
+                    expected: config.node_id,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if config.data_dir.join("raft-log").exists() {
+                    return Err(StartError::Open(OpenError::Io {
+                        path: identity,
+                        source: std::io::Error::other("missing beside existing data: damaged"),
+                    }));
+                }
+                write_atomically(&identity, config.node_id.to_string().as_bytes())?;
+            }
+            Err(source) => {
+                return Err(OpenError::Io {
+                    path: identity,
+                    source,
+                }
+                .into());
+            }
+        }
+
+        let log = LogStore::open(&config.data_dir.join("raft-log"))?;
+        let state_machine = StateMachineStore::open(&config.data_dir)?;
+        let raft_config = Config {
+            cluster_name: "callvault".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
+            // Many concurrent proposals become one append (one fsync) of up to this many entries.
+            max_payload_entries: 1024,
+            snapshot_max_chunk_size: 2 << 20,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let pool = ChannelPool::default();
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            NetworkFactory::new(pool.clone()),
+            log.clone(),
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let service = MetaService::new(
+            raft.clone(),
+            state_machine.clone(),
+            pool,
+            config.node_id,
+            config.advertise_addr.clone(),
+        );
+        Ok(Arc::new(MetaNode {
+            raft,
+            state_machine,
+            log,
+            service,
+        }))
+    }
+
+    /// Stops Raft: no more appends or applies, so the stores close consistent.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The metadata store's gRPC services: openraft's RPCs (`Raft`), proposals and linearizable reads
+//! for the stateless tiers (`MetaStore`), and membership for operators (`Cluster`). A follower
+//! forwards proposals, reads and membership changes to the leader it knows.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use callvault_core::codec::VersionedRecord;
+use callvault_core::{CallId, Jurisdiction};
+use callvault_proto::MAX_MESSAGE_BYTES;
+use callvault_proto::v1 as pb;
+use callvault_proto::v1::cluster_client::ClusterClient;
+use callvault_proto::v1::meta_store_client::MetaStoreClient;
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InstallSnapshotError, RaftError,
+};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use tonic::{Request, Response, Status};
+
+use crate::apply;
+use crate::command::Command;
+use crate::convert::{self, ConvertError};
+use crate::keys;
+use crate::network::ChannelPool;
+use crate::state_machine::StateMachineStore;
+use crate::txn::Txn;
+use crate::types::{NodeId, Raft, TypeConfig};
+
+/// Serves the three services of a meta node.
+#[derive(Clone)]
+pub struct MetaService {
+    raft: Raft,
+    state_machine: StateMachineStore,
+    pool: ChannelPool,
+    node_id: NodeId,
+    advertise_addr: String,
+}
+
+impl MetaService {
+    /// The services of node `node_id`, reachable by peers at `advertise_addr`.
+    pub fn new(
+        raft: Raft,
+        state_machine: StateMachineStore,
+        pool: ChannelPool,
+        node_id: NodeId,
+        advertise_addr: String,
+    ) -> Self {
+        MetaService {
+            raft,
+            state_machine,
+            pool,
+            node_id,
+            advertise_addr,
+        }
+    }
+
+    /// The Raft service, with message bounds.
+    pub fn raft_server(&self) -> pb::raft_server::RaftServer<Self> {
+        pb::raft_server::RaftServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The MetaStore service, with message bounds.
+    pub fn meta_store_server(&self) -> pb::meta_store_server::MetaStoreServer<Self> {
+        pb::meta_store_server::MetaStoreServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The Cluster service.
+    pub fn cluster_server(&self) -> pb::cluster_server::ClusterServer<Self> {
+        pb::cluster_server::ClusterServer::new(self.clone())
+    }
+
+    fn leader_channel(
+        &self,
+        forward: &ForwardToLeader<NodeId, BasicNode>,
+    ) -> Result<tonic::transport::Channel, Status> {
+        match (&forward.leader_id, &forward.leader_node) {
+            (Some(id), Some(node)) if *id != self.node_id => self
+                .pool
+                .channel(&node.addr)
+                .map_err(|e| Status::unavailable(format!("leader {id} at {}: {e}", node.addr))),
+            _ => Err(Status::unavailable(
+                "no leader is known yet (election in progress or no quorum); retry",
+            )),
+        }
+    }
+
+    async fn status(&self) -> pb::ClusterStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let matched: BTreeMap<NodeId, u64> = metrics
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log)| (*id, log.as_ref().map_or(0, |l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        pb::ClusterStatus {
+            node_id: self.node_id,
+            leader_id: metrics.current_leader.unwrap_or(0),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            last_applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            members: membership
+                .nodes()
+                .map(|(id, node)| pb::MemberStatus {
+                    node_id: *id,
+                    addr: node.addr.clone(),
+                    voter: voters.contains(id),
+                    matched_index: matched.get(id).copied().unwrap_or(0),
+                })
+                .collect(),
+            snapshot_index: metrics.snapshot.map_or(0, |l| l.index),
+            purged_index: metrics.purged.map_or(0, |l| l.index),
+            role: match metrics.state {
+                ServerState::Leader => "leader",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Follower => "follower",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_string(),
+        }
+    }
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft is not running: {e}"))
+}
+
+fn bad_request(e: ConvertError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for MetaService {
+    async fn append_entries(
+        &self,
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        let r = request.into_inner();
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: convert::vote_from_pb(
+                r.vote
+                    .as_ref()
+                    .ok_or_else(|| bad_request(ConvertError::Missing("vote")))?,
+            )
+            .map_err(bad_request)?,
+            prev_log_id: convert::opt_log_id_from_pb(r.prev_log_id.as_ref())
+                .map_err(bad_request)?,
+            entries: r
+                .entries
+                .iter()
+                .map(convert::entry_from_pb)
+                .collect::<Result<_, _>>()
+                .map_err(bad_request)?,
+            leader_commit: convert::opt_log_id_from_pb(r.leader_commit.as_ref())
+                .map_err(bad_request)?,
+        };
+        use pb::append_entries_response::Result as R;
+        let result = match self.raft.append_entries(rpc).await.map_err(fatal)? {
+            AppendEntriesResponse::Success => R::Success(pb::Empty {}),
+            AppendEntriesResponse::PartialSuccess(matching) => {
+                R::PartialSuccess(pb::PartialSuccess {
+                    matching: matching.as_ref().map(convert::log_id_to_pb),
+                })
+            }
+            AppendEntriesResponse::Conflict => R::Conflict(pb::Empty {}),
+            AppendEntriesResponse::HigherVote(vote) => R::HigherVote(convert::vote_to_pb(&vote)),
+        };
+        Ok(Response::new(pb::AppendEntriesResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        let r = request.into_inner();
+        let rpc = VoteRequest {
+            vote: convert::vote_from_pb(
+                r.vote
+                    .as_ref()
+                    .ok_or_else(|| bad_request(ConvertError::Missing("vote")))?,
+            )
+            .map_err(bad_request)?,
+            last_log_id: convert::opt_log_id_from_pb(r.last_log_id.as_ref())
+                .map_err(bad_request)?,
+        };
+        let response = self.raft.vote(rpc).await.map_err(fatal)?;
+        Ok(Response::new(pb::VoteResponse {
+            vote: Some(convert::vote_to_pb(&response.vote)),
+            vote_granted: response.vote_granted,
+            last_log_id: response.last_log_id.as_ref().map(convert::log_id_to_pb),
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::InstallSnapshotRequest>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        let r = request.into_inner();
+        let rpc = InstallSnapshotRequest::<TypeConfig> {
+            vote: convert::vote_from_pb(
+                r.vote
+                    .as_ref()
+                    .ok_or_else(|| bad_request(ConvertError::Missing("vote")))?,
+            )
+            .map_err(bad_request)?,
+            meta: convert::snapshot_meta_from_pb(
+                r.meta
+                    .as_ref()
+                    .ok_or_else(|| bad_request(ConvertError::Missing("meta")))?,
+            )
+            .map_err(bad_request)?,
+            offset: r.offset,
+            data: r.data,
+            done: r.done,
+        };
+        match self.raft.install_snapshot(rpc).await {
+            Ok(response) => Ok(Response::new(pb::InstallSnapshotResponse {
+                vote: Some(convert::vote_to_pb(&response.vote)),
+                mismatch: None,
+            })),
+            Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => {
+                let segment = |s: &openraft::SnapshotSegmentId| pb::SnapshotSegment {
+                    id: s.id.clone(),
+                    offset: s.offset,
+                };
+                Ok(Response::new(pb::InstallSnapshotResponse {
+                    vote: None,
+                    mismatch: Some(pb::SnapshotMismatch {
+                        expect: Some(segment(&m.expect)),
+                        got: Some(segment(&m.got)),
+                    }),
+                }))
+            }
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::meta_store_server::MetaStore for MetaService {
+    async fn propose(
+        &self,
+        request: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::ProposeResponse>, Status> {
+        let bytes = request.into_inner().command;
+        let command = Command::decode(&bytes)
+            .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(Response::new(pb::ProposeResponse {
+                term: response.log_id.leader_id.term,
+                index: response.log_id.index,
+                result: response.data.encode(),
+            })),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                let channel = self.leader_channel(&forward)?;
+                MetaStoreClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                    .propose(pb::ProposeRequest { command: bytes })
+                    .await
+            }
+            Err(RaftError::APIError(e)) => Err(Status::failed_precondition(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    async fn read_call(
+        &self,
+        request: Request<pb::ReadCallRequest>,
+    ) -> Result<Response<pb::ReadCallResponse>, Status> {
+        let r = request.into_inner();
+        let jurisdiction = parse_jurisdiction(&r.jurisdiction)?;
+        let call_id =
+            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !r.local
+            && let Some(channel) = self.linearizable_or_leader().await?
+        {
+            return MetaStoreClient::new(channel).read_call(r).await;
+        }
+        let db = self.state_machine.db();
+        let record = Txn::new(&db)
+            .get(keys::CF_CALLS, &keys::call(jurisdiction, &call_id))
+            .map_err(internal)?
+            .unwrap_or_default();
+        Ok(Response::new(pb::ReadCallResponse { record }))
+    }
+
+    async fn read_counters(
+        &self,
+        request: Request<pb::ReadCountersRequest>,
+    ) -> Result<Response<pb::ReadCountersResponse>, Status> {
+        let r = request.into_inner();
+        let jurisdiction = parse_jurisdiction(&r.jurisdiction)?;
+        if !r.local
+            && let Some(channel) = self.linearizable_or_leader().await?
+        {
+            return MetaStoreClient::new(channel).read_counters(r).await;
+        }
+        let db = self.state_machine.db();
+        let c = apply::counters(&Txn::new(&db), jurisdiction).map_err(internal)?;
+        Ok(Response::new(pb::ReadCountersResponse {
+            calls_total: c.calls_total,
+            live: c.live,
+            held: c.held,
+            expired: c.expired,
+            purged: c.purged,
+            blocked_privileged: c.blocked_privileged,
+            purges_pending: c.purges_pending,
+        }))
+    }
+
+    async fn state_digest(
+        &self,
+        _request: Request<pb::StateDigestRequest>,
+    ) -> Result<Response<pb::StateDigestResponse>, Status> {
+        let state_machine = self.state_machine.clone();
+        let (applied, digest) = tokio::task::spawn_blocking(move || {
+            // Read the position and the digest from one generation; a concurrent apply can move
+            // the position, so callers compare replicas once writes have stopped.
+            let applied = state_machine.applied();
+            let digest = state_machine.digest();
+            (applied, digest)
+        })
+        .await
+        .map_err(internal)?;
+        let applied = applied.map_err(internal)?;
+        Ok(Response::new(pb::StateDigestResponse {
+            applied_index: applied.map_or(0, |l| l.index),
+            digest: digest.map_err(internal)?.to_vec(),
+        }))
+    }
+}
+
+fn parse_jurisdiction(code: &str) -> Result<Jurisdiction, Status> {
+    Jurisdiction::from_code(code).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("state machine: {e}"))
+}
+
+impl MetaService {
+    /// Waits for a read index confirmed by a quorum (this node is leader), or names the leader's
+    /// channel to forward the read to.
+    async fn linearizable_or_leader(&self) -> Result<Option<tonic::transport::Channel>, Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(None),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Ok(Some(self.leader_channel(&forward)?))
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+}
+
+fn membership_error(
+    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> Result<ForwardToLeader<NodeId, BasicNode>, Status> {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => Ok(forward),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Err(Status::failed_precondition(e.to_string()))
+        }
+        RaftError::Fatal(e) => Err(fatal(e)),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for MetaService {
+    async fn init(
+        &self,
+        _request: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let members = BTreeMap::from([(self.node_id, BasicNode::new(self.advertise_addr.clone()))]);
+        match self.raft.initialize(members).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(e)) => {
+                return Err(Status::failed_precondition(format!(
+                    "cannot initialize: {e} (a node with state joins an existing cluster instead)"
+                )));
+            }
+            Err(RaftError::Fatal(e)) => return Err(fatal(e)),
+        }
+        // Answer once this node leads, so a following `add-voter` finds a leader.
+        let _ = self
+            .raft
+            .wait(Some(std::time::Duration::from_secs(10)))
+            .current_leader(self.node_id, "initialized node becomes leader")
+            .await;
+        Ok(Response::new(self.status().await))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let r = request.into_inner();
+        if r.node_id == 0 || r.addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "node_id must be > 0 and addr host:port",
+            ));
+        }
+        let forward = match self
+            .raft
+            .add_learner(r.node_id, BasicNode::new(r.addr.clone()), true)
+            .await
+        {
+            Ok(_) if r.learner_only => None,
+            Ok(_) => match self
+                .raft
+                .change_membership(
+                    ChangeMembers::AddVoterIds(BTreeSet::from([r.node_id])),
+                    false,
+                )
+                .await
+            {
+                Ok(_) => None,
+                Err(e) => Some(membership_error(e)?),
+            },
+            Err(e) => Some(membership_error(e)?),
+        };
+        if let Some(forward) = forward {
+            let channel = self.leader_channel(&forward)?;
+            return ClusterClient::new(channel).add_member(r).await;
+        }
+        Ok(Response::new(self.status().await))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let r = request.into_inner();
+        let metrics = self.raft.metrics().borrow().clone();
+        let is_voter = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == r.node_id);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([r.node_id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([r.node_id]))
+        };
+        if let Err(e) = self.raft.change_membership(change, false).await {
+            let forward = membership_error(e)?;
+            let channel = self.leader_channel(&forward)?;
+            return ClusterClient::new(channel).remove_member(r).await;
+        }
+        Ok(Response::new(self.status().await))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        Ok(Response::new(MetaService::status(self).await))
+    }
+}

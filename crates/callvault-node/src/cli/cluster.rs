@@ -1,0 +1,132 @@
+//! `callvault cluster …`: membership of the metadata store, through any member's Cluster service
+//! (followers forward changes to the leader).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use callvault_proto::v1 as pb;
+use callvault_proto::v1::cluster_client::ClusterClient;
+use clap::Subcommand;
+use tonic::transport::Endpoint;
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Makes the node at --node the first voter of a new cluster. Run once, on one node.
+    Init {
+        /// host:port of the node's internal endpoint.
+        #[arg(long)]
+        node: String,
+    },
+    /// Adds a node as a learner, waits until it has caught up, then promotes it to voter.
+    AddVoter {
+        /// host:port of any current member.
+        #[arg(long)]
+        node: String,
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// host:port of the new node's internal endpoint.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Adds a node as a learner only (it replicates but does not vote).
+    AddLearner {
+        /// host:port of any current member.
+        #[arg(long)]
+        node: String,
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// host:port of the new node's internal endpoint.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Removes a node from the cluster.
+    Remove {
+        /// host:port of any current member.
+        #[arg(long)]
+        node: String,
+        /// The id of the node to remove.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Shows the cluster as the node at --node sees it.
+    Status {
+        /// host:port of a member.
+        #[arg(long)]
+        node: String,
+    },
+}
+
+pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
+    let status = match command {
+        ClusterCommand::Init { node } => client(&node).await?.init(pb::InitRequest {}).await,
+        ClusterCommand::AddVoter { node, id, addr } => {
+            client(&node)
+                .await?
+                .add_member(pb::AddMemberRequest {
+                    node_id: id,
+                    addr,
+                    learner_only: false,
+                })
+                .await
+        }
+        ClusterCommand::AddLearner { node, id, addr } => {
+            client(&node)
+                .await?
+                .add_member(pb::AddMemberRequest {
+                    node_id: id,
+                    addr,
+                    learner_only: true,
+                })
+                .await
+        }
+        ClusterCommand::Remove { node, id } => {
+            client(&node)
+                .await?
+                .remove_member(pb::RemoveMemberRequest { node_id: id })
+                .await
+        }
+        ClusterCommand::Status { node } => client(&node).await?.status(pb::StatusRequest {}).await,
+    }
+    .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+    .into_inner();
+    print_status(&status);
+    Ok(())
+}
+
+async fn client(addr: &str) -> anyhow::Result<ClusterClient<tonic::transport::Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("invalid address {addr:?}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {addr}"))?;
+    Ok(ClusterClient::new(channel))
+}
+
+fn print_status(status: &pb::ClusterStatus) {
+    let leader = if status.leader_id == 0 {
+        "none".to_string()
+    } else {
+        status.leader_id.to_string()
+    };
+    println!(
+        "node {} ({}), leader {leader}, term {}, last log {}, applied {}",
+        status.node_id, status.role, status.term, status.last_log_index, status.last_applied_index
+    );
+    println!(
+        "{:>6}  {:<24} {:<8} {:>10}",
+        "id", "addr", "kind", "matched"
+    );
+    for m in &status.members {
+        println!(
+            "{:>6}  {:<24} {:<8} {:>10}",
+            m.node_id,
+            m.addr,
+            if m.voter { "voter" } else { "learner" },
+            m.matched_index
+        );
+    }
+}
