@@ -21,11 +21,15 @@
 
 #![warn(missing_docs)]
 
+pub mod entry;
 pub mod hash;
 pub mod proof;
 pub mod store;
 pub mod tree;
 
+pub use entry::{
+    AccessDecision, AuditEntry, AuditEntryBuilder, AuditEvent, EntryError, PurgeReplica,
+};
 pub use hash::{Hash, empty_root, leaf_hash, node_hash};
 pub use proof::{
     ConsistencyProof, InclusionProof, VerifyError, verify_consistency, verify_inclusion,
