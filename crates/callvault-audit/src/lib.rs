@@ -21,16 +21,20 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod entry;
 pub mod hash;
+pub mod note;
 pub mod proof;
 pub mod store;
 pub mod tree;
 
+pub use checkpoint::{Checkpoint, CheckpointError};
 pub use entry::{
     AccessDecision, AuditEntry, AuditEntryBuilder, AuditEvent, EntryError, PurgeReplica,
 };
 pub use hash::{Hash, empty_root, leaf_hash, node_hash};
+pub use note::{KeyError, NoteError, NoteSigner, NoteVerifier};
 pub use proof::{
     ConsistencyProof, InclusionProof, VerifyError, verify_consistency, verify_inclusion,
 };
