@@ -6,6 +6,9 @@
 //! `[start, end)`, and such a range splits into at most 64 complete subtrees, so roots at any
 //! size and every proof hash cost O(log n) reads of stored nodes, never a recomputation.
 
+use callvault_core::codec::VersionedRecord as _;
+
+use crate::entry::AuditEntry;
 use crate::hash::{Hash, empty_root, leaf_hash, node_hash};
 use crate::proof::{ConsistencyProof, InclusionProof, MAX_PROOF_HASHES};
 use crate::store::NodeStore;
@@ -50,6 +53,15 @@ pub enum TreeError {
         first: u64,
         /// The second size.
         second: u64,
+    },
+    /// An entry whose sequence is not the next leaf index: logging it would make its stated
+    /// position disagree with its place in the tree.
+    #[error("entry sequence {sequence} appended at leaf index {tree_size}")]
+    SequenceMismatch {
+        /// The entry's sequence.
+        sequence: u64,
+        /// The index it would get.
+        tree_size: u64,
     },
     /// The tree holds 2^64 - 1 leaves.
     #[error("the tree is full")]
@@ -144,6 +156,21 @@ impl<S: NodeStore> MerkleTree<S> {
     pub fn append_entry_bytes(&mut self, entry: &[u8]) -> Result<(u64, Hash), TreeError> {
         let leaf = leaf_hash(entry);
         Ok((self.append(leaf)?, leaf))
+    }
+
+    /// Appends an audit entry, whose sequence must be the current size; returns its leaf hash.
+    /// The caller stores `entry.encode()` under the sequence in the same batch (those bytes are
+    /// what auditors re-hash).
+    pub fn append_entry(&mut self, entry: &AuditEntry) -> Result<Hash, TreeError> {
+        let tree_size = self.size()?;
+        if entry.sequence() != tree_size {
+            return Err(TreeError::SequenceMismatch {
+                sequence: entry.sequence(),
+                tree_size,
+            });
+        }
+        let (_, leaf) = self.append_entry_bytes(&entry.encode())?;
+        Ok(leaf)
     }
 
     /// The stored hash of leaf `index`.
