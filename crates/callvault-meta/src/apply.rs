@@ -7,6 +7,9 @@ use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
 use callvault_core::policy::VersionedPolicy;
 use callvault_core::{Jurisdiction, PrivilegedRetention, RegistryEntry, UnixMillis};
 
+use callvault_audit::AuditEvent;
+
+use crate::audit_log::{self, AuditError, Event};
 use crate::command::{Command, CommandResult, CommitOutcome, Refusal};
 use crate::keys::{self, *};
 use crate::txn::Txn;
@@ -25,6 +28,9 @@ pub enum ApplyError {
     /// A stored record does not decode.
     #[error("stored record: {0}")]
     Decode(#[from] DecodeError),
+    /// The audit log could not be extended.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// Per-jurisdiction counts kept by `apply`, so status queries cost the same at any size.
@@ -124,11 +130,98 @@ pub fn current_policy(
     Ok(Some(VersionedPolicy::decode(&bytes)?))
 }
 
-/// Applies one command.
+/// Applies one command and records it in the audit log in the same write set.
 pub fn apply_command(txn: &mut Txn<'_>, command: &Command) -> Result<CommandResult, ApplyError> {
-    if let Err(refusal) = command.check_shape() {
-        return Ok(CommandResult::Refused(refusal));
+    let result = match command.check_shape() {
+        Err(refusal) => CommandResult::Refused(refusal),
+        Ok(()) => decide(txn, command)?,
+    };
+    if let Some(event) = audit_event(command, &result) {
+        audit_log::append(txn, event)?;
     }
+    Ok(result)
+}
+
+/// The audit entry for a command's result; retries that changed nothing record nothing new.
+fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
+    let outcome = |r: &CommandResult| match r {
+        CommandResult::Refused(refusal) => format!("refused: {refusal:?}"),
+        _ => "ok".to_string(),
+    };
+    Some(match command {
+        Command::PutPolicy {
+            jurisdiction,
+            principal,
+            at,
+            ..
+        } => Event {
+            event: AuditEvent::PolicyChanged,
+            time: *at,
+            principal: principal.clone(),
+            jurisdiction: Some(*jurisdiction),
+            subject: "retention-policy".into(),
+            outcome: match result {
+                CommandResult::PolicyPut { version } => format!("version {version}"),
+                other => outcome(other),
+            },
+            details: Vec::new(),
+        },
+        Command::CommitCall {
+            call,
+            principal,
+            at,
+            ..
+        } => {
+            let (event, text) = match result {
+                CommandResult::CallCommitted {
+                    duplicate: true, ..
+                } => return None,
+                CommandResult::CallCommitted {
+                    outcome: CommitOutcome::Recorded,
+                    ..
+                } => (AuditEvent::CallRecorded, "recorded".to_string()),
+                CommandResult::CallCommitted {
+                    outcome: CommitOutcome::PurgedAtCommit,
+                    ..
+                } => (
+                    AuditEvent::CallRefusedPrivileged,
+                    "not recorded: number registered during ingest".to_string(),
+                ),
+                CommandResult::CallCommitted {
+                    outcome: CommitOutcome::Blocked,
+                    ..
+                } => (
+                    AuditEvent::CallRefusedPrivileged,
+                    "not recorded: privileged".to_string(),
+                ),
+                other => (AuditEvent::CallRejected, outcome(other)),
+            };
+            Event {
+                event,
+                time: *at,
+                principal: principal.clone(),
+                jurisdiction: Some(call.jurisdiction),
+                subject: call.call_id.as_str().to_string(),
+                outcome: text,
+                details: Vec::new(),
+            }
+        }
+        Command::RegisterPrivileged { entry, fingerprint } => Event {
+            event: AuditEvent::NumberRegistered,
+            time: entry.registered_at,
+            principal: entry.registrant.clone(),
+            jurisdiction: Some(entry.jurisdiction),
+            subject: audit_log::fingerprint_subject(fingerprint),
+            outcome: match result {
+                CommandResult::NumberRegistered { purged } => format!("{purged} calls purged"),
+                other => outcome(other),
+            },
+            details: vec![("evidence", entry.evidence.chars().take(200).collect())],
+        },
+    })
+}
+
+fn decide(txn: &mut Txn<'_>, command: &Command) -> Result<CommandResult, ApplyError> {
     match command {
         Command::PutPolicy {
             jurisdiction,
@@ -349,6 +442,22 @@ fn register_privileged(
         counters.purged += 1;
         counters.purges_pending += 1;
         txn.put(CF_CALLS, call_key, next.encode());
+        audit_log::append(
+            txn,
+            Event {
+                event: AuditEvent::PurgeStarted,
+                time: entry.registered_at,
+                principal: entry.registrant.clone(),
+                jurisdiction: Some(j),
+                subject: call.call_id.as_str().to_string(),
+                outcome: if next.lifecycle.has_content() {
+                    "kept sealed by a court-ordered hold".into()
+                } else {
+                    "data key shredded".into()
+                },
+                details: Vec::new(),
+            },
+        )?;
         purged += 1;
     }
     put_counters(txn, j, &counters);

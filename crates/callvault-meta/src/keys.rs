@@ -48,6 +48,8 @@ pub const STATE_MACHINE_CFS: &[&str] = &[
     CF_CHUNKS,
     CF_DEAD_CHUNKS,
     CF_COUNTERS,
+    crate::audit_log::CF_AUDIT_ENTRIES,
+    crate::audit_log::CF_AUDIT_TREE,
     CF_SM_META,
 ];
 

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod audit_log;
 pub mod command;
 pub mod convert;
 pub mod keys;

@@ -338,6 +338,7 @@ fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, St
                 apply_command(&mut txn, &command).map_err(|e| match e {
                     ApplyError::Rocks(e) => sm_err(ErrorVerb::Write, e),
                     ApplyError::Decode(e) => sm_err(ErrorVerb::Read, e),
+                    ApplyError::Audit(e) => sm_err(ErrorVerb::Write, e),
                 })?
             }
             EntryPayload::Membership(m) => {
@@ -642,6 +643,49 @@ mod tests {
             }]),
             vec![CommandResult::Refused(Refusal::NoPolicy)]
         );
+    }
+
+    #[test]
+    fn every_applied_event_is_in_the_audit_log_in_order_and_proves_inclusion() {
+        use callvault_audit::{AuditEntry, AuditEvent, MerkleTree, leaf_hash};
+        let mut h = Harness::new();
+        h.apply(vec![
+            commit("a-1", 1, 1000),
+            commit("a-1", 1, 1000), // a retry: no new entry
+            commit("b-1", 2, 2000),
+            register("(512) 555-0100", 1, 4000),
+        ]);
+        let db = h.sm.db();
+        let mut txn = Txn::new(&db);
+        let entries: Vec<AuditEntry> = db
+            .iterator_cf(
+                db.cf_handle(crate::audit_log::CF_AUDIT_ENTRIES).unwrap(),
+                IteratorMode::Start,
+            )
+            .map(|kv| AuditEntry::decode(&kv.unwrap().1).unwrap())
+            .collect();
+        let events: Vec<(AuditEvent, &str)> =
+            entries.iter().map(|e| (e.event(), e.subject())).collect();
+        assert_eq!(
+            events,
+            vec![
+                (AuditEvent::PolicyChanged, "retention-policy"),
+                (AuditEvent::CallRecorded, "a-1"),
+                (AuditEvent::CallRecorded, "b-1"),
+                (AuditEvent::PurgeStarted, "a-1"),
+                (AuditEvent::NumberRegistered, entries[4].subject()),
+            ]
+        );
+        assert!(!entries[4].subject().contains("512"), "no number in clear");
+        let tree = MerkleTree::new(crate::audit_log::TreeNodes(&mut txn));
+        let size = tree.size().unwrap();
+        assert_eq!(size, 5);
+        let root = tree.root().unwrap();
+        for (i, entry) in entries.iter().enumerate() {
+            assert_eq!(entry.sequence(), i as u64);
+            let proof = tree.inclusion_proof(i as u64, size).unwrap();
+            proof.verify(&leaf_hash(&entry.encode()), &root).unwrap();
+        }
     }
 
     #[test]
