@@ -14,6 +14,18 @@ pub const CF_AUDIT_ENTRIES: &str = "audit_entries";
 /// `size` → the tree size (u64 BE).
 pub const CF_AUDIT_TREE: &str = "audit_tree";
 const KEY_SIZE: &[u8] = b"size";
+/// Entries by subject, for a call's history: `len | subject | sequence` → ∅.
+pub const CF_AUDIT_SUBJECTS: &str = "audit_subjects";
+
+/// The prefix of every index key of `subject`.
+pub fn subject_prefix(subject: &str) -> Vec<u8> {
+    let bytes = subject.as_bytes();
+    let len = bytes.len().min(255);
+    let mut key = Vec::with_capacity(1 + len + 8);
+    key.push(len as u8);
+    key.extend_from_slice(&bytes[..len]);
+    key
+}
 
 /// Why an audit append failed: the store is damaged, or an entry broke a bound.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +155,11 @@ pub fn append(txn: &mut Txn<'_>, event: Event) -> Result<AuditEntry, AuditError>
         sequence.to_be_bytes().to_vec(),
         entry.encode(),
     );
+    if !entry.subject().is_empty() {
+        let mut key = subject_prefix(entry.subject());
+        key.extend_from_slice(&sequence.to_be_bytes());
+        txn.put(CF_AUDIT_SUBJECTS, key, Vec::new());
+    }
     Ok(entry)
 }
 

@@ -50,6 +50,7 @@ pub const STATE_MACHINE_CFS: &[&str] = &[
     CF_COUNTERS,
     crate::audit_log::CF_AUDIT_ENTRIES,
     crate::audit_log::CF_AUDIT_TREE,
+    crate::audit_log::CF_AUDIT_SUBJECTS,
     CF_SM_META,
 ];
 

@@ -14,6 +14,7 @@
 
 pub mod apply;
 pub mod audit_log;
+pub mod audit_service;
 pub mod command;
 pub mod convert;
 pub mod keys;

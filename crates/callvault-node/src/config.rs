@@ -47,6 +47,40 @@ pub struct NodeConfig {
     /// Metadata-store tuning.
     #[serde(default)]
     pub meta: MetaSection,
+    /// The audit log's checkpoint signing identity.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]`: who signs checkpoints. Without a key, the log is kept and served but checkpoints
+/// are refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// The checkpoint origin line, e.g. `callvault.example.gov/audit`.
+    pub origin: Option<String>,
+    /// A file holding the log's private key (`PRIVATE+KEY+…`, from `callvault audit keygen`).
+    /// Mount it from a secret; never commit it.
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl AuditSection {
+    /// The log identity, if configured.
+    pub fn identity(&self) -> anyhow::Result<Option<callvault_meta::audit_service::LogIdentity>> {
+        let (origin, file) = match (&self.origin, &self.signing_key_file) {
+            (None, None) => return Ok(None),
+            (Some(origin), Some(file)) => (origin, file),
+            _ => bail!("[audit] needs both origin and signing_key_file"),
+        };
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read audit signing key {}", file.display()))?;
+        let signer = callvault_audit::NoteSigner::from_encoded(text.trim())
+            .map_err(|e| anyhow::anyhow!("audit signing key {}: {e}", file.display()))?;
+        Ok(Some(callvault_meta::audit_service::LogIdentity {
+            origin: origin.clone(),
+            signer,
+        }))
+    }
 }
 
 fn default_roles() -> Vec<Role> {

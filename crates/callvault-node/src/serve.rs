@@ -32,10 +32,15 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         let node = MetaNode::start(config.meta_config())
             .await
             .context("cannot start the metadata store")?;
+        let audit = callvault_meta::audit_service::AuditService::new(
+            node.state_machine.clone(),
+            config.audit.identity()?,
+        );
         router = router
             .add_service(node.service.raft_server())
             .add_service(node.service.meta_store_server())
-            .add_service(node.service.cluster_server());
+            .add_service(node.service.cluster_server())
+            .add_service(audit.server());
         health_reporter
             .set_serving::<callvault_proto::v1::meta_store_server::MetaStoreServer<
                 callvault_meta::service::MetaService,

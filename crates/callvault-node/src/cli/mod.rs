@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{NodeConfig, Role};
 
+mod audit;
 mod cluster;
 mod policy;
 
@@ -32,6 +33,9 @@ enum Command {
     /// Membership of the metadata store.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// The tamper-evident audit log: keys, verification, following it.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Retention policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -68,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(cluster::run(command))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(command) => runtime()?.block_on(audit::run(command)),
         Command::Policy(command) => policy::run(command),
     }
 }

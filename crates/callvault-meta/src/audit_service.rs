@@ -1,0 +1,192 @@
+//! The `Audit` gRPC service: signed checkpoints, entries, and inclusion and consistency proofs,
+//! read from this node's state machine. Any replica serves a valid prefix of the one log; a
+//! checkpoint is signed by the node that serves it with the cluster's log key.
+
+use std::sync::Arc;
+
+use callvault_audit::{AuditEntry, Checkpoint, MerkleTree, NoteSigner};
+use callvault_core::codec::VersionedRecord;
+use callvault_proto::v1 as pb;
+use rocksdb::{Direction, IteratorMode};
+use tonic::{Request, Response, Status};
+
+use crate::audit_log::{CF_AUDIT_ENTRIES, CF_AUDIT_SUBJECTS, TreeNodes, subject_prefix};
+use crate::state_machine::StateMachineStore;
+use crate::txn::Txn;
+
+/// Most entries one `GetEntries` call returns.
+pub const MAX_ENTRIES_PER_CALL: u64 = 1000;
+
+/// The log's signing identity: its origin line and key.
+pub struct LogIdentity {
+    /// The checkpoint origin, e.g. `callvault.example.gov/audit`.
+    pub origin: String,
+    /// The Ed25519 note signer (the cluster's log key).
+    pub signer: NoteSigner,
+}
+
+/// Serves the audit log of one node.
+#[derive(Clone)]
+pub struct AuditService {
+    state_machine: StateMachineStore,
+    identity: Option<Arc<LogIdentity>>,
+}
+
+impl AuditService {
+    /// Serves `state_machine`'s log; without an identity, checkpoints are refused.
+    pub fn new(state_machine: StateMachineStore, identity: Option<LogIdentity>) -> Self {
+        AuditService {
+            state_machine,
+            identity: identity.map(Arc::new),
+        }
+    }
+
+    /// The tonic server.
+    pub fn server(&self) -> pb::audit_server::AuditServer<Self> {
+        pb::audit_server::AuditServer::new(self.clone())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("audit log: {e}"))
+}
+
+/// An entry as the API shows it, with the exact leaf bytes.
+pub fn entry_to_pb(entry: &AuditEntry, leaf: Vec<u8>) -> pb::AuditEntry {
+    let millis = entry.time().0;
+    pb::AuditEntry {
+        sequence: entry.sequence(),
+        time: Some(prost_types::Timestamp {
+            seconds: millis.div_euclid(1000),
+            nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+        }),
+        principal: entry.principal().to_string(),
+        jurisdiction: entry
+            .jurisdiction()
+            .map(|j| j.code().to_string())
+            .unwrap_or_default(),
+        event: entry.event().name().to_string(),
+        subject: entry.subject().to_string(),
+        outcome: entry.outcome().to_string(),
+        details: entry
+            .details()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        leaf,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_server::Audit for AuditService {
+    async fn get_checkpoint(
+        &self,
+        _request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::Checkpoint>, Status> {
+        let identity = self.identity.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this node has no audit signing key configured ([audit])")
+        })?;
+        let db = self.state_machine.db();
+        let mut txn = Txn::new(&db);
+        let tree = MerkleTree::new(TreeNodes(&mut txn));
+        let size = tree.size().map_err(internal)?;
+        let root = tree.root().map_err(internal)?;
+        let signed_note = Checkpoint::new(&identity.origin, size, root)
+            .and_then(|c| c.sign(&identity.signer))
+            .map_err(internal)?;
+        Ok(Response::new(pb::Checkpoint {
+            signed_note,
+            tree_size: size,
+            root_hash: root.0.to_vec(),
+        }))
+    }
+
+    async fn get_entries(
+        &self,
+        request: Request<pb::GetEntriesRequest>,
+    ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        let r = request.into_inner();
+        if r.end < r.start {
+            return Err(Status::invalid_argument("end is before start"));
+        }
+        let end = r.end.min(r.start.saturating_add(MAX_ENTRIES_PER_CALL));
+        let db = self.state_machine.db();
+        let cf = db.cf_handle(CF_AUDIT_ENTRIES).expect("created at open");
+        let mut entries = Vec::new();
+        for item in db.iterator_cf(
+            cf,
+            IteratorMode::From(&r.start.to_be_bytes(), Direction::Forward),
+        ) {
+            let (key, value) = item.map_err(internal)?;
+            let sequence = u64::from_be_bytes(key.as_ref().try_into().map_err(internal)?);
+            if sequence >= end {
+                break;
+            }
+            let entry = AuditEntry::decode(&value).map_err(internal)?;
+            entries.push(entry_to_pb(&entry, value.to_vec()));
+        }
+        Ok(Response::new(pb::GetEntriesResponse { entries }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::Proof>, Status> {
+        let r = request.into_inner();
+        let db = self.state_machine.db();
+        let mut txn = Txn::new(&db);
+        let proof = MerkleTree::new(TreeNodes(&mut txn))
+            .inclusion_proof(r.index, r.tree_size)
+            .map_err(|e| Status::out_of_range(e.to_string()))?;
+        Ok(Response::new(pb::Proof {
+            hashes: proof.hashes.iter().map(|h| h.0.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::Proof>, Status> {
+        let r = request.into_inner();
+        let db = self.state_machine.db();
+        let mut txn = Txn::new(&db);
+        let proof = MerkleTree::new(TreeNodes(&mut txn))
+            .consistency_proof(r.first, r.second)
+            .map_err(|e| Status::out_of_range(e.to_string()))?;
+        Ok(Response::new(pb::Proof {
+            hashes: proof.hashes.iter().map(|h| h.0.to_vec()).collect(),
+        }))
+    }
+
+    async fn call_access_history(
+        &self,
+        request: Request<pb::CallAccessHistoryRequest>,
+    ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        let r = request.into_inner();
+        let jurisdiction = callvault_core::Jurisdiction::from_code(&r.jurisdiction)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let call_id = callvault_core::CallId::new(&r.call_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let db = self.state_machine.db();
+        let subjects = db.cf_handle(CF_AUDIT_SUBJECTS).expect("created at open");
+        let entries_cf = db.cf_handle(CF_AUDIT_ENTRIES).expect("created at open");
+        let prefix = subject_prefix(call_id.as_str());
+        let mut entries = Vec::new();
+        for item in db.iterator_cf(subjects, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (key, _) = item.map_err(internal)?;
+            if !key.starts_with(&prefix) || entries.len() as u64 >= MAX_ENTRIES_PER_CALL {
+                break;
+            }
+            let sequence = &key[prefix.len()..];
+            let Some(value) = db.get_cf(entries_cf, sequence).map_err(internal)? else {
+                continue;
+            };
+            let entry = AuditEntry::decode(&value).map_err(internal)?;
+            // Another jurisdiction's call with the same id is not this caller's business.
+            if entry.jurisdiction() == Some(jurisdiction) {
+                entries.push(entry_to_pb(&entry, value));
+            }
+        }
+        Ok(Response::new(pb::GetEntriesResponse { entries }))
+    }
+}
