@@ -222,8 +222,8 @@ async fn acknowledged_writes_survive_a_leader_crash() {
     }
     assert_eq!(acknowledged.len(), WRITES);
 
-    let (applied, _) = converged(&cluster).await;
-    assert!(applied as usize > WRITES);
+    // Concurrent proposals share batch entries, so the log is shorter than the number of calls.
+    converged(&cluster).await;
     for node in &cluster.nodes {
         let mut meta = node.meta();
         for i in &acknowledged {
@@ -279,7 +279,7 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
     );
 
     cluster.node(lagging).start();
-    let (applied, _) = converged(&cluster).await;
+    converged(&cluster).await;
     let status = cluster.node(lagging).status().await.unwrap();
     assert!(
         status.snapshot_index > position,
@@ -287,7 +287,6 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
         status.snapshot_index,
         cluster.node(lagging).log()
     );
-    assert!(applied >= 1_101);
     assert_eq!(
         local_counters(cluster.node(lagging)).await.calls_total,
         1_100

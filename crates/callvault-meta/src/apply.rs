@@ -132,6 +132,13 @@ pub fn current_policy(
 
 /// Applies one command and records it in the audit log in the same write set.
 pub fn apply_command(txn: &mut Txn<'_>, command: &Command) -> Result<CommandResult, ApplyError> {
+    if let Command::Batch(commands) = command {
+        let results = commands
+            .iter()
+            .map(|c| apply_command(txn, c))
+            .collect::<Result<_, _>>()?;
+        return Ok(CommandResult::Batch(results));
+    }
     let result = match command.check_shape() {
         Err(refusal) => CommandResult::Refused(refusal),
         Ok(()) => decide(txn, command)?,
@@ -218,6 +225,7 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
             },
             details: vec![("evidence", entry.evidence.chars().take(200).collect())],
         },
+        Command::Batch(_) => return None,
     })
 }
 
@@ -267,6 +275,7 @@ fn decide(txn: &mut Txn<'_>, command: &Command) -> Result<CommandResult, ApplyEr
         Command::RegisterPrivileged { entry, fingerprint } => {
             register_privileged(txn, entry, fingerprint)
         }
+        Command::Batch(_) => unreachable!("batches are unrolled by apply_command"),
     }
 }
 

@@ -15,8 +15,10 @@ pub const MAX_CHUNKS_PER_CALL: usize = 100_000;
 pub const MAX_WRAPPED_KEY: usize = 512;
 /// Longest principal name.
 pub const MAX_PRINCIPAL: usize = 256;
-/// Longest encoded embedded record.
-const MAX_EMBEDDED_RECORD: usize = 64 * 1024;
+/// Longest encoded embedded record (a batched command can carry a call's 100,000 chunk ids).
+const MAX_EMBEDDED_RECORD: usize = 4 * 1024 * 1024;
+/// Most commands in one batch entry.
+pub const MAX_BATCH: usize = 1024;
 
 /// A change to the metadata store, decided deterministically in `apply`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,9 @@ pub enum Command {
         /// The keyed hash of the number that indexes calls.
         fingerprint: [u8; 32],
     },
+    /// Concurrent proposals the leader gathered into one log entry, so one append, one fsync and
+    /// one apply serve them all. Applied in order; each has its own result. Never nested.
+    Batch(Vec<Command>),
 }
 
 /// What happened to a committed call.
@@ -115,6 +120,8 @@ pub enum CommandResult {
     },
     /// Refused.
     Refused(Refusal),
+    /// The results of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
 }
 
 const COMMAND_VERSION: u8 = 1;
@@ -162,6 +169,12 @@ impl VersionedRecord for Command {
             Command::RegisterPrivileged { entry, fingerprint } => {
                 w.u8(3).blob(&entry.encode()).bytes32(fingerprint);
             }
+            Command::Batch(commands) => {
+                w.u8(4).u32(commands.len() as u32);
+                for command in commands {
+                    w.blob(&command.encode());
+                }
+            }
         }
         w.finish()
     }
@@ -208,6 +221,21 @@ impl VersionedRecord for Command {
                 entry: RegistryEntry::decode(&r.blob("entry", MAX_EMBEDDED_RECORD)?)?,
                 fingerprint: r.bytes32()?,
             },
+            4 => {
+                let count = r.u32()? as usize;
+                if count > MAX_BATCH {
+                    return Err(r.invalid("batch", format!("{count} commands")));
+                }
+                let mut commands = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let command = Command::decode(&r.blob("batch", MAX_EMBEDDED_RECORD)?)?;
+                    if matches!(command, Command::Batch(_)) {
+                        return Err(r.invalid("batch", "nested batch"));
+                    }
+                    commands.push(command);
+                }
+                Command::Batch(commands)
+            }
             tag => return Err(r.invalid("command", format!("unknown tag {tag}"))),
         };
         r.finish()?;
@@ -222,6 +250,7 @@ impl Command {
             Command::PutPolicy { .. } => "put_policy",
             Command::CommitCall { .. } => "commit_call",
             Command::RegisterPrivileged { .. } => "register_privileged",
+            Command::Batch(_) => "batch",
         }
     }
 
@@ -300,6 +329,12 @@ impl VersionedRecord for CommandResult {
                     Refusal::Invalid(reason) => w.u8(5).str(reason),
                 };
             }
+            CommandResult::Batch(results) => {
+                w.u8(5).u32(results.len() as u32);
+                for result in results {
+                    w.blob(&result.encode());
+                }
+            }
         }
         w.finish()
     }
@@ -335,6 +370,17 @@ impl VersionedRecord for CommandResult {
                 5 => Refusal::Invalid(r.str("reason", 1024)?),
                 t => return Err(r.invalid("refusal", format!("unknown tag {t}"))),
             }),
+            5 => {
+                let count = r.u32()? as usize;
+                if count > MAX_BATCH {
+                    return Err(r.invalid("batch", format!("{count} results")));
+                }
+                let mut results = Vec::with_capacity(count);
+                for _ in 0..count {
+                    results.push(CommandResult::decode(&r.blob("batch", 64 * 1024)?)?);
+                }
+                CommandResult::Batch(results)
+            }
             t => return Err(r.invalid("result", format!("unknown tag {t}"))),
         };
         r.finish()?;
@@ -407,6 +453,12 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn nested_batches_do_not_decode() {
+        let nested = Command::Batch(vec![Command::Batch(vec![])]);
+        assert!(Command::decode(&nested.encode()).is_err());
+    }
+
+    #[test]
     fn commands_and_results_round_trip() {
         let commands = [
             Command::PutPolicy {
@@ -418,6 +470,7 @@ pub(crate) mod tests {
             },
             commit("c-1", 1, 1000),
             register("(512) 555-0100", 1, 5),
+            Command::Batch(vec![commit("c-2", 2, 0), register("(512) 555-0101", 3, 6)]),
         ];
         for c in commands {
             assert_eq!(Command::decode(&c.encode()), Ok(c));
@@ -433,6 +486,10 @@ pub(crate) mod tests {
             CommandResult::NumberRegistered { purged: 50 },
             CommandResult::Refused(Refusal::PolicyVersionMismatch { current: 4 }),
             CommandResult::Refused(Refusal::Invalid("x".into())),
+            CommandResult::Batch(vec![
+                CommandResult::PolicyPut { version: 1 },
+                CommandResult::Refused(Refusal::NoPolicy),
+            ]),
         ];
         for r in results {
             assert_eq!(CommandResult::decode(&r.encode()), Ok(r));

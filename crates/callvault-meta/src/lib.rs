@@ -21,6 +21,7 @@ pub mod keys;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;

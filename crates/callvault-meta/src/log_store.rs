@@ -1,6 +1,10 @@
 //! The Raft log on RocksDB: entries in their own column family keyed by big-endian index, the
-//! vote, the committed id and the purge point in another. Appends are one write batch per call,
-//! fsync'd before openraft hears they are flushed.
+//! vote, the committed id and the purge point in another.
+//!
+//! An append is one write batch, readable as soon as `append` returns; a syncer thread then
+//! fsyncs the write-ahead log and only then tells openraft the entries are flushed. Appends that
+//! arrive while an fsync is running share the next one (group commit), and openraft's core never
+//! waits on the disk.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -28,6 +32,22 @@ const KEY_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    syncer: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+/// fsyncs the WAL for every waiting append, then reports them flushed, in order.
+fn sync_loop(db: Arc<DB>, pending: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = pending.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(pending.try_iter());
+        let result = db.flush_wal(true);
+        for callback in waiting {
+            callback.log_io_completed(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            });
+        }
+    }
 }
 
 fn io_error(
@@ -56,8 +76,17 @@ impl LogStore {
             ColumnFamilyDescriptor::new(CF_LOGS, logs),
             ColumnFamilyDescriptor::new(CF_LOG_META, Options::default()),
         ];
-        let db = open_db(dir, cfs)?;
-        Ok(LogStore { db: Arc::new(db) })
+        let db = Arc::new(open_db(dir, cfs)?);
+        let (syncer, pending) = std::sync::mpsc::channel();
+        let sync_db = Arc::clone(&db);
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || sync_loop(sync_db, pending))
+            .map_err(|source| crate::storage::OpenError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(LogStore { db, syncer })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -215,21 +244,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 to_disk(&entry_to_pb(&entry)),
             );
         }
-        // The fsync blocks; keep it off the runtime's worker threads.
-        let db = Arc::clone(&self.db);
-        let result = tokio::task::spawn_blocking(move || db.write_opt(batch, &Self::synced()))
-            .await
-            .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
-            }
+        // Readable now (memtable, WAL in the OS); durable once the syncer's fsync returns.
+        if let Err(e) = self.db.write(batch) {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(write_err(e));
         }
+        self.syncer
+            .send(callback)
+            .map_err(|_| write_err(std::io::Error::other("the log syncer stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

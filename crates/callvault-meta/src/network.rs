@@ -9,8 +9,8 @@ use callvault_proto::MAX_MESSAGE_BYTES;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::raft_client::RaftClient;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch,
-    Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    SnapshotMismatch, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -139,6 +139,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             entries: rpc.entries.iter().map(convert::entry_to_pb).collect(),
             leader_commit: rpc.leader_commit.as_ref().map(convert::log_id_to_pb),
         };
+        // Ask openraft to send fewer entries rather than exceed the peer's message bound.
+        let size = prost::Message::encoded_len(&message);
+        let limit = MAX_MESSAGE_BYTES - (64 << 10);
+        if size > limit && message.entries.len() > 1 {
+            let fitting = (message.entries.len() as u64 * limit as u64 / size as u64).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fitting),
+            ));
+        }
         let response = self
             .client()?
             .append_entries(Self::request(message, &option))

@@ -132,8 +132,9 @@ impl MetaNode {
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
             max_in_snapshot_log_to_keep: config.log_entries_kept_after_snapshot,
-            // Many concurrent proposals become one append (one fsync) of up to this many entries.
-            max_payload_entries: 1024,
+            // Entries per append RPC; batch entries already carry many calls each, and the network
+            // splits an RPC that would exceed the message bound.
+            max_payload_entries: 256,
             snapshot_max_chunk_size: 2 << 20,
             ..Default::default()
         }

@@ -24,6 +24,7 @@ use crate::command::Command;
 use crate::convert::{self, ConvertError};
 use crate::keys;
 use crate::network::ChannelPool;
+use crate::proposer::{ProposeError, Proposer};
 use crate::state_machine::StateMachineStore;
 use crate::txn::Txn;
 use crate::types::{NodeId, Raft, TypeConfig};
@@ -32,6 +33,7 @@ use crate::types::{NodeId, Raft, TypeConfig};
 #[derive(Clone)]
 pub struct MetaService {
     raft: Raft,
+    proposer: Proposer,
     state_machine: StateMachineStore,
     pool: ChannelPool,
     node_id: NodeId,
@@ -48,6 +50,7 @@ impl MetaService {
         advertise_addr: String,
     ) -> Self {
         MetaService {
+            proposer: Proposer::start(raft.clone()),
             raft,
             state_machine,
             pool,
@@ -258,13 +261,18 @@ impl pb::meta_store_server::MetaStore for MetaService {
         let bytes = request.into_inner().command;
         let command = Command::decode(&bytes)
             .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok(Response::new(pb::ProposeResponse {
-                term: response.log_id.leader_id.term,
-                index: response.log_id.index,
-                result: response.data.encode(),
+        if matches!(command, Command::Batch(_)) {
+            return Err(Status::invalid_argument(
+                "batches are formed by the leader; propose commands one by one",
+            ));
+        }
+        match self.proposer.propose(command).await {
+            Ok((log_id, result)) => Ok(Response::new(pb::ProposeResponse {
+                term: log_id.leader_id.term,
+                index: log_id.index,
+                result: result.encode(),
             })),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            Err(ProposeError::Forward(forward)) => {
                 let channel = self.leader_channel(&forward)?;
                 MetaStoreClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -272,8 +280,7 @@ impl pb::meta_store_server::MetaStore for MetaService {
                     .propose(pb::ProposeRequest { command: bytes })
                     .await
             }
-            Err(RaftError::APIError(e)) => Err(Status::failed_precondition(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+            Err(ProposeError::Failed(e)) => Err(Status::unavailable(e)),
         }
     }
 
