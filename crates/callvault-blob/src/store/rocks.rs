@@ -157,7 +157,12 @@ impl RocksChunkStore {
                 format!("cannot create the RocksDB store: {e}")
             })
         })?;
-        if !existing {
+        if existing {
+            // RocksDB checks SST sizes at open but reads a blob file only when a value in it is
+            // wanted, so a truncated blob file would otherwise surface chunk by chunk. Open has
+            // already deleted obsolete files, so every blob file left is live and sealed.
+            check_blob_files(path).map_err(open_err)?;
+        } else {
             write_marker(path).map_err(|e| open_err(format!("cannot write {MARKER_FILE}: {e}")))?;
         }
 
@@ -240,6 +245,43 @@ impl RocksChunkStore {
         }
         Ok(stats)
     }
+}
+
+/// Magic number at the start and in the footer of every RocksDB blob file
+/// (`db/blob/blob_log_format.h`).
+const BLOB_MAGIC: u32 = 2_395_959;
+const BLOB_HEADER_LEN: u64 = 30;
+const BLOB_FOOTER_LEN: u64 = 32;
+
+/// Checks that each blob file in `dir` starts with a blob header and ends with a blob footer.
+fn check_blob_files(dir: &Path) -> Result<(), String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let entries = fs::read_dir(dir).map_err(|e| e.to_string())?;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().is_none_or(|ext| ext != "blob") {
+            continue;
+        }
+        let damaged = |what: &str| format!("blob file {} is {what}", path.display());
+        let mut file = fs::File::open(&path).map_err(|e| damaged(&format!("unreadable: {e}")))?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        if len < BLOB_HEADER_LEN + BLOB_FOOTER_LEN {
+            return Err(damaged(&format!("truncated ({len} bytes)")));
+        }
+        let mut magic = [0u8; 4];
+        file.read_exact(&mut magic)
+            .map_err(|e| damaged(&e.to_string()))?;
+        if u32::from_le_bytes(magic) != BLOB_MAGIC {
+            return Err(damaged("damaged (bad header)"));
+        }
+        file.seek(SeekFrom::Start(len - BLOB_FOOTER_LEN))
+            .and_then(|_| file.read_exact(&mut magic))
+            .map_err(|e| damaged(&e.to_string()))?;
+        if u32::from_le_bytes(magic) != BLOB_MAGIC {
+            return Err(damaged("truncated or damaged (no blob footer)"));
+        }
+    }
+    Ok(())
 }
 
 fn write_marker(dir: &Path) -> std::io::Result<()> {
