@@ -405,14 +405,11 @@ async fn acknowledged_writes_survive_a_shard_restart_and_repair_restores_three_r
         }
     }
     assert_eq!(acked.len(), 1000);
-    // Every write reached W=2 replicas; those during the outage could not reach shard 2.
-    let with_quorum_only = results
-        .iter()
-        .filter(|(_, r)| r.as_ref().unwrap().acked.len() < 3)
-        .count();
+    // Every write reached W=2 replicas before it returned.
     assert!(
-        with_quorum_only >= 300,
-        "only {with_quorum_only} writes missed shard 2"
+        results
+            .iter()
+            .all(|(_, r)| r.as_ref().unwrap().acked.len() >= 2)
     );
 
     let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
@@ -449,7 +446,7 @@ async fn acknowledged_writes_survive_a_shard_restart_and_repair_restores_three_r
             "shard {shard} still lacks {missing} chunks after repair"
         );
     }
-    assert!(restored > 0 || missing_on_2 == 0);
+    assert!(restored > 0, "the scrubbers restored no replica");
     for i in 0..3 {
         let status = cluster.shard_client(i).status().await.unwrap();
         assert_eq!(status.chunks, 1000, "shard {i}");
