@@ -1,0 +1,312 @@
+//! The conformance suite every [`ChunkStore`] must pass, in the spirit of `openraft::testing`.
+//!
+//! An implementation's test calls [`run`] with a [`StoreHarness`] that makes fresh stores and
+//! reopens them (to check durability). Failures panic with a message naming the broken rule.
+
+use callvault_core::UnixMillis;
+
+use super::{ChunkStore, MarkState, PutOutcome, StoreError};
+use crate::chunk::{ChunkId, MAX_CHUNK_BYTES};
+
+/// Makes stores for the suite.
+pub trait StoreHarness {
+    /// The store under test.
+    type Store: ChunkStore;
+    /// A new, empty store.
+    fn fresh(&mut self) -> Self::Store;
+    /// Closes `store` and opens the same one again.
+    fn reopen(&mut self, store: Self::Store) -> Self::Store;
+}
+
+/// Deterministic chunk bytes of `len` bytes, distinct per `seed`.
+pub fn chunk_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut counter = 0u64;
+    while out.len() < len {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&seed.to_le_bytes());
+        hasher.update(&counter.to_le_bytes());
+        out.extend_from_slice(hasher.finalize().as_bytes());
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn chunk(seed: u64, len: usize) -> (ChunkId, Vec<u8>) {
+    let bytes = chunk_bytes(seed, len);
+    (ChunkId::of(&bytes), bytes)
+}
+
+const T0: UnixMillis = UnixMillis(1_000_000);
+
+/// Runs every rule against stores from `harness`.
+pub fn run<H: StoreHarness>(harness: &mut H) {
+    put_get_round_trip_and_counts(harness);
+    put_is_idempotent(harness);
+    put_refuses_wrong_ids_and_oversized_chunks(harness);
+    has_answers_in_order(harness);
+    delete_removes_only_that_chunk(harness);
+    ids_after_pages_every_chunk_once(harness);
+    marks_keep_the_earliest_time_and_chunks_stay_readable(harness);
+    collect_removes_only_chunks_marked_before_the_cutoff(harness);
+    everything_survives_reopen(harness);
+}
+
+fn put_get_round_trip_and_counts<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    assert_eq!(store.stats().chunks, 0, "a fresh store is empty");
+    let mut total = 0;
+    for (seed, len) in [(1, 0), (2, 1), (3, 1000), (4, 5000), (5, 300_000)] {
+        let (id, bytes) = chunk(seed, len);
+        assert_eq!(store.put(id, &bytes, T0).unwrap(), PutOutcome::Stored);
+        assert_eq!(
+            store.get(id).unwrap().as_deref(),
+            Some(&bytes[..]),
+            "get returns put bytes"
+        );
+        total += len as u64;
+    }
+    let stats = store.stats();
+    assert_eq!(
+        (stats.chunks, stats.bytes),
+        (5, total),
+        "counts follow puts"
+    );
+    assert_eq!(
+        store.get(chunk(99, 10).0).unwrap(),
+        None,
+        "absent chunk is None"
+    );
+}
+
+fn put_is_idempotent<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let (id, bytes) = chunk(7, 4096);
+    assert_eq!(store.put(id, &bytes, T0).unwrap(), PutOutcome::Stored);
+    for _ in 0..3 {
+        assert_eq!(
+            store.put(id, &bytes, T0).unwrap(),
+            PutOutcome::AlreadyPresent,
+            "a second put of an intact chunk writes nothing"
+        );
+    }
+    assert_eq!(
+        store.stats().chunks,
+        1,
+        "idempotent puts do not double count"
+    );
+    assert_eq!(store.stats().bytes, 4096);
+}
+
+fn put_refuses_wrong_ids_and_oversized_chunks<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let (id, mut bytes) = chunk(8, 2048);
+    bytes[100] ^= 1;
+    assert!(
+        matches!(
+            store.put(id, &bytes, T0),
+            Err(StoreError::InvalidChunk { .. })
+        ),
+        "bytes that do not hash to the id are refused"
+    );
+    let (big_id, big) = chunk(9, MAX_CHUNK_BYTES + 1);
+    assert!(
+        matches!(
+            store.put(big_id, &big, T0),
+            Err(StoreError::InvalidChunk { .. })
+        ),
+        "a chunk over the size limit is refused"
+    );
+    let (max_id, max) = chunk(10, MAX_CHUNK_BYTES);
+    assert_eq!(store.put(max_id, &max, T0).unwrap(), PutOutcome::Stored);
+    assert_eq!(
+        store.get(id).unwrap(),
+        None,
+        "a refused chunk is not stored"
+    );
+    assert_eq!(store.stats().chunks, 1);
+}
+
+fn has_answers_in_order<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let chunks: Vec<_> = (0..50).map(|s| chunk(100 + s, 1500)).collect();
+    for (id, bytes) in chunks.iter().step_by(2) {
+        store.put(*id, bytes, T0).unwrap();
+    }
+    let mut ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
+    ids.push(chunks[0].0); // duplicates answer each time
+    let present = store.has(&ids).unwrap();
+    assert_eq!(present.len(), ids.len());
+    for (i, p) in present.iter().enumerate().take(50) {
+        assert_eq!(*p, i % 2 == 0, "has({i}) follows the puts");
+    }
+    assert!(present[50]);
+    assert_eq!(store.has(&[]).unwrap(), Vec::<bool>::new());
+}
+
+fn delete_removes_only_that_chunk<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let (a, a_bytes) = chunk(20, 3000);
+    let (b, b_bytes) = chunk(21, 3000);
+    store.put(a, &a_bytes, T0).unwrap();
+    store.put(b, &b_bytes, T0).unwrap();
+    assert!(store.delete(a).unwrap());
+    assert!(
+        !store.delete(a).unwrap(),
+        "deleting an absent chunk reports false"
+    );
+    assert_eq!(store.get(a).unwrap(), None);
+    assert_eq!(store.has(&[a, b]).unwrap(), [false, true]);
+    assert_eq!(store.get(b).unwrap().as_deref(), Some(&b_bytes[..]));
+    assert_eq!(store.stats().chunks, 1);
+    assert_eq!(store.stats().bytes, 3000);
+    assert_eq!(store.put(a, &a_bytes, T0).unwrap(), PutOutcome::Stored);
+}
+
+fn ids_after_pages_every_chunk_once<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let mut expected: Vec<ChunkId> = (0..237)
+        .map(|s| {
+            let (id, bytes) = chunk(1000 + s, 1100);
+            store.put(id, &bytes, T0).unwrap();
+            id
+        })
+        .collect();
+    expected.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.ids_after(after, 50).unwrap();
+        assert!(page.len() <= 50, "a page respects its limit");
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().copied();
+        seen.extend(page);
+    }
+    assert_eq!(seen, expected, "pages list every chunk once, ascending");
+    assert!(store.ids_after(Some(expected[236]), 10).unwrap().is_empty());
+    assert_eq!(store.ids_after(None, 0).unwrap(), Vec::<ChunkId>::new());
+}
+
+fn marks_keep_the_earliest_time_and_chunks_stay_readable<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let (a, a_bytes) = chunk(30, 2000);
+    let (absent, _) = chunk(31, 2000);
+    store.put(a, &a_bytes, T0).unwrap();
+    assert_eq!(store.mark_dead(&[a, absent, a], T0).unwrap(), 2);
+    assert_eq!(
+        store.mark_dead(&[a], UnixMillis(T0.0 + 50_000)).unwrap(),
+        1,
+        "re-marking counts as marked"
+    );
+    let mark = store.mark(a).unwrap().expect("marked");
+    assert_eq!(
+        (mark.state, mark.at),
+        (MarkState::Marked, T0),
+        "the first mark time is kept"
+    );
+    assert_eq!(
+        store.get(a).unwrap().as_deref(),
+        Some(&a_bytes[..]),
+        "a marked chunk stays readable until collected"
+    );
+    assert_eq!(store.stats().marked_dead, 2);
+    assert!(store.mark(chunk(32, 10).0).unwrap().is_none());
+}
+
+fn collect_removes_only_chunks_marked_before_the_cutoff<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let (old, old_bytes) = chunk(40, 2000);
+    let (young, young_bytes) = chunk(41, 2000);
+    let (live, live_bytes) = chunk(42, 2000);
+    let (never_held, never_held_bytes) = chunk(43, 2000);
+    for (id, bytes) in [
+        (old, &old_bytes),
+        (young, &young_bytes),
+        (live, &live_bytes),
+    ] {
+        store.put(id, bytes, T0).unwrap();
+    }
+    store.mark_dead(&[old, never_held], T0).unwrap();
+    store
+        .mark_dead(&[young], UnixMillis(T0.0 + 10_000))
+        .unwrap();
+    let removed = store
+        .collect(UnixMillis(T0.0 + 5_000), UnixMillis(T0.0 + 20_000))
+        .unwrap();
+    assert_eq!(
+        removed,
+        vec![old],
+        "only chunks held and marked by the cutoff are removed"
+    );
+    assert_eq!(store.get(old).unwrap(), None);
+    assert_eq!(store.has(&[old, young, live]).unwrap(), [false, true, true]);
+    assert_eq!(
+        store.mark(old).unwrap().unwrap().state,
+        MarkState::Collected
+    );
+    assert!(
+        matches!(
+            store.put(old, &old_bytes, T0),
+            Err(StoreError::Collected { .. })
+        ),
+        "a collected chunk is not resurrected by a late copy"
+    );
+    assert!(
+        matches!(
+            store.put(never_held, &never_held_bytes, T0),
+            Err(StoreError::Collected { .. })
+        ),
+        "a chunk marked while absent is refused after collection too"
+    );
+    let stats = store.stats();
+    assert_eq!((stats.chunks, stats.bytes, stats.marked_dead), (2, 4000, 1));
+    // Collecting again removes nothing new; the young mark is collected once it is old enough.
+    assert!(
+        store
+            .collect(UnixMillis(T0.0 + 5_000), T0)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.collect(UnixMillis(T0.0 + 10_000), T0).unwrap(),
+        vec![young]
+    );
+    assert_eq!(store.get(live).unwrap().as_deref(), Some(&live_bytes[..]));
+}
+
+fn everything_survives_reopen<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let chunks: Vec<_> = (0..20).map(|s| chunk(500 + s, 2000 + s as usize)).collect();
+    for (id, bytes) in &chunks {
+        store.put(*id, bytes, T0).unwrap();
+    }
+    store.mark_dead(&[chunks[0].0, chunks[1].0], T0).unwrap();
+    store.collect(T0, T0).unwrap();
+    store.mark_dead(&[chunks[2].0], T0).unwrap();
+    let before = store.stats();
+    let store = h.reopen(store);
+    assert_eq!(store.stats(), before, "counts survive reopen");
+    for (i, (id, bytes)) in chunks.iter().enumerate() {
+        let got = store.get(*id).unwrap();
+        if i < 2 {
+            assert_eq!(got, None, "collected chunk {i} stays gone");
+        } else {
+            assert_eq!(
+                got.as_deref(),
+                Some(&bytes[..]),
+                "chunk {i} survives reopen"
+            );
+        }
+    }
+    assert_eq!(
+        store.mark(chunks[2].0).unwrap().unwrap().state,
+        MarkState::Marked
+    );
+    assert!(matches!(
+        store.put(chunks[0].0, &chunks[0].1, T0),
+        Err(StoreError::Collected { .. })
+    ));
+}
