@@ -91,15 +91,22 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Writes the node's config under `dir`; `extra` is appended to it (TOML).
+    /// Writes the config of a meta node under `dir`; `extra` is appended to it (TOML).
     pub fn new(dir: &Path, id: u64, extra: &str) -> Self {
+        Self::with_roles(dir, id, &["meta"], extra)
+    }
+
+    /// Writes the config of a node with `roles` under `dir`; `extra` is appended (TOML).
+    pub fn with_roles(dir: &Path, id: u64, roles: &[&str], extra: &str) -> Self {
+        let roles: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+        let roles = roles.join(", ");
         let addr = format!("127.0.0.1:{}", free_port());
         let data = dir.join(format!("node-{id}"));
         let config = dir.join(format!("node-{id}.toml"));
         std::fs::write(
             &config,
             format!(
-                "node_id = {id}\ndata_dir = {data:?}\nlisten_addr = \"{addr}\"\nroles = [\"meta\"]\n{extra}\n"
+                "node_id = {id}\ndata_dir = {data:?}\nlisten_addr = \"{addr}\"\nroles = [{roles}]\n{extra}\n"
             ),
         )
         .expect("config written");

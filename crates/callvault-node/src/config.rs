@@ -26,6 +26,8 @@ const ENV_KEYS: &[&str] = &[
 pub enum Role {
     /// A voter or learner of the Raft-replicated metadata store.
     Meta,
+    /// A content-addressed blob shard holding encrypted chunks.
+    Blob,
 }
 
 /// The whole node configuration.
@@ -50,6 +52,35 @@ pub struct NodeConfig {
     /// The audit log's checkpoint signing identity.
     #[serde(default)]
     pub audit: AuditSection,
+    /// The blob shard, for the `blob` role.
+    #[serde(default)]
+    pub blob: BlobSection,
+}
+
+/// `[blob]`: the blob shard of this node. Every field but `shards` has a default; the shard's
+/// data lives in `<data_dir>/blob` and its id defaults to `blob-<node_id>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobSection {
+    /// This shard's id in the shard set (never change it: placement hashes it).
+    pub shard_id: Option<String>,
+    /// Where the BlobShard service listens (default 127.0.0.1:7400).
+    pub listen_addr: Option<SocketAddr>,
+    /// The whole shard set, this shard included: `[{ id = "blob-1", addr = "host:7400" }, …]`.
+    #[serde(default)]
+    pub shards: Vec<callvault_blob::ShardInfo>,
+    /// Replicas per chunk (R, default 3).
+    pub replicas: Option<usize>,
+    /// Scrubber read rate, bytes per second (default 64 MiB/s; 0 = unlimited).
+    pub scrub_bytes_per_second: Option<u64>,
+    /// Seconds between scrub passes (default 86400; 0 = no background scrubbing).
+    pub scrub_interval_seconds: Option<u64>,
+    /// Shortest grace a collection may use, seconds (default 86400).
+    pub collect_min_grace_seconds: Option<u64>,
+    /// Connect timeout to peer shards, milliseconds (default 2000).
+    pub peer_connect_timeout_ms: Option<u64>,
+    /// Deadline of each request to a peer shard, milliseconds (default 30000).
+    pub peer_request_timeout_ms: Option<u64>,
 }
 
 /// `[audit]`: who signs checkpoints. Without a key, the log is kept and served but checkpoints
@@ -172,6 +203,41 @@ impl NodeConfig {
         self.advertise_addr
             .clone()
             .unwrap_or_else(|| self.listen_addr.to_string())
+    }
+
+    /// The blob shard's configuration.
+    pub fn shard_config(&self) -> anyhow::Result<callvault_blob::ShardConfig> {
+        let b = &self.blob;
+        let id = b
+            .shard_id
+            .clone()
+            .unwrap_or_else(|| format!("blob-{}", self.node_id));
+        let id =
+            callvault_blob::ShardId::new(&id).map_err(|e| anyhow::anyhow!("blob.shard_id: {e}"))?;
+        let mut config = callvault_blob::ShardConfig::new(id, self.data_dir.join("blob"));
+        if let Some(v) = b.listen_addr {
+            config.listen_addr = v;
+        }
+        config.shards = b.shards.clone();
+        if let Some(v) = b.replicas {
+            config.replicas = v;
+        }
+        if let Some(v) = b.scrub_bytes_per_second {
+            config.scrub_bytes_per_second = v;
+        }
+        if let Some(v) = b.scrub_interval_seconds {
+            config.scrub_interval_seconds = v;
+        }
+        if let Some(v) = b.collect_min_grace_seconds {
+            config.collect_min_grace_seconds = v;
+        }
+        if let Some(v) = b.peer_connect_timeout_ms {
+            config.peer_connect_timeout_ms = v;
+        }
+        if let Some(v) = b.peer_request_timeout_ms {
+            config.peer_request_timeout_ms = v;
+        }
+        Ok(config)
     }
 
     /// The metadata store's configuration.

@@ -49,6 +49,33 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         meta = Some(node);
     }
 
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut shard_task = None;
+    if config.roles.contains(&Role::Blob) {
+        let shard_config = config.shard_config()?;
+        let addr = shard_config.listen_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("blob shard cannot listen on {addr}"))?;
+        println!(
+            "callvault node {} blob shard {} listening on {}",
+            config.node_id,
+            shard_config.shard_id,
+            listener.local_addr()?
+        );
+        let shutdown = wait_stop(stopped.clone());
+        let stop_node = stop.clone();
+        shard_task = Some(tokio::spawn(async move {
+            let result = callvault_blob::serve_shard_on(shard_config, listener, shutdown).await;
+            // A shard that cannot run takes the node down rather than leave it half-serving.
+            let _ = stop_node.send(true);
+            result
+        }));
+    }
+
     tracing::info!(
         node_id = config.node_id,
         listen = %local,
@@ -61,10 +88,24 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     println!("callvault node {} listening on {local}", config.node_id);
 
     let incoming = tokio_stream_from(listener);
-    router
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+    let mut node_stopping = stopped.clone();
+    let signal = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = node_stopping.wait_for(|s| *s) => {}
+        }
+        let _ = stop.send(true);
+    };
+    let served = router
+        .serve_with_incoming_shutdown(incoming, signal)
         .await
-        .context("gRPC server")?;
+        .context("gRPC server");
+    if let Some(task) = shard_task {
+        task.await
+            .context("blob shard task")?
+            .context("blob shard")?;
+    }
+    served?;
 
     if let Some(node) = meta {
         tracing::info!("stopping the metadata store");
