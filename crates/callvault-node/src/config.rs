@@ -255,3 +255,35 @@ impl NodeConfig {
         config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_local_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local");
+        for i in 1..=3 {
+            let config = NodeConfig::load(Some(&dir.join(format!("node-{i}.toml")))).unwrap();
+            assert_eq!(config.node_id, i);
+            assert_eq!(config.roles, vec![Role::Meta, Role::Blob]);
+            let shard = config.shard_config().unwrap();
+            assert_eq!(shard.shards.len(), 3);
+            assert_eq!(shard.shard_id.to_string(), format!("blob-{i}"));
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let base = "node_id = 1\ndata_dir = \"d\"\nlisten_addr = \"127.0.0.1:1\"\n";
+        std::fs::write(&path, format!("{base}colour = \"blue\"\n")).unwrap();
+        assert!(NodeConfig::load(Some(&path)).is_err());
+        std::fs::write(&path, base.replace("node_id = 1", "node_id = 0")).unwrap();
+        let err = NodeConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("node_id"), "{err}");
+        std::fs::write(&path, format!("{base}[meta]\nheartbeat_ms = 5000\n")).unwrap();
+        assert!(NodeConfig::load(Some(&path)).is_err());
+    }
+}
