@@ -4,60 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use callvault_core::call::{CallId, CallRecord, Direction, Lifecycle};
 use callvault_core::codec::VersionedRecord;
-use callvault_core::policy::{PrivilegedRetention, RetentionPolicy};
-use callvault_core::{Jurisdiction, UnixMillis};
 use callvault_meta::Command;
 use callvault_proto::v1 as pb;
-use callvault_tests::{MetaCluster, run_callvault};
+use callvault_tests::{MetaCluster, commit, run_callvault, tx_policy};
 
 const ORIGIN: &str = "callvault.test/audit";
-
-fn commit(i: usize) -> Command {
-    let started = 1_700_000_000_000 + i as i64 * 1000;
-    Command::CommitCall {
-        call: CallRecord {
-            call_id: CallId::new(&format!("call-{i}")).unwrap(),
-            jurisdiction: Jurisdiction::Tx,
-            facility_id: "fac-1".into(),
-            inmate_id: "inm-1".into(),
-            number_fingerprint: [i as u8; 32],
-            direction: Direction::Outbound,
-            started_at: UnixMillis(started),
-            ended_at: UnixMillis(started + 60_000),
-            byte_length: 480_000,
-            chunk_count: 1,
-            plaintext_digest: [i as u8 ^ 0xff; 32],
-            committed_under_policy: 0,
-            sealed: false,
-            lifecycle: Lifecycle::Live,
-            holds: Vec::new(),
-        },
-        wrapped_key: vec![1; 72],
-        chunk_ids: vec![[i as u8; 32]],
-        principal: "platform".into(),
-        at: UnixMillis(started + 61_000),
-    }
-}
-
-fn policy() -> Command {
-    Command::PutPolicy {
-        jurisdiction: Jurisdiction::Tx,
-        policy: RetentionPolicy {
-            recording_retention_days: 30,
-            call_detail_retention_days: 60,
-            privileged_retention: PrivilegedRetention::Nothing,
-            hold_requires_review_date: false,
-            hold_max_review_days: 30,
-            sweep_interval_seconds: 30,
-            source: "test".into(),
-        },
-        expected_version: 0,
-        principal: "operator".into(),
-        at: UnixMillis(1),
-    }
-}
 
 async fn propose(cluster: &MetaCluster, command: Command) {
     cluster.nodes[0]
@@ -113,7 +65,7 @@ async fn an_auditor_verifies_the_log_and_catches_tampering() {
 
     let mut cluster = logged_cluster(&key).await;
     let addr = cluster.nodes[0].addr.clone();
-    propose(&cluster, policy()).await;
+    propose(&cluster, tx_policy()).await;
     for i in 0..4 {
         propose(&cluster, commit(i)).await;
     }
@@ -180,7 +132,7 @@ async fn an_auditor_verifies_the_log_and_catches_tampering() {
     // Split view: a forked log signed with the same key, as long as the saved one, differs.
     let fork = logged_cluster(&key).await;
     let fork_addr = fork.nodes[0].addr.clone();
-    propose(&fork, policy()).await;
+    propose(&fork, tx_policy()).await;
     for i in 100..104 {
         propose(&fork, commit(i)).await;
     }

@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use callvault_core::call::{CallId, CallRecord, Direction, Lifecycle};
+use callvault_core::policy::{PrivilegedRetention, RetentionPolicy};
+use callvault_core::{Jurisdiction, UnixMillis};
+use callvault_meta::Command as MetaCommand;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
 use callvault_proto::v1::meta_store_client::MetaStoreClient;
@@ -304,5 +308,52 @@ impl MetaCluster {
     /// The node with id `id`.
     pub fn node(&mut self, id: u64) -> &mut NodeProcess {
         &mut self.nodes[(id - 1) as usize]
+    }
+}
+
+/// A Texas retention policy for tests (version 1 when it is the first).
+pub fn tx_policy() -> MetaCommand {
+    MetaCommand::PutPolicy {
+        jurisdiction: Jurisdiction::Tx,
+        policy: RetentionPolicy {
+            recording_retention_days: 365,
+            call_detail_retention_days: 730,
+            privileged_retention: PrivilegedRetention::CallDetail,
+            hold_requires_review_date: false,
+            hold_max_review_days: 365,
+            sweep_interval_seconds: 30,
+            source: "test".into(),
+        },
+        expected_version: 0,
+        principal: "operator".into(),
+        at: UnixMillis(1_700_000_000_000),
+    }
+}
+
+/// Call `i`'s commit: a recorded Texas call with one chunk, distinct content per `i`.
+pub fn commit(i: usize) -> MetaCommand {
+    let started = 1_700_000_000_000 + i as i64 * 1000;
+    MetaCommand::CommitCall {
+        call: CallRecord {
+            call_id: CallId::new(&format!("call-{i}")).unwrap(),
+            jurisdiction: Jurisdiction::Tx,
+            facility_id: format!("fac-{}", i % 7),
+            inmate_id: format!("inm-{}", i % 101),
+            number_fingerprint: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+            direction: Direction::Outbound,
+            started_at: UnixMillis(started),
+            ended_at: UnixMillis(started + 600_000),
+            byte_length: 4_800_000,
+            chunk_count: 1,
+            plaintext_digest: *blake3::hash(format!("audio-{i}").as_bytes()).as_bytes(),
+            committed_under_policy: 0,
+            sealed: false,
+            lifecycle: Lifecycle::Live,
+            holds: Vec::new(),
+        },
+        wrapped_key: vec![7; 72],
+        chunk_ids: vec![*blake3::hash(format!("chunk-{i}").as_bytes()).as_bytes()],
+        principal: "platform".into(),
+        at: UnixMillis(started + 601_000),
     }
 }

@@ -6,62 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use callvault_core::call::{CallId, CallRecord, Direction, Lifecycle};
 use callvault_core::codec::VersionedRecord;
-use callvault_core::policy::{PrivilegedRetention, RetentionPolicy};
-use callvault_core::{Jurisdiction, UnixMillis};
 use callvault_meta::{Command, CommandResult};
 use callvault_proto::v1 as pb;
-use callvault_tests::{MetaCluster, NodeProcess, eventually};
+use callvault_tests::{MetaCluster, NodeProcess, commit, eventually, tx_policy};
 
 /// Fast elections so failover fits a test's time.
 const FAST_RAFT: &str =
     "[meta]\nheartbeat_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n";
-
-fn put_policy() -> Command {
-    Command::PutPolicy {
-        jurisdiction: Jurisdiction::Tx,
-        policy: RetentionPolicy {
-            recording_retention_days: 365,
-            call_detail_retention_days: 730,
-            privileged_retention: PrivilegedRetention::CallDetail,
-            hold_requires_review_date: false,
-            hold_max_review_days: 365,
-            sweep_interval_seconds: 30,
-            source: "test".into(),
-        },
-        expected_version: 0,
-        principal: "operator".into(),
-        at: UnixMillis(1_700_000_000_000),
-    }
-}
-
-fn commit(i: usize) -> Command {
-    let started = 1_700_000_000_000 + i as i64 * 1000;
-    Command::CommitCall {
-        call: CallRecord {
-            call_id: CallId::new(&format!("call-{i}")).unwrap(),
-            jurisdiction: Jurisdiction::Tx,
-            facility_id: format!("fac-{}", i % 7),
-            inmate_id: format!("inm-{}", i % 101),
-            number_fingerprint: *blake3::hash(&i.to_le_bytes()).as_bytes(),
-            direction: Direction::Outbound,
-            started_at: UnixMillis(started),
-            ended_at: UnixMillis(started + 600_000),
-            byte_length: 4_800_000,
-            chunk_count: 1,
-            plaintext_digest: *blake3::hash(format!("audio-{i}").as_bytes()).as_bytes(),
-            committed_under_policy: 0,
-            sealed: false,
-            lifecycle: Lifecycle::Live,
-            holds: Vec::new(),
-        },
-        wrapped_key: vec![7; 72],
-        chunk_ids: vec![*blake3::hash(format!("chunk-{i}").as_bytes()).as_bytes()],
-        principal: "platform".into(),
-        at: UnixMillis(started + 601_000),
-    }
-}
 
 /// Proposes `command` through the nodes in turn until one commits it, for at most `timeout`.
 async fn propose(nodes: &[(u64, String)], command: &Command, timeout: Duration) -> CommandResult {
@@ -149,7 +101,7 @@ async fn acknowledged_writes_survive_a_leader_crash() {
     let mut cluster = MetaCluster::start(3, FAST_RAFT).await;
     let nodes = addresses(&cluster);
     assert_eq!(
-        propose(&nodes, &put_policy(), Duration::from_secs(30)).await,
+        propose(&nodes, &tx_policy(), Duration::from_secs(30)).await,
         CommandResult::PolicyPut { version: 1 }
     );
     let first_leader = cluster.leader().await;
@@ -254,7 +206,7 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
         format!("{FAST_RAFT}snapshot_after_entries = 200\nlog_entries_kept_after_snapshot = 0\n");
     let mut cluster = MetaCluster::start(3, &extra).await;
     let nodes = addresses(&cluster);
-    propose(&nodes, &put_policy(), Duration::from_secs(30)).await;
+    propose(&nodes, &tx_policy(), Duration::from_secs(30)).await;
     for i in 0..100 {
         propose(&nodes, &commit(i), Duration::from_secs(30)).await;
     }
@@ -311,7 +263,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 async fn damaged_data_refuses_to_start_with_a_clear_error() {
     let mut cluster = MetaCluster::start(1, FAST_RAFT).await;
     let nodes = addresses(&cluster);
-    propose(&nodes, &put_policy(), Duration::from_secs(30)).await;
+    propose(&nodes, &tx_policy(), Duration::from_secs(30)).await;
     for i in 0..20 {
         propose(&nodes, &commit(i), Duration::from_secs(30)).await;
     }
