@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use callvault_core::codec::VersionedRecord;
 use openraft::BasicNode;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -48,9 +47,14 @@ impl Proposer {
         Proposer { queue }
     }
 
-    /// Proposes one command and waits until it applied.
-    pub async fn propose(&self, command: Command) -> Result<Committed, ProposeError> {
-        let size = command.encode().len();
+    /// Proposes one command, whose encoding is `encoded_len` bytes (the caller received it
+    /// encoded), and waits until it applied.
+    pub async fn propose(
+        &self,
+        command: Command,
+        encoded_len: usize,
+    ) -> Result<Committed, ProposeError> {
+        let size = encoded_len;
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((command, size, reply))

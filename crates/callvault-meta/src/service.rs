@@ -266,7 +266,7 @@ impl pb::meta_store_server::MetaStore for MetaService {
                 "batches are formed by the leader; propose commands one by one",
             ));
         }
-        match self.proposer.propose(command).await {
+        match self.proposer.propose(command, bytes.len()).await {
             Ok((log_id, result)) => Ok(Response::new(pb::ProposeResponse {
                 term: log_id.leader_id.term,
                 index: log_id.index,

@@ -15,7 +15,7 @@ use callvault_core::codec::VersionedRecord;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::audit_client::AuditClient;
 use clap::Subcommand;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -137,14 +137,9 @@ fn write_private(path: &PathBuf, contents: &[u8]) -> anyhow::Result<()> {
 }
 
 async fn client(addr: &str) -> anyhow::Result<AuditClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("invalid address {addr:?}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {addr}"))?;
-    Ok(AuditClient::new(channel))
+    Ok(AuditClient::new(
+        super::connect(addr, Duration::from_secs(30)).await?,
+    ))
 }
 
 fn status(e: tonic::Status) -> anyhow::Error {

@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
 use clap::Subcommand;
-use tonic::transport::Endpoint;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -96,14 +94,10 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
 }
 
 async fn client(addr: &str) -> anyhow::Result<ClusterClient<tonic::transport::Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("invalid address {addr:?}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(60))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {addr}"))?;
-    Ok(ClusterClient::new(channel))
+    // Adding a voter waits for it to catch up, so allow a minute.
+    Ok(ClusterClient::new(
+        super::connect(addr, Duration::from_secs(60)).await?,
+    ))
 }
 
 fn print_status(status: &pb::ClusterStatus) {

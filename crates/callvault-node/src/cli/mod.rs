@@ -41,6 +41,21 @@ enum Command {
     Policy(policy::PolicyCommand),
 }
 
+/// A connected channel to a node's gRPC endpoint at `addr` (`host:port`), for CLI commands.
+async fn connect(
+    addr: &str,
+    request_timeout: std::time::Duration,
+) -> anyhow::Result<tonic::transport::Channel> {
+    use anyhow::Context;
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("invalid address {addr:?}"))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(request_timeout)
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {addr}"))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
