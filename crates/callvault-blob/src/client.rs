@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callvault_proto::MAX_MESSAGE_BYTES;
+use callvault_proto::auth::{AuthChannel, PeerToken};
 use callvault_proto::v1::blob_shard_client::BlobShardClient;
 use callvault_proto::v1::{
     CollectRequest, GetChunkRequest, HasChunksRequest, MarkDeadRequest, PutChunkHeader,
@@ -18,7 +19,7 @@ use callvault_proto::v1::{
 };
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
 use crate::chunk::{ChunkId, MAX_CHUNK_BYTES, MAX_IDS_PER_REQUEST};
@@ -39,6 +40,8 @@ pub struct ReplicationConfig {
     pub connect_timeout: Duration,
     /// Deadline of each request to one shard.
     pub request_timeout: Duration,
+    /// The cluster's peer token, sent with every request (shards admit only peers).
+    pub peer: PeerToken,
 }
 
 impl Default for ReplicationConfig {
@@ -48,6 +51,7 @@ impl Default for ReplicationConfig {
             write_quorum: 2,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
+            peer: PeerToken::none(),
         }
     }
 }
@@ -126,7 +130,7 @@ impl From<PlacementError> for ReplicationError {
 #[derive(Clone)]
 pub struct ShardClient {
     info: ShardInfo,
-    inner: BlobShardClient<Channel>,
+    inner: BlobShardClient<AuthChannel>,
 }
 
 impl fmt::Debug for ShardClient {
@@ -150,7 +154,7 @@ impl ShardClient {
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .tcp_nodelay(true);
-        let inner = BlobShardClient::new(endpoint.connect_lazy())
+        let inner = BlobShardClient::new(config.peer.bearer().channel(endpoint.connect_lazy()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(ShardClient { info, inner })

@@ -21,6 +21,8 @@ use crate::placement::{ShardId, ShardInfo};
 use crate::scrub::{ScrubCounters, Scrubber};
 use crate::service::BlobShardService;
 use crate::store::{RocksChunkStore, StoreError, StoreOptions};
+use callvault_proto::auth::PeerToken;
+use tonic::service::interceptor::InterceptedService;
 
 /// One blob shard's settings. Every field but `shard_id` and `data_dir` has a default.
 ///
@@ -74,6 +76,10 @@ pub struct ShardConfig {
     /// Deadline of each request to a peer shard, in milliseconds (default 30000).
     #[serde(default = "defaults::request_timeout_ms")]
     pub peer_request_timeout_ms: u64,
+    /// The cluster's peer token: the shard admits only requests carrying it and sends it to its
+    /// peers. Never read from the shard's own config; the node passes its cluster secret.
+    #[serde(skip)]
+    pub peer: PeerToken,
 }
 
 mod defaults {
@@ -115,6 +121,7 @@ impl ShardConfig {
             collect_min_grace_seconds: defaults::grace(),
             peer_connect_timeout_ms: defaults::connect_timeout_ms(),
             peer_request_timeout_ms: defaults::request_timeout_ms(),
+            peer: PeerToken::none(),
         }
     }
 
@@ -124,6 +131,7 @@ impl ShardConfig {
             write_quorum: 1,
             connect_timeout: Duration::from_millis(self.peer_connect_timeout_ms),
             request_timeout: Duration::from_millis(self.peer_request_timeout_ms),
+            peer: self.peer.clone(),
         }
     }
 }
@@ -235,9 +243,12 @@ impl Shard {
             self.counters.clone(),
             Duration::from_secs(self.config.collect_min_grace_seconds),
         );
-        let server = BlobShardServer::new(service)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let server = InterceptedService::new(
+            BlobShardServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            self.config.peer.gate(),
+        );
         tracing::info!(shard = %self.config.shard_id, addr = ?listener.local_addr().ok(), "blob shard serving");
         let served = tonic::transport::Server::builder()
             .tcp_nodelay(true)

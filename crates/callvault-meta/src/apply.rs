@@ -5,7 +5,7 @@
 use callvault_core::call::{CallEvent, CallRecord, Lifecycle, PurgeReason};
 use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
 use callvault_core::policy::VersionedPolicy;
-use callvault_core::{Jurisdiction, PrivilegedRetention, RegistryEntry, UnixMillis};
+use callvault_core::{CallId, E164, Jurisdiction, PrivilegedRetention, RegistryEntry, UnixMillis};
 
 use callvault_audit::AuditEvent;
 
@@ -84,6 +84,53 @@ impl VersionedRecord for Counters {
         };
         r.finish()?;
         Ok(counters)
+    }
+}
+
+/// A sensitive number as the registry keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensitiveEntry {
+    /// The number, canonical.
+    pub number: E164,
+    /// Why calls to it are sealed.
+    pub reason: String,
+    /// Who registered it.
+    pub registrant: String,
+    /// When.
+    pub registered_at: UnixMillis,
+}
+
+impl VersionedRecord for SensitiveEntry {
+    const NAME: &'static str = "sensitive entry";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.str(self.number.as_str())
+            .str(&self.reason)
+            .str(&self.registrant)
+            .i64(self.registered_at.0);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let text = r.str("number", 16)?;
+        let number = callvault_core::normalize(&text)
+            .ok()
+            .filter(|n| n.as_str() == text)
+            .ok_or_else(|| r.invalid("number", "not canonical E.164"))?;
+        let entry = SensitiveEntry {
+            number,
+            reason: r.str("reason", crate::command::MAX_TEXT)?,
+            registrant: r.str("registrant", crate::command::MAX_PRINCIPAL)?,
+            registered_at: UnixMillis(r.i64()?),
+        };
+        r.finish()?;
+        Ok(entry)
     }
 }
 
@@ -225,6 +272,50 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
             },
             details: vec![("evidence", entry.evidence.chars().take(200).collect())],
         },
+        Command::RegisterSensitive {
+            jurisdiction,
+            fingerprint,
+            reason,
+            principal,
+            at,
+            ..
+        } => Event {
+            event: AuditEvent::NumberRegistered,
+            time: *at,
+            principal: principal.clone(),
+            jurisdiction: Some(*jurisdiction),
+            subject: audit_log::fingerprint_subject(fingerprint),
+            outcome: match result {
+                CommandResult::SensitiveRegistered => "registered sensitive".to_string(),
+                other => outcome(other),
+            },
+            details: vec![("reason", reason.chars().take(200).collect())],
+        },
+        Command::FlagPrivileged {
+            jurisdiction,
+            call_id,
+            reason,
+            evidence,
+            principal,
+            at,
+        } => Event {
+            event: AuditEvent::CallFlagged,
+            time: *at,
+            principal: principal.clone(),
+            jurisdiction: Some(*jurisdiction),
+            subject: call_id.as_str().to_string(),
+            outcome: match result {
+                CommandResult::CallFlagged { purged: true } => "flagged; purge started".into(),
+                CommandResult::CallFlagged { purged: false } => {
+                    "flagged; no content left to purge".into()
+                }
+                other => outcome(other),
+            },
+            details: vec![
+                ("reason", reason.chars().take(200).collect()),
+                ("evidence", evidence.chars().take(200).collect()),
+            ],
+        },
         Command::Batch(_) => return None,
     })
 }
@@ -275,6 +366,38 @@ fn decide(txn: &mut Txn<'_>, command: &Command) -> Result<CommandResult, ApplyEr
         Command::RegisterPrivileged { entry, fingerprint } => {
             register_privileged(txn, entry, fingerprint)
         }
+        Command::RegisterSensitive {
+            jurisdiction,
+            number,
+            fingerprint,
+            reason,
+            principal,
+            at,
+        } => {
+            let record = SensitiveEntry {
+                number: number.clone(),
+                reason: reason.clone(),
+                registrant: principal.clone(),
+                registered_at: *at,
+            };
+            register_sensitive(txn, *jurisdiction, fingerprint, record.encode())
+        }
+        Command::FlagPrivileged {
+            jurisdiction,
+            call_id,
+            principal,
+            at,
+            ..
+        } => flag_privileged(
+            txn,
+            *jurisdiction,
+            call_id,
+            &Purge {
+                at: *at,
+                reason: PurgeReason::Flagged,
+                principal,
+            },
+        ),
         Command::Batch(_) => unreachable!("batches are unrolled by apply_command"),
     }
 }
@@ -333,17 +456,32 @@ fn commit_call(
                 txn.put(CF_DEAD_CHUNKS, id.to_vec(), Vec::new());
             }
             counters.purged += 1;
+            // Listed (as purged) only where the policy keeps call details of privileged calls.
+            if policy.policy.privileged_retention == PrivilegedRetention::CallDetail {
+                index_history(txn, &record);
+            }
             txn.put(CF_CALLS, call_key, record.encode());
             CommitOutcome::PurgedAtCommit
         }
         Lifecycle::Live => {
+            if txn
+                .get(
+                    CF_SENSITIVE,
+                    &keys::number_prefix(jurisdiction, &proposed.number_fingerprint),
+                )?
+                .is_some()
+            {
+                // Registered sensitive while the call streamed: sealed like the others.
+                record.sealed = true;
+            }
             txn.put(CF_KEYS, call_key.clone(), wrapped_key.to_vec());
             let mut ids = Vec::with_capacity(chunk_ids.len() * 32);
             for id in chunk_ids {
                 ids.extend_from_slice(id);
             }
             txn.put(CF_CHUNKS, call_key.clone(), ids);
-            index_call(txn, &record);
+            index_live(txn, &record);
+            index_history(txn, &record);
             txn.put(CF_CALLS, call_key, record.encode());
             counters.live += 1;
             CommitOutcome::Recorded
@@ -351,6 +489,7 @@ fn commit_call(
         _ => {
             counters.blocked_privileged += 1;
             if policy.policy.privileged_retention == PrivilegedRetention::CallDetail {
+                index_history(txn, &record);
                 txn.put(CF_CALLS, call_key, record.encode());
             }
             CommitOutcome::Blocked
@@ -375,7 +514,8 @@ fn same_content(existing: &CallRecord, proposed: &CallRecord) -> bool {
         && existing.inmate_id == proposed.inmate_id
 }
 
-fn index_call(txn: &mut Txn<'_>, call: &CallRecord) {
+/// The indexes of live recordings: by start time (the expiry index) and by number (for purges).
+fn index_live(txn: &mut Txn<'_>, call: &CallRecord) {
     let j = call.jurisdiction;
     txn.put(
         CF_BY_START,
@@ -385,6 +525,16 @@ fn index_call(txn: &mut Txn<'_>, call: &CallRecord) {
     txn.put(
         CF_BY_NUMBER,
         keys::by_number(j, &call.number_fingerprint, &call.call_id),
+        Vec::new(),
+    );
+}
+
+/// The listing indexes of every stored call record, whatever its state.
+fn index_history(txn: &mut Txn<'_>, call: &CallRecord) {
+    let j = call.jurisdiction;
+    txn.put(
+        CF_BY_TIME,
+        keys::by_start(j, call.started_at, &call.call_id),
         Vec::new(),
     );
     txn.put(
@@ -418,59 +568,141 @@ fn register_privileged(
     let prefix = keys::number_prefix(j, fingerprint);
     let mut counters = counters(txn, j)?;
     let mut purged = 0;
-    for index_key in txn.keys_with_prefix(CF_BY_NUMBER, &prefix, MAX_PURGE_PER_APPLY)? {
-        let call_id = &index_key[prefix.len()..];
-        let mut call_key = keys::jurisdiction(j);
-        call_key.extend_from_slice(call_id);
+    for call_key in calls_to_number(txn, j, &prefix)? {
         let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
             continue;
         };
         let call = CallRecord::decode(&bytes)?;
-        let event = CallEvent::Purge {
+        let purge = Purge {
             at: entry.registered_at,
             reason: PurgeReason::NumberRegistered,
+            principal: &entry.registrant,
         };
-        let Ok(next) = call.apply(&event) else {
-            continue;
-        };
-        if !next.lifecycle.has_content() {
-            // The crypto-shred: the wrapped key goes in this same atomic write.
-            txn.delete(CF_KEYS, call_key.clone());
-            if let Some(ids) = txn.get(CF_CHUNKS, &call_key)? {
-                for id in ids.chunks_exact(32) {
-                    txn.put(CF_DEAD_CHUNKS, id.to_vec(), Vec::new());
-                }
-                txn.delete(CF_CHUNKS, call_key.clone());
-            }
+        if purge_call(txn, call_key, &call, &purge, &mut counters)? {
+            purged += 1;
         }
-        unindex_call(txn, &call);
-        if !call.holds.is_empty() {
-            counters.held = counters.held.saturating_sub(1);
-        }
-        counters.live = counters.live.saturating_sub(1);
-        counters.purged += 1;
-        counters.purges_pending += 1;
-        txn.put(CF_CALLS, call_key, next.encode());
-        audit_log::append(
-            txn,
-            Event {
-                event: AuditEvent::PurgeStarted,
-                time: entry.registered_at,
-                principal: entry.registrant.clone(),
-                jurisdiction: Some(j),
-                subject: call.call_id.as_str().to_string(),
-                outcome: if next.lifecycle.has_content() {
-                    "kept sealed by a court-ordered hold".into()
-                } else {
-                    "data key shredded".into()
-                },
-                details: Vec::new(),
-            },
-        )?;
-        purged += 1;
     }
     put_counters(txn, j, &counters);
     Ok(CommandResult::NumberRegistered { purged })
+}
+
+/// The call keys (`jur | call id`) of live recordings of calls to one number.
+fn calls_to_number(
+    txn: &Txn<'_>,
+    j: Jurisdiction,
+    prefix: &[u8],
+) -> Result<Vec<Vec<u8>>, ApplyError> {
+    Ok(txn
+        .keys_with_prefix(CF_BY_NUMBER, prefix, MAX_PURGE_PER_APPLY)?
+        .into_iter()
+        .map(|index_key| {
+            let mut call_key = keys::jurisdiction(j);
+            call_key.extend_from_slice(&index_key[prefix.len()..]);
+            call_key
+        })
+        .collect())
+}
+
+/// Why and by whom a call is purged.
+struct Purge<'a> {
+    at: UnixMillis,
+    reason: PurgeReason,
+    principal: &'a str,
+}
+
+/// Crypto-shreds one call: its wrapped key goes in this same atomic write and its chunks become
+/// garbage for the collector (unless a court-sealed hold keeps it, unreadable). Returns false
+/// when the call had no content left.
+fn purge_call(
+    txn: &mut Txn<'_>,
+    call_key: Vec<u8>,
+    call: &CallRecord,
+    purge: &Purge<'_>,
+    counters: &mut Counters,
+) -> Result<bool, ApplyError> {
+    let event = CallEvent::Purge {
+        at: purge.at,
+        reason: purge.reason,
+    };
+    let Ok(next) = call.apply(&event) else {
+        return Ok(false);
+    };
+    if !next.lifecycle.has_content() {
+        txn.delete(CF_KEYS, call_key.clone());
+        if let Some(ids) = txn.get(CF_CHUNKS, &call_key)? {
+            for id in ids.chunks_exact(32) {
+                txn.put(CF_DEAD_CHUNKS, id.to_vec(), Vec::new());
+            }
+            txn.delete(CF_CHUNKS, call_key.clone());
+        }
+    }
+    unindex_call(txn, call);
+    if !call.holds.is_empty() {
+        counters.held = counters.held.saturating_sub(1);
+    }
+    counters.live = counters.live.saturating_sub(1);
+    counters.purged += 1;
+    counters.purges_pending += 1;
+    txn.put(CF_CALLS, call_key, next.encode());
+    audit_log::append(
+        txn,
+        Event {
+            event: AuditEvent::PurgeStarted,
+            time: purge.at,
+            principal: purge.principal.to_string(),
+            jurisdiction: Some(call.jurisdiction),
+            subject: call.call_id.as_str().to_string(),
+            outcome: if next.lifecycle.has_content() {
+                "kept sealed by a court-ordered hold".into()
+            } else {
+                "data key shredded".into()
+            },
+            details: Vec::new(),
+        },
+    )?;
+    Ok(true)
+}
+
+/// A sensitive number's registry entry.
+fn register_sensitive(
+    txn: &mut Txn<'_>,
+    jurisdiction: Jurisdiction,
+    fingerprint: &[u8; 32],
+    record: Vec<u8>,
+) -> Result<CommandResult, ApplyError> {
+    let key = keys::number_prefix(jurisdiction, fingerprint);
+    if txn.get(CF_SENSITIVE, &key)?.is_none() {
+        txn.put(CF_SENSITIVE, key.clone(), record);
+    }
+    // Past recordings of calls to the number are sealed too.
+    for call_key in calls_to_number(txn, jurisdiction, &key)? {
+        let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
+            continue;
+        };
+        let mut call = CallRecord::decode(&bytes)?;
+        if !call.sealed {
+            call.sealed = true;
+            txn.put(CF_CALLS, call_key, call.encode());
+        }
+    }
+    Ok(CommandResult::SensitiveRegistered)
+}
+
+fn flag_privileged(
+    txn: &mut Txn<'_>,
+    jurisdiction: Jurisdiction,
+    call_id: &CallId,
+    purge: &Purge<'_>,
+) -> Result<CommandResult, ApplyError> {
+    let call_key = keys::call(jurisdiction, call_id);
+    let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
+        return Ok(CommandResult::Refused(Refusal::NoSuchCall));
+    };
+    let call = CallRecord::decode(&bytes)?;
+    let mut counters = counters(txn, jurisdiction)?;
+    let purged = purge_call(txn, call_key, &call, purge, &mut counters)?;
+    put_counters(txn, jurisdiction, &counters);
+    Ok(CommandResult::CallFlagged { purged })
 }
 
 fn unindex_call(txn: &mut Txn<'_>, call: &CallRecord) {

@@ -7,7 +7,7 @@
 use callvault_core::call::{CallRecord, Lifecycle};
 use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
 use callvault_core::policy::{RetentionPolicy, VersionedPolicy};
-use callvault_core::{Jurisdiction, RegistryEntry, UnixMillis};
+use callvault_core::{CallId, E164, Jurisdiction, RegistryEntry, UnixMillis, normalize};
 
 /// Most chunks one call may have: 100,000 chunks of up to 1 MiB.
 pub const MAX_CHUNKS_PER_CALL: usize = 100_000;
@@ -17,6 +17,8 @@ pub const MAX_WRAPPED_KEY: usize = 512;
 pub const MAX_PRINCIPAL: usize = 256;
 /// Longest encoded embedded record (a batched command can carry a call's 100,000 chunk ids).
 const MAX_EMBEDDED_RECORD: usize = 4 * 1024 * 1024;
+/// Longest free-text field (reason, evidence) of a command, in bytes.
+pub const MAX_TEXT: usize = 1024;
 /// Most commands in one batch entry.
 pub const MAX_BATCH: usize = 1024;
 
@@ -57,6 +59,36 @@ pub enum Command {
         /// The keyed hash of the number that indexes calls.
         fingerprint: [u8; 32],
     },
+    /// Registers a sensitive number: calls to it are recorded but sealed.
+    RegisterSensitive {
+        /// Whose registry.
+        jurisdiction: Jurisdiction,
+        /// The number, canonical.
+        number: E164,
+        /// The keyed hash of the number that indexes calls.
+        fingerprint: [u8; 32],
+        /// Why calls to it are sealed.
+        reason: String,
+        /// Who registered it.
+        principal: String,
+        /// When.
+        at: UnixMillis,
+    },
+    /// A reviewer found one recorded call privileged: it is crypto-shredded.
+    FlagPrivileged {
+        /// Whose call.
+        jurisdiction: Jurisdiction,
+        /// Which call.
+        call_id: CallId,
+        /// Why.
+        reason: String,
+        /// Evidence for the finding.
+        evidence: String,
+        /// Who flagged it.
+        principal: String,
+        /// When.
+        at: UnixMillis,
+    },
     /// Concurrent proposals the leader gathered into one log entry, so one append, one fsync and
     /// one apply serve them all. Applied in order; each has its own result. Never nested.
     Batch(Vec<Command>),
@@ -92,6 +124,8 @@ pub enum Refusal {
     CallIdPurged,
     /// The command itself is malformed.
     Invalid(String),
+    /// The command names a call that does not exist.
+    NoSuchCall,
 }
 
 /// The result of applying one command (or a blank or membership entry).
@@ -117,6 +151,13 @@ pub enum CommandResult {
     NumberRegistered {
         /// Recordings purged by it.
         purged: u64,
+    },
+    /// A sensitive number was registered (or already was).
+    SensitiveRegistered,
+    /// A call was flagged privileged.
+    CallFlagged {
+        /// False when the call had no content left to shred (already purged or expired).
+        purged: bool,
     },
     /// Refused.
     Refused(Refusal),
@@ -169,6 +210,38 @@ impl VersionedRecord for Command {
             Command::RegisterPrivileged { entry, fingerprint } => {
                 w.u8(3).blob(&entry.encode()).bytes32(fingerprint);
             }
+            Command::RegisterSensitive {
+                jurisdiction,
+                number,
+                fingerprint,
+                reason,
+                principal,
+                at,
+            } => {
+                w.u8(5)
+                    .u8(jurisdiction.index())
+                    .str(number.as_str())
+                    .bytes32(fingerprint)
+                    .str(reason)
+                    .str(principal)
+                    .i64(at.0);
+            }
+            Command::FlagPrivileged {
+                jurisdiction,
+                call_id,
+                reason,
+                evidence,
+                principal,
+                at,
+            } => {
+                w.u8(6)
+                    .u8(jurisdiction.index())
+                    .str(call_id.as_str())
+                    .str(reason)
+                    .str(evidence)
+                    .str(principal)
+                    .i64(at.0);
+            }
             Command::Batch(commands) => {
                 w.u8(4).u32(commands.len() as u32);
                 for command in commands {
@@ -186,9 +259,7 @@ impl VersionedRecord for Command {
         }
         let command = match r.u8()? {
             1 => {
-                let index = r.u8()?;
-                let jurisdiction = Jurisdiction::from_index(index)
-                    .ok_or_else(|| r.invalid("jurisdiction", format!("unknown index {index}")))?;
+                let jurisdiction = read_jurisdiction(&mut r)?;
                 let versioned = VersionedPolicy::decode(&r.blob("policy", MAX_EMBEDDED_RECORD)?)?;
                 Command::PutPolicy {
                     jurisdiction,
@@ -236,11 +307,47 @@ impl VersionedRecord for Command {
                 }
                 Command::Batch(commands)
             }
+            5 => {
+                let jurisdiction = read_jurisdiction(&mut r)?;
+                let text = r.str("number", 16)?;
+                let number = normalize(&text)
+                    .ok()
+                    .filter(|n| n.as_str() == text)
+                    .ok_or_else(|| r.invalid("number", "not canonical E.164"))?;
+                Command::RegisterSensitive {
+                    jurisdiction,
+                    number,
+                    fingerprint: r.bytes32()?,
+                    reason: r.str("reason", MAX_TEXT)?,
+                    principal: r.str("principal", MAX_PRINCIPAL)?,
+                    at: UnixMillis(r.i64()?),
+                }
+            }
+            6 => {
+                let jurisdiction = read_jurisdiction(&mut r)?;
+                let text = r.str("call_id", callvault_core::call::MAX_CALL_ID_LEN)?;
+                let call_id =
+                    CallId::new(&text).map_err(|e| r.invalid("call_id", e.to_string()))?;
+                Command::FlagPrivileged {
+                    jurisdiction,
+                    call_id,
+                    reason: r.str("reason", MAX_TEXT)?,
+                    evidence: r.str("evidence", MAX_TEXT)?,
+                    principal: r.str("principal", MAX_PRINCIPAL)?,
+                    at: UnixMillis(r.i64()?),
+                }
+            }
             tag => return Err(r.invalid("command", format!("unknown tag {tag}"))),
         };
         r.finish()?;
         Ok(command)
     }
+}
+
+fn read_jurisdiction(r: &mut Reader<'_>) -> Result<Jurisdiction, DecodeError> {
+    let index = r.u8()?;
+    Jurisdiction::from_index(index)
+        .ok_or_else(|| r.invalid("jurisdiction", format!("unknown index {index}")))
 }
 
 impl Command {
@@ -250,6 +357,8 @@ impl Command {
             Command::PutPolicy { .. } => "put_policy",
             Command::CommitCall { .. } => "commit_call",
             Command::RegisterPrivileged { .. } => "register_privileged",
+            Command::RegisterSensitive { .. } => "register_sensitive",
+            Command::FlagPrivileged { .. } => "flag_privileged",
             Command::Batch(_) => "batch",
         }
     }
@@ -327,7 +436,14 @@ impl VersionedRecord for CommandResult {
                     Refusal::CallIdConflict => w.u8(3),
                     Refusal::CallIdPurged => w.u8(4),
                     Refusal::Invalid(reason) => w.u8(5).str(reason),
+                    Refusal::NoSuchCall => w.u8(6),
                 };
+            }
+            CommandResult::SensitiveRegistered => {
+                w.u8(6);
+            }
+            CommandResult::CallFlagged { purged } => {
+                w.u8(7).bool(*purged);
             }
             CommandResult::Batch(results) => {
                 w.u8(5).u32(results.len() as u32);
@@ -368,6 +484,7 @@ impl VersionedRecord for CommandResult {
                 3 => Refusal::CallIdConflict,
                 4 => Refusal::CallIdPurged,
                 5 => Refusal::Invalid(r.str("reason", 1024)?),
+                6 => Refusal::NoSuchCall,
                 t => return Err(r.invalid("refusal", format!("unknown tag {t}"))),
             }),
             5 => {
@@ -381,6 +498,10 @@ impl VersionedRecord for CommandResult {
                 }
                 CommandResult::Batch(results)
             }
+            6 => CommandResult::SensitiveRegistered,
+            7 => CommandResult::CallFlagged {
+                purged: r.bool("purged")?,
+            },
             t => return Err(r.invalid("result", format!("unknown tag {t}"))),
         };
         r.finish()?;
@@ -471,6 +592,22 @@ pub(crate) mod tests {
             commit("c-1", 1, 1000),
             register("(512) 555-0100", 1, 5),
             Command::Batch(vec![commit("c-2", 2, 0), register("(512) 555-0101", 3, 6)]),
+            Command::RegisterSensitive {
+                jurisdiction: Jurisdiction::Ca,
+                number: normalize("+1 415 555 0100").unwrap(),
+                fingerprint: [4; 32],
+                reason: "victim advocate".into(),
+                principal: "ca-registry".into(),
+                at: UnixMillis(7),
+            },
+            Command::FlagPrivileged {
+                jurisdiction: Jurisdiction::Tx,
+                call_id: CallId::new("c-9").unwrap(),
+                reason: "attorney heard".into(),
+                evidence: "review 12".into(),
+                principal: "tx-registry".into(),
+                at: UnixMillis(8),
+            },
         ];
         for c in commands {
             assert_eq!(Command::decode(&c.encode()), Ok(c));
@@ -486,6 +623,9 @@ pub(crate) mod tests {
             CommandResult::NumberRegistered { purged: 50 },
             CommandResult::Refused(Refusal::PolicyVersionMismatch { current: 4 }),
             CommandResult::Refused(Refusal::Invalid("x".into())),
+            CommandResult::Refused(Refusal::NoSuchCall),
+            CommandResult::SensitiveRegistered,
+            CommandResult::CallFlagged { purged: true },
             CommandResult::Batch(vec![
                 CommandResult::PolicyPut { version: 1 },
                 CommandResult::Refused(Refusal::NoPolicy),

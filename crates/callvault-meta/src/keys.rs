@@ -13,6 +13,9 @@ pub const CF_CALLS: &str = "calls";
 pub const CF_BY_START: &str = "by_start";
 /// Calls by dialed-number fingerprint: `jur | fingerprint | call id` → ∅.
 pub const CF_BY_NUMBER: &str = "by_number";
+/// Every stored call record by start time, whatever its state (for listing):
+/// `jur | started_at | call id` → ∅.
+pub const CF_BY_TIME: &str = "by_time";
 /// Calls by facility: `jur | len | facility | started_at | call id` → ∅.
 pub const CF_BY_FACILITY: &str = "by_facility";
 /// Calls by inmate: `jur | len | inmate | started_at | call id` → ∅.
@@ -23,6 +26,8 @@ pub const CF_POLICIES: &str = "policies";
 pub const CF_REGISTRY: &str = "registry";
 /// Privileged fingerprints for the commit-time check: `jur | fingerprint` → ∅.
 pub const CF_PRIVILEGED: &str = "privileged";
+/// Sensitive numbers: `jur | fingerprint` → `SensitiveEntry`.
+pub const CF_SENSITIVE: &str = "sensitive";
 /// Wrapped data keys: `jur | call id` → wrapped key. Deleting one is the crypto-shred.
 pub const CF_KEYS: &str = "keys";
 /// Chunk ids of each call: `jur | call id` → 32-byte ids.
@@ -39,11 +44,13 @@ pub const STATE_MACHINE_CFS: &[&str] = &[
     CF_CALLS,
     CF_BY_START,
     CF_BY_NUMBER,
+    CF_BY_TIME,
     CF_BY_FACILITY,
     CF_BY_INMATE,
     CF_POLICIES,
     CF_REGISTRY,
     CF_PRIVILEGED,
+    CF_SENSITIVE,
     CF_KEYS,
     CF_CHUNKS,
     CF_DEAD_CHUNKS,
@@ -86,6 +93,20 @@ pub fn by_start(jurisdiction: Jurisdiction, started_at: UnixMillis, call_id: &Ca
     key
 }
 
+/// `jur | len | party`: prefix of one facility's or inmate's calls.
+pub fn party_prefix(jurisdiction: Jurisdiction, party: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + party.len());
+    key.push(jurisdiction.index());
+    key.push(party.len() as u8);
+    key.extend_from_slice(party.as_bytes());
+    key
+}
+
+/// The 8 sortable bytes of a time, as they appear in time-ordered keys.
+pub fn time_key(t: UnixMillis) -> [u8; 8] {
+    time_bytes(t)
+}
+
 /// `jur | fingerprint`: prefix of every call to one number.
 pub fn number_prefix(jurisdiction: Jurisdiction, fingerprint: &[u8; 32]) -> Vec<u8> {
     let mut key = Vec::with_capacity(33 + 16);
@@ -108,10 +129,7 @@ pub fn by_party(
     started_at: UnixMillis,
     call_id: &CallId,
 ) -> Vec<u8> {
-    let mut key = Vec::with_capacity(10 + party.len() + call_id.as_str().len());
-    key.push(jurisdiction.index());
-    key.push(party.len() as u8);
-    key.extend_from_slice(party.as_bytes());
+    let mut key = party_prefix(jurisdiction, party);
     key.extend_from_slice(&time_bytes(started_at));
     key.extend_from_slice(call_id.as_str().as_bytes());
     key

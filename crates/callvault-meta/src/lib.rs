@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod audit_log;
 pub mod audit_service;
+pub mod client;
 pub mod command;
 pub mod convert;
 pub mod keys;
@@ -22,6 +23,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod proposer;
+pub mod reads;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use callvault_proto::MAX_MESSAGE_BYTES;
+use callvault_proto::auth::{AuthChannel, Bearer};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::raft_client::RaftClient;
 use openraft::error::{
@@ -18,7 +19,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, SnapshotSegmentId};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::convert::{self, ConvertError};
 use crate::types::{NodeId, TypeConfig};
@@ -27,16 +28,31 @@ use crate::types::{NodeId, TypeConfig};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Channels to peers by address, shared by every client the factory makes, so reconnecting
-/// replication streams reuse connections.
-#[derive(Clone, Default)]
+/// replication streams reuse connections. Every request carries the cluster's peer token.
+#[derive(Clone)]
 pub struct ChannelPool {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, AuthChannel>>>,
+    peer: Bearer,
+}
+
+impl Default for ChannelPool {
+    fn default() -> Self {
+        ChannelPool::new(Bearer::none())
+    }
 }
 
 impl ChannelPool {
+    /// A pool whose requests carry `peer` (the cluster's peer token).
+    pub fn new(peer: Bearer) -> Self {
+        ChannelPool {
+            channels: Arc::default(),
+            peer,
+        }
+    }
+
     /// The channel to `addr` (`host:port`), created lazily: it connects on first use and
     /// reconnects by itself after failures.
-    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub fn channel(&self, addr: &str) -> Result<AuthChannel, tonic::transport::Error> {
         let mut channels = self.channels.lock().expect("lock is not poisoned");
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
@@ -47,6 +63,7 @@ impl ChannelPool {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
+        let channel = self.peer.channel(channel);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -85,7 +102,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerClient {
     target: NodeId,
     node: BasicNode,
-    client: Option<RaftClient<Channel>>,
+    client: Option<RaftClient<AuthChannel>>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -114,7 +131,7 @@ fn decode_error<E: std::error::Error>(error: ConvertError) -> RPCError<NodeId, B
 impl PeerClient {
     fn client<E: std::error::Error>(
         &self,
-    ) -> Result<RaftClient<Channel>, RPCError<NodeId, BasicNode, E>> {
+    ) -> Result<RaftClient<AuthChannel>, RPCError<NodeId, BasicNode, E>> {
         self.client
             .clone()
             .ok_or_else(|| network_error(format!("invalid peer address {:?}", self.node.addr)))

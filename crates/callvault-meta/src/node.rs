@@ -32,6 +32,8 @@ pub struct MetaConfig {
     /// Entries kept in the log behind a snapshot, so slightly lagging followers catch up from the
     /// log instead of a snapshot.
     pub log_entries_kept_after_snapshot: u64,
+    /// The cluster's peer token, sent to the other members (see `callvault_proto::auth`).
+    pub peer: callvault_proto::auth::PeerToken,
 }
 
 impl MetaConfig {
@@ -47,6 +49,7 @@ impl MetaConfig {
             election_timeout_max_ms: 2000,
             snapshot_after_entries: 50_000,
             log_entries_kept_after_snapshot: 10_000,
+            peer: callvault_proto::auth::PeerToken::none(),
         }
     }
 }
@@ -141,7 +144,7 @@ impl MetaNode {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let pool = ChannelPool::default();
+        let pool = ChannelPool::new(config.peer.bearer());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),

@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use callvault_core::call::check_party_id;
 use callvault_core::codec::VersionedRecord;
-use callvault_core::{CallId, Jurisdiction};
+use callvault_core::{CallId, Jurisdiction, UnixMillis};
 use callvault_proto::MAX_MESSAGE_BYTES;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
@@ -19,12 +20,12 @@ use openraft::raft::{
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use tonic::{Request, Response, Status};
 
-use crate::apply;
 use crate::command::Command;
 use crate::convert::{self, ConvertError};
 use crate::keys;
 use crate::network::ChannelPool;
 use crate::proposer::{ProposeError, Proposer};
+use crate::reads;
 use crate::state_machine::StateMachineStore;
 use crate::txn::Txn;
 use crate::types::{NodeId, Raft, TypeConfig};
@@ -81,7 +82,7 @@ impl MetaService {
     fn leader_channel(
         &self,
         forward: &ForwardToLeader<NodeId, BasicNode>,
-    ) -> Result<tonic::transport::Channel, Status> {
+    ) -> Result<callvault_proto::auth::AuthChannel, Status> {
         match (&forward.leader_id, &forward.leader_node) {
             (Some(id), Some(node)) if *id != self.node_id => self
                 .pool
@@ -316,8 +317,10 @@ impl pb::meta_store_server::MetaStore for MetaService {
         {
             return MetaStoreClient::new(channel).read_counters(r).await;
         }
-        let db = self.state_machine.db();
-        let c = apply::counters(&Txn::new(&db), jurisdiction).map_err(internal)?;
+        let status = self
+            .read(move |db| reads::jurisdiction_status(db, jurisdiction, UnixMillis(r.as_of_ms)))
+            .await?;
+        let c = status.counters;
         Ok(Response::new(pb::ReadCountersResponse {
             calls_total: c.calls_total,
             live: c.live,
@@ -326,6 +329,116 @@ impl pb::meta_store_server::MetaStore for MetaService {
             purged: c.purged,
             blocked_privileged: c.blocked_privileged,
             purges_pending: c.purges_pending,
+            policy: status.policy.map(|p| p.encode()).unwrap_or_default(),
+            oldest_live_started_at_ms: status.oldest_live_started_at.map(|t| t.0),
+            overdue: status.overdue,
+        }))
+    }
+
+    async fn read_standing(
+        &self,
+        request: Request<pb::ReadStandingRequest>,
+    ) -> Result<Response<pb::ReadStandingResponse>, Status> {
+        let r = request.into_inner();
+        let jurisdiction = parse_jurisdiction(&r.jurisdiction)?;
+        let fingerprint: [u8; 32] = r
+            .fingerprint
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("fingerprint must be 32 bytes"))?;
+        if !r.local
+            && let Some(channel) = self.linearizable_or_leader().await?
+        {
+            return MetaStoreClient::new(channel).read_standing(r).await;
+        }
+        let standing = self
+            .read(move |db| reads::standing(db, jurisdiction, &fingerprint))
+            .await?;
+        Ok(Response::new(pb::ReadStandingResponse {
+            privileged: standing.privileged,
+            sensitive: standing.sensitive,
+            policy: standing.policy.map(|p| p.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn read_policy(
+        &self,
+        request: Request<pb::ReadPolicyRequest>,
+    ) -> Result<Response<pb::ReadPolicyResponse>, Status> {
+        let r = request.into_inner();
+        let jurisdiction = parse_jurisdiction(&r.jurisdiction)?;
+        if !r.local
+            && let Some(channel) = self.linearizable_or_leader().await?
+        {
+            return MetaStoreClient::new(channel).read_policy(r).await;
+        }
+        let version = r.version;
+        let policy = self
+            .read(move |db| reads::policy(db, jurisdiction, version))
+            .await?;
+        Ok(Response::new(pb::ReadPolicyResponse {
+            policy: policy.map(|p| p.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_call_records(
+        &self,
+        request: Request<pb::ListCallRecordsRequest>,
+    ) -> Result<Response<pb::ListCallRecordsResponse>, Status> {
+        let r = request.into_inner();
+        let jurisdiction = parse_jurisdiction(&r.jurisdiction)?;
+        let party = |what: &'static str, text: &str| -> Result<Option<String>, Status> {
+            if text.is_empty() {
+                return Ok(None);
+            }
+            check_party_id(what, text).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            Ok(Some(text.to_string()))
+        };
+        let filter = reads::CallFilter {
+            facility_id: party("facility id", &r.facility_id)?,
+            inmate_id: party("inmate id", &r.inmate_id)?,
+            started_after: r.started_after_ms.map(UnixMillis),
+            started_before: r.started_before_ms.map(UnixMillis),
+        };
+        if !r.local
+            && let Some(channel) = self.linearizable_or_leader().await?
+        {
+            return MetaStoreClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .list_call_records(r)
+                .await;
+        }
+        let (page_size, token) = (r.page_size, r.page_token);
+        let page = self
+            .read(move |db| reads::list_calls(db, jurisdiction, &filter, page_size, &token))
+            .await?;
+        Ok(Response::new(pb::ListCallRecordsResponse {
+            records: page.items.iter().map(|c| c.encode()).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_registry(
+        &self,
+        request: Request<pb::ListRegistryRequest>,
+    ) -> Result<Response<pb::ListRegistryResponse>, Status> {
+        let r = request.into_inner();
+        let jurisdiction = parse_jurisdiction(&r.jurisdiction)?;
+        if !r.local
+            && let Some(channel) = self.linearizable_or_leader().await?
+        {
+            return MetaStoreClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .list_registry(r)
+                .await;
+        }
+        let (page_size, token) = (r.page_size, r.page_token);
+        let page = self
+            .read(move |db| reads::list_registry(db, jurisdiction, page_size, &token))
+            .await?;
+        Ok(Response::new(pb::ListRegistryResponse {
+            entries: page.items.iter().map(|e| e.encode()).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
         }))
     }
 
@@ -360,9 +473,26 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 impl MetaService {
+    /// Runs a read of the local state machine off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&rocksdb::DB) -> Result<T, reads::ReadError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let db = self.state_machine.db();
+        tokio::task::spawn_blocking(move || read(&db))
+            .await
+            .map_err(internal)?
+            .map_err(|e| match e {
+                reads::ReadError::Invalid(reason) => Status::invalid_argument(reason),
+                reads::ReadError::Store(e) => internal(e),
+            })
+    }
+
     /// Waits for a read index confirmed by a quorum (this node is leader), or names the leader's
     /// channel to forward the read to.
-    async fn linearizable_or_leader(&self) -> Result<Option<tonic::transport::Channel>, Status> {
+    async fn linearizable_or_leader(
+        &self,
+    ) -> Result<Option<callvault_proto::auth::AuthChannel>, Status> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(None),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {

@@ -3,6 +3,8 @@
 //! Public services: `Ingest`, `Query`, `Admin`, `Content`, `Audit`, `Cluster`.
 //! Internal services (cluster peers only): `Raft`, `BlobShard`, `MetaStore`.
 
+pub mod auth;
+
 /// Generated messages, clients and servers of `callvault.v1`.
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]

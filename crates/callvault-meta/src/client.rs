@@ -1,0 +1,308 @@
+//! How the stateless tiers (ingest, query, admin) reach the metadata store: typed calls over the
+//! internal `MetaStore` service of any meta node, which forwards to the leader. Calls that fail
+//! with `UNAVAILABLE` (an election, a restarting node) are retried on the next node, with
+//! backoff, until a deadline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use callvault_core::codec::VersionedRecord;
+use callvault_core::policy::VersionedPolicy;
+use callvault_core::{CallId, CallRecord, Jurisdiction, RegistryEntry, UnixMillis};
+use callvault_proto::MAX_MESSAGE_BYTES;
+use callvault_proto::auth::{AuthChannel, PeerToken};
+use callvault_proto::v1 as pb;
+use callvault_proto::v1::meta_store_client::MetaStoreClient;
+use tonic::Status;
+use tonic::transport::Endpoint;
+
+use crate::apply::Counters;
+use crate::command::{Command, CommandResult};
+use crate::reads::{CallFilter, JurisdictionStatus, Page, Standing};
+
+/// How long a call keeps retrying through elections and restarts before it gives up.
+pub const RETRY_FOR: Duration = Duration::from_secs(20);
+
+/// Where a command was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The leader's term.
+    pub term: u64,
+    /// The log index.
+    pub index: u64,
+}
+
+/// A client of the metadata store through any of its members.
+#[derive(Clone)]
+pub struct MetaClient {
+    members: Arc<Vec<MetaStoreClient<AuthChannel>>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for MetaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaClient")
+            .field("members", &self.members.len())
+            .finish()
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("metadata store sent a malformed {what}: {e}"))
+}
+
+fn decode_policy(bytes: &[u8]) -> Result<Option<VersionedPolicy>, Status> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    VersionedPolicy::decode(bytes)
+        .map(Some)
+        .map_err(|e| corrupt("policy", e))
+}
+
+impl MetaClient {
+    /// A client of the members at `addrs` (`host:port`), sending the cluster's peer token.
+    pub fn new(addrs: &[String], peer: &PeerToken) -> Result<Self, String> {
+        if addrs.is_empty() {
+            return Err("no metadata-store address configured".into());
+        }
+        let members = addrs
+            .iter()
+            .map(|addr| {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| format!("metadata-store address {addr:?}: {e}"))?
+                    .connect_timeout(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(30))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5));
+                Ok(
+                    MetaStoreClient::new(peer.bearer().channel(endpoint.connect_lazy()))
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                )
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(MetaClient {
+            members: Arc::new(members),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Runs `call` against one member after another until it answers with anything but
+    /// `UNAVAILABLE`, or [`RETRY_FOR`] has passed.
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut(MetaStoreClient<AuthChannel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let at = self.next.load(Ordering::Relaxed) % self.members.len();
+            match call(self.members[at].clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    if tokio::time::Instant::now() + backoff > deadline {
+                        return Err(Status::unavailable(format!(
+                            "metadata store unavailable for {}s: {}",
+                            RETRY_FOR.as_secs(),
+                            status.message()
+                        )));
+                    }
+                    // Another member may be up, or may know the new leader.
+                    self.next.store(at + 1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+
+    /// Proposes `command` and waits until it applied.
+    pub async fn propose(&self, command: &Command) -> Result<(Committed, CommandResult), Status> {
+        let bytes = command.encode();
+        let response = self
+            .retrying(|mut c| {
+                let command = bytes.clone();
+                async move { c.propose(pb::ProposeRequest { command }).await }
+            })
+            .await?;
+        let result =
+            CommandResult::decode(&response.result).map_err(|e| corrupt("command result", e))?;
+        Ok((
+            Committed {
+                term: response.term,
+                index: response.index,
+            },
+            result,
+        ))
+    }
+
+    /// A number's standing (linearizable).
+    pub async fn standing(
+        &self,
+        jurisdiction: Jurisdiction,
+        fingerprint: &[u8; 32],
+    ) -> Result<Standing, Status> {
+        let request = pb::ReadStandingRequest {
+            jurisdiction: jurisdiction.code().to_string(),
+            fingerprint: fingerprint.to_vec(),
+            local: false,
+        };
+        let r = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.read_standing(request).await }
+            })
+            .await?;
+        Ok(Standing {
+            privileged: r.privileged,
+            sensitive: r.sensitive,
+            policy: decode_policy(&r.policy)?,
+        })
+    }
+
+    /// One call (linearizable).
+    pub async fn call(
+        &self,
+        jurisdiction: Jurisdiction,
+        call_id: &CallId,
+    ) -> Result<Option<CallRecord>, Status> {
+        let request = pb::ReadCallRequest {
+            jurisdiction: jurisdiction.code().to_string(),
+            call_id: call_id.as_str().to_string(),
+            local: false,
+        };
+        let r = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.read_call(request).await }
+            })
+            .await?;
+        if r.record.is_empty() {
+            return Ok(None);
+        }
+        CallRecord::decode(&r.record)
+            .map(Some)
+            .map_err(|e| corrupt("call record", e))
+    }
+
+    /// A policy version, 0 for the one in force (linearizable).
+    pub async fn policy(
+        &self,
+        jurisdiction: Jurisdiction,
+        version: u32,
+    ) -> Result<Option<VersionedPolicy>, Status> {
+        let request = pb::ReadPolicyRequest {
+            jurisdiction: jurisdiction.code().to_string(),
+            version,
+            local: false,
+        };
+        let r = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.read_policy(request).await }
+            })
+            .await?;
+        decode_policy(&r.policy)
+    }
+
+    /// A jurisdiction's status as of `as_of` (linearizable).
+    pub async fn status(
+        &self,
+        jurisdiction: Jurisdiction,
+        as_of: UnixMillis,
+    ) -> Result<JurisdictionStatus, Status> {
+        let request = pb::ReadCountersRequest {
+            jurisdiction: jurisdiction.code().to_string(),
+            local: false,
+            as_of_ms: as_of.0,
+        };
+        let r = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.read_counters(request).await }
+            })
+            .await?;
+        Ok(JurisdictionStatus {
+            counters: Counters {
+                calls_total: r.calls_total,
+                live: r.live,
+                held: r.held,
+                expired: r.expired,
+                purged: r.purged,
+                blocked_privileged: r.blocked_privileged,
+                purges_pending: r.purges_pending,
+            },
+            policy: decode_policy(&r.policy)?,
+            oldest_live_started_at: r.oldest_live_started_at_ms.map(UnixMillis),
+            overdue: r.overdue,
+        })
+    }
+
+    /// A page of calls, newest first (linearizable).
+    pub async fn list_calls(
+        &self,
+        jurisdiction: Jurisdiction,
+        filter: &CallFilter,
+        page_size: u32,
+        page_token: Vec<u8>,
+    ) -> Result<Page<CallRecord>, Status> {
+        let request = pb::ListCallRecordsRequest {
+            jurisdiction: jurisdiction.code().to_string(),
+            facility_id: filter.facility_id.clone().unwrap_or_default(),
+            inmate_id: filter.inmate_id.clone().unwrap_or_default(),
+            started_after_ms: filter.started_after.map(|t| t.0),
+            started_before_ms: filter.started_before.map(|t| t.0),
+            page_size,
+            page_token,
+            local: false,
+        };
+        let r = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.list_call_records(request).await }
+            })
+            .await?;
+        Ok(Page {
+            items: r
+                .records
+                .iter()
+                .map(|b| CallRecord::decode(b).map_err(|e| corrupt("call record", e)))
+                .collect::<Result<_, _>>()?,
+            next_token: (!r.next_page_token.is_empty()).then_some(r.next_page_token),
+        })
+    }
+
+    /// A page of the privileged registry (linearizable).
+    pub async fn list_registry(
+        &self,
+        jurisdiction: Jurisdiction,
+        page_size: u32,
+        page_token: Vec<u8>,
+    ) -> Result<Page<RegistryEntry>, Status> {
+        let request = pb::ListRegistryRequest {
+            jurisdiction: jurisdiction.code().to_string(),
+            page_size,
+            page_token,
+            local: false,
+        };
+        let r = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.list_registry(request).await }
+            })
+            .await?;
+        Ok(Page {
+            items: r
+                .entries
+                .iter()
+                .map(|b| RegistryEntry::decode(b).map_err(|e| corrupt("registry entry", e)))
+                .collect::<Result<_, _>>()?,
+            next_token: (!r.next_page_token.is_empty()).then_some(r.next_page_token),
+        })
+    }
+}

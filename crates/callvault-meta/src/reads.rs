@@ -1,0 +1,335 @@
+//! Reads of the state machine for the stateless tiers: a number's standing, policies, a
+//! jurisdiction's status, call listings and the registry. Each answer's cost is bounded by what
+//! it returns (a page, a capped count), never by how many calls a jurisdiction has.
+//!
+//! These are plain functions over the database; the `MetaStore` service decides whether they run
+//! after a linearizable read-index round or on the local state as it is.
+
+use callvault_core::codec::VersionedRecord;
+use callvault_core::policy::VersionedPolicy;
+use callvault_core::retention::is_overdue;
+use callvault_core::{CallRecord, Jurisdiction, RegistryEntry, UnixMillis};
+use rocksdb::{DB, Direction, IteratorMode};
+
+use crate::apply::{self, ApplyError, Counters};
+use crate::keys::{self, *};
+use crate::txn::Txn;
+
+/// Largest page a listing returns.
+pub const MAX_PAGE: usize = 1000;
+/// Page size when a request names none.
+pub const DEFAULT_PAGE: usize = 100;
+/// Overdue recordings counted at most per status read; more is reported as this many.
+pub const OVERDUE_COUNT_CAP: u64 = 10_000;
+
+/// A request that cannot be answered as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The request is malformed (e.g. a page token from another listing).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed or holds a damaged record.
+    #[error(transparent)]
+    Store(#[from] ApplyError),
+}
+
+impl From<rocksdb::Error> for ReadError {
+    fn from(e: rocksdb::Error) -> Self {
+        ReadError::Store(ApplyError::Rocks(e))
+    }
+}
+
+impl From<callvault_core::DecodeError> for ReadError {
+    fn from(e: callvault_core::DecodeError) -> Self {
+        ReadError::Store(ApplyError::Decode(e))
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name)
+        .unwrap_or_else(|| panic!("column family {name} is created at open"))
+}
+
+/// How a number stands in a jurisdiction's registry, with the policy in force: everything the
+/// ingest privilege decision needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// Registered privileged.
+    pub privileged: bool,
+    /// Registered sensitive.
+    pub sensitive: bool,
+    /// The policy in force, if any.
+    pub policy: Option<VersionedPolicy>,
+}
+
+/// The standing of the number with `fingerprint` in `jurisdiction`.
+pub fn standing(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    fingerprint: &[u8; 32],
+) -> Result<Standing, ReadError> {
+    let txn = Txn::new(db);
+    let key = keys::number_prefix(jurisdiction, fingerprint);
+    Ok(Standing {
+        privileged: txn.get(CF_PRIVILEGED, &key)?.is_some(),
+        sensitive: txn.get(CF_SENSITIVE, &key)?.is_some(),
+        policy: apply::current_policy(&txn, jurisdiction)?,
+    })
+}
+
+/// A policy version (`0`: the one in force).
+pub fn policy(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    version: u32,
+) -> Result<Option<VersionedPolicy>, ReadError> {
+    let txn = Txn::new(db);
+    if version == 0 {
+        return Ok(apply::current_policy(&txn, jurisdiction)?);
+    }
+    match txn.get(CF_POLICIES, &keys::policy_version(jurisdiction, version))? {
+        Some(bytes) => Ok(Some(VersionedPolicy::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// One call record.
+pub fn call(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    call_id: &callvault_core::CallId,
+) -> Result<Option<CallRecord>, ReadError> {
+    match Txn::new(db).get(CF_CALLS, &keys::call(jurisdiction, call_id))? {
+        Some(bytes) => Ok(Some(CallRecord::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// A jurisdiction's retention status, from counters and the head of the expiry index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JurisdictionStatus {
+    /// The counters `apply` keeps.
+    pub counters: Counters,
+    /// The policy in force.
+    pub policy: Option<VersionedPolicy>,
+    /// The oldest live recording's start time.
+    pub oldest_live_started_at: Option<UnixMillis>,
+    /// Live, unheld recordings past deadline plus one sweep interval at `as_of` (capped at
+    /// [`OVERDUE_COUNT_CAP`]).
+    pub overdue: u64,
+}
+
+/// The status of `jurisdiction` as of `as_of` (the caller's clock: reads may use one).
+pub fn jurisdiction_status(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    as_of: UnixMillis,
+) -> Result<JurisdictionStatus, ReadError> {
+    let txn = Txn::new(db);
+    let counters = apply::counters(&txn, jurisdiction)?;
+    let policy = apply::current_policy(&txn, jurisdiction)?;
+    let prefix = keys::jurisdiction(jurisdiction);
+    let mut oldest_live_started_at = None;
+    let mut overdue = 0;
+    let iter = db.iterator_cf(
+        cf(db, CF_BY_START),
+        IteratorMode::From(&prefix, Direction::Forward),
+    );
+    // The expiry index is in start order, so overdue recordings are all at its head: walking
+    // stops at the first one that is not past due, and normally that is the first one.
+    for item in iter {
+        let (key, _) = item?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let Some(call_key) = call_key_of_time_index(&key, prefix.len(), jurisdiction) else {
+            continue;
+        };
+        let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
+            continue;
+        };
+        let call = CallRecord::decode(&bytes)?;
+        oldest_live_started_at.get_or_insert(call.started_at);
+        let Some(policy) = &policy else { break };
+        let due = callvault_core::retention::recording_deadline(call.started_at, &policy.policy)
+            .plus_seconds(policy.policy.sweep_interval_seconds);
+        if as_of < due || overdue >= OVERDUE_COUNT_CAP {
+            break;
+        }
+        if is_overdue(&call, &policy.policy, as_of) {
+            overdue += 1;
+        }
+    }
+    Ok(JurisdictionStatus {
+        counters,
+        policy,
+        oldest_live_started_at,
+        overdue,
+    })
+}
+
+/// `jur | call id` from a time-ordered index key `prefix | time | call id`.
+fn call_key_of_time_index(key: &[u8], prefix_len: usize, j: Jurisdiction) -> Option<Vec<u8>> {
+    let id = key.get(prefix_len + 8..).filter(|id| !id.is_empty())?;
+    let mut call_key = keys::jurisdiction(j);
+    call_key.extend_from_slice(id);
+    Some(call_key)
+}
+
+/// Which calls to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Only this facility's calls.
+    pub facility_id: Option<String>,
+    /// Only this person's calls.
+    pub inmate_id: Option<String>,
+    /// Only calls that started after this (exclusive).
+    pub started_after: Option<UnixMillis>,
+    /// Only calls that started before this (exclusive).
+    pub started_before: Option<UnixMillis>,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, in listing order.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` at the end.
+    pub next_token: Option<Vec<u8>>,
+}
+
+fn page_size(requested: u32) -> usize {
+    match requested as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+/// A jurisdiction's calls, newest first. An inmate filter wins over a facility filter for the
+/// index it walks; the other is applied to each record.
+pub fn list_calls(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    filter: &CallFilter,
+    page_size_requested: u32,
+    page_token: &[u8],
+) -> Result<Page<CallRecord>, ReadError> {
+    let (index, prefix) = match (&filter.inmate_id, &filter.facility_id) {
+        (Some(inmate), _) => (CF_BY_INMATE, keys::party_prefix(jurisdiction, inmate)),
+        (None, Some(facility)) => (CF_BY_FACILITY, keys::party_prefix(jurisdiction, facility)),
+        (None, None) => (CF_BY_TIME, keys::jurisdiction(jurisdiction)),
+    };
+    let limit = page_size(page_size_requested);
+    // Start just below the upper bound: the token (exclusive), or the `before` time, or the end
+    // of the prefix (call ids are ASCII, so 0xff bytes sort after every key of the prefix).
+    let mut start = prefix.clone();
+    match filter.started_before {
+        Some(before) => start.extend_from_slice(&keys::time_key(before)),
+        None => start.extend_from_slice(&[0xff; 9]),
+    }
+    if !page_token.is_empty() {
+        if !page_token.starts_with(&prefix) || page_token.len() <= prefix.len() + 8 {
+            return Err(ReadError::Invalid(
+                "page_token does not belong to this listing".into(),
+            ));
+        }
+        start = start.min(page_token.to_vec());
+    }
+    let txn = Txn::new(db);
+    let mut items = Vec::with_capacity(limit.min(64));
+    let mut last_key = None;
+    let iter = db.iterator_cf(
+        cf(db, index),
+        IteratorMode::From(&start, Direction::Reverse),
+    );
+    for item in iter {
+        let (key, _) = item?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        if key.as_ref() == page_token {
+            continue;
+        }
+        if let Some(after) = filter.started_after {
+            let time = &key[prefix.len()..prefix.len() + 8];
+            if time <= keys::time_key(after).as_slice() {
+                break;
+            }
+        }
+        if items.len() == limit {
+            // One more exists: the page is full and has a successor.
+            return Ok(Page {
+                items,
+                next_token: last_key,
+            });
+        }
+        last_key = Some(key.to_vec());
+        let Some(call_key) = call_key_of_time_index(&key, prefix.len(), jurisdiction) else {
+            continue;
+        };
+        let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
+            continue;
+        };
+        let call = CallRecord::decode(&bytes)?;
+        if filter
+            .facility_id
+            .as_ref()
+            .is_some_and(|f| *f != call.facility_id)
+        {
+            continue;
+        }
+        items.push(call);
+    }
+    Ok(Page {
+        items,
+        next_token: None,
+    })
+}
+
+/// A jurisdiction's privileged numbers, in number order.
+pub fn list_registry(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    page_size_requested: u32,
+    page_token: &[u8],
+) -> Result<Page<RegistryEntry>, ReadError> {
+    let prefix = keys::jurisdiction(jurisdiction);
+    if !page_token.is_empty() && !page_token.starts_with(&prefix) {
+        return Err(ReadError::Invalid(
+            "page_token does not belong to this listing".into(),
+        ));
+    }
+    let limit = page_size(page_size_requested);
+    let start = if page_token.is_empty() {
+        prefix.clone()
+    } else {
+        page_token.to_vec()
+    };
+    let mut items = Vec::with_capacity(limit.min(64));
+    let mut last_key = None;
+    let iter = db.iterator_cf(
+        cf(db, CF_REGISTRY),
+        IteratorMode::From(&start, Direction::Forward),
+    );
+    for item in iter {
+        let (key, value) = item?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        if key.as_ref() == page_token {
+            continue;
+        }
+        if items.len() == limit {
+            return Ok(Page {
+                items,
+                next_token: last_key,
+            });
+        }
+        last_key = Some(key.to_vec());
+        items.push(RegistryEntry::decode(&value)?);
+    }
+    Ok(Page {
+        items,
+        next_token: None,
+    })
+}
