@@ -86,6 +86,7 @@ async fn local_counters(node: &NodeProcess) -> pb::ReadCountersResponse {
         .read_counters(pb::ReadCountersRequest {
             jurisdiction: "US-TX".into(),
             local: true,
+            as_of_ms: 0,
         })
         .await
         .expect("counters")
@@ -339,6 +340,7 @@ async fn damaged_data_refuses_to_start_with_a_clear_error() {
                 .read_counters(pb::ReadCountersRequest {
                     jurisdiction: "US-TX".into(),
                     local: true,
+                    as_of_ms: 0,
                 })
                 .await
                 .ok()

@@ -177,18 +177,53 @@ pub fn current_policy(
     Ok(Some(VersionedPolicy::decode(&bytes)?))
 }
 
-/// Applies one command and records it in the audit log in the same write set.
-pub fn apply_command(txn: &mut Txn<'_>, command: &Command) -> Result<CommandResult, ApplyError> {
+/// Where a command sits in the Raft log: what a commit receipt names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogPosition {
+    /// The term of the entry.
+    pub term: u64,
+    /// Its index.
+    pub index: u64,
+}
+
+impl LogPosition {
+    fn encode(self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.u64(self.term).u64(self.index);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open("commit position", bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let position = LogPosition {
+            term: r.u64()?,
+            index: r.u64()?,
+        };
+        r.finish()?;
+        Ok(position)
+    }
+}
+
+/// Applies one command, carried by the entry at `at`, and records it in the audit log in the
+/// same write set.
+pub fn apply_command(
+    txn: &mut Txn<'_>,
+    command: &Command,
+    at: LogPosition,
+) -> Result<CommandResult, ApplyError> {
     if let Command::Batch(commands) = command {
         let results = commands
             .iter()
-            .map(|c| apply_command(txn, c))
+            .map(|c| apply_command(txn, c, at))
             .collect::<Result<_, _>>()?;
         return Ok(CommandResult::Batch(results));
     }
     let result = match command.check_shape() {
         Err(refusal) => CommandResult::Refused(refusal),
-        Ok(()) => decide(txn, command)?,
+        Ok(()) => decide(txn, command, at)?,
     };
     if let Some(event) = audit_event(command, &result) {
         audit_log::append(txn, event)?;
@@ -320,7 +355,11 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
     })
 }
 
-fn decide(txn: &mut Txn<'_>, command: &Command) -> Result<CommandResult, ApplyError> {
+fn decide(
+    txn: &mut Txn<'_>,
+    command: &Command,
+    position: LogPosition,
+) -> Result<CommandResult, ApplyError> {
     match command {
         Command::PutPolicy {
             jurisdiction,
@@ -362,7 +401,7 @@ fn decide(txn: &mut Txn<'_>, command: &Command) -> Result<CommandResult, ApplyEr
             chunk_ids,
             at,
             ..
-        } => commit_call(txn, call, wrapped_key, chunk_ids, *at),
+        } => commit_call(txn, call, wrapped_key, chunk_ids, *at, position),
         Command::RegisterPrivileged { entry, fingerprint } => {
             register_privileged(txn, entry, fingerprint)
         }
@@ -408,6 +447,7 @@ fn commit_call(
     wrapped_key: &[u8],
     chunk_ids: &[[u8; 32]],
     at: UnixMillis,
+    position: LogPosition,
 ) -> Result<CommandResult, ApplyError> {
     let jurisdiction = proposed.jurisdiction;
     let Some(policy) = current_policy(txn, jurisdiction)? else {
@@ -428,6 +468,10 @@ fn commit_call(
                 },
                 policy_version: existing.committed_under_policy,
                 duplicate: true,
+                committed_at: match txn.get(CF_COMMITS, &call_key)? {
+                    Some(bytes) => LogPosition::decode(&bytes)?,
+                    None => LogPosition::default(),
+                },
             },
             _ => CommandResult::Refused(Refusal::CallIdConflict),
         });
@@ -496,10 +540,17 @@ fn commit_call(
         }
     };
     put_counters(txn, jurisdiction, &counters);
+    // Retries of this call answer with this position, so the platform sees one receipt.
+    txn.put(
+        CF_COMMITS,
+        keys::call(jurisdiction, &proposed.call_id),
+        position.encode(),
+    );
     Ok(CommandResult::CallCommitted {
         outcome,
         policy_version: policy.version,
         duplicate: false,
+        committed_at: position,
     })
 }
 

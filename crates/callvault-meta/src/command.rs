@@ -146,6 +146,8 @@ pub enum CommandResult {
         policy_version: u32,
         /// True when an identical commit had already applied.
         duplicate: bool,
+        /// Where the call's (first) commit sits in the log.
+        committed_at: crate::apply::LogPosition,
     },
     /// A privileged number was registered.
     NumberRegistered {
@@ -395,7 +397,8 @@ impl Command {
     }
 }
 
-const RESULT_VERSION: u8 = 1;
+// 2: call commits name their log position.
+const RESULT_VERSION: u8 = 2;
 
 impl VersionedRecord for CommandResult {
     const NAME: &'static str = "command result";
@@ -414,6 +417,7 @@ impl VersionedRecord for CommandResult {
                 outcome,
                 policy_version,
                 duplicate,
+                committed_at,
             } => {
                 w.u8(2)
                     .u8(match outcome {
@@ -422,7 +426,9 @@ impl VersionedRecord for CommandResult {
                         CommitOutcome::Blocked => 2,
                     })
                     .u32(*policy_version)
-                    .bool(*duplicate);
+                    .bool(*duplicate)
+                    .u64(committed_at.term)
+                    .u64(committed_at.index);
             }
             CommandResult::NumberRegistered { purged } => {
                 w.u8(3).u64(*purged);
@@ -474,6 +480,10 @@ impl VersionedRecord for CommandResult {
                     outcome,
                     policy_version: r.u32()?,
                     duplicate: r.bool("duplicate")?,
+                    committed_at: crate::apply::LogPosition {
+                        term: r.u64()?,
+                        index: r.u64()?,
+                    },
                 }
             }
             3 => CommandResult::NumberRegistered { purged: r.u64()? },
@@ -619,6 +629,7 @@ pub(crate) mod tests {
                 outcome: CommitOutcome::PurgedAtCommit,
                 policy_version: 2,
                 duplicate: true,
+                committed_at: crate::apply::LogPosition { term: 3, index: 99 },
             },
             CommandResult::NumberRegistered { purged: 50 },
             CommandResult::Refused(Refusal::PolicyVersionMismatch { current: 4 }),

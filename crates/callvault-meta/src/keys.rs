@@ -30,6 +30,8 @@ pub const CF_PRIVILEGED: &str = "privileged";
 pub const CF_SENSITIVE: &str = "sensitive";
 /// Wrapped data keys: `jur | call id` → wrapped key. Deleting one is the crypto-shred.
 pub const CF_KEYS: &str = "keys";
+/// Where each call's commit sits in the Raft log: `jur | call id` → term, index.
+pub const CF_COMMITS: &str = "commits";
 /// Chunk ids of each call: `jur | call id` → 32-byte ids.
 pub const CF_CHUNKS: &str = "chunks";
 /// Chunks of purged or expired calls awaiting collection: `chunk id` → ∅.
@@ -53,6 +55,7 @@ pub const STATE_MACHINE_CFS: &[&str] = &[
     CF_SENSITIVE,
     CF_KEYS,
     CF_CHUNKS,
+    CF_COMMITS,
     CF_DEAD_CHUNKS,
     CF_COUNTERS,
     crate::audit_log::CF_AUDIT_ENTRIES,

@@ -18,7 +18,7 @@ use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options};
 use tokio::io::AsyncSeekExt;
 
-use crate::apply::{ApplyError, apply_command};
+use crate::apply::{ApplyError, LogPosition, apply_command};
 use crate::command::CommandResult;
 use crate::convert::{self, from_disk, to_disk};
 use crate::keys::{CF_SM_META, KEY_APPLIED, KEY_MEMBERSHIP, STATE_MACHINE_CFS};
@@ -335,7 +335,11 @@ fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, St
         let result = match entry.payload {
             EntryPayload::Blank => CommandResult::Empty,
             EntryPayload::Normal(command) => {
-                apply_command(&mut txn, &command).map_err(|e| match e {
+                let at = LogPosition {
+                    term: entry.log_id.leader_id.term,
+                    index: entry.log_id.index,
+                };
+                apply_command(&mut txn, &command, at).map_err(|e| match e {
                     ApplyError::Rocks(e) => sm_err(ErrorVerb::Write, e),
                     ApplyError::Decode(e) => sm_err(ErrorVerb::Read, e),
                     ApplyError::Audit(e) => sm_err(ErrorVerb::Write, e),
@@ -521,11 +525,13 @@ mod tests {
 
     use callvault_core::codec::VersionedRecord;
 
-    fn committed(outcome: CommitOutcome, duplicate: bool) -> CommandResult {
+    /// A commit result naming the log index of the call's first commit (term 1).
+    fn committed(outcome: CommitOutcome, duplicate: bool, index: u64) -> CommandResult {
         CommandResult::CallCommitted {
             outcome,
             policy_version: 1,
             duplicate,
+            committed_at: crate::apply::LogPosition { term: 1, index },
         }
     }
 
@@ -534,11 +540,12 @@ mod tests {
         let mut h = Harness::new();
         assert_eq!(
             h.apply(vec![commit("c-1", 1, 1000)]),
-            vec![committed(CommitOutcome::Recorded, false)]
+            vec![committed(CommitOutcome::Recorded, false, 2)]
         );
+        // The retry answers with the first commit's position: the platform sees one receipt.
         assert_eq!(
             h.apply(vec![commit("c-1", 1, 1000)]),
-            vec![committed(CommitOutcome::Recorded, true)]
+            vec![committed(CommitOutcome::Recorded, true, 2)]
         );
         assert_eq!(
             h.apply(vec![commit("c-1", 2, 1000)]),
@@ -560,7 +567,10 @@ mod tests {
             commit("a-3", 1, 5000),
         ]);
         assert_eq!(results[3], CommandResult::NumberRegistered { purged: 2 });
-        assert_eq!(results[4], committed(CommitOutcome::PurgedAtCommit, false));
+        assert_eq!(
+            results[4],
+            committed(CommitOutcome::PurgedAtCommit, false, 6)
+        );
         for id in ["a-1", "a-2", "a-3"] {
             assert!(
                 matches!(h.call(id).unwrap().lifecycle, Lifecycle::Purged { .. }),
@@ -591,6 +601,116 @@ mod tests {
         );
         let c = h.counters();
         assert_eq!((c.calls_total, c.live, c.purged), (4, 1, 3));
+    }
+
+    #[test]
+    fn a_flag_shreds_one_call_and_a_second_flag_finds_nothing_left() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("f-1", 1, 1000), commit("f-2", 1, 2000)]);
+        let flag = |id: &str| Command::FlagPrivileged {
+            jurisdiction: Jurisdiction::Tx,
+            call_id: callvault_core::CallId::new(id).unwrap(),
+            reason: "attorney heard on review".into(),
+            evidence: "review 7".into(),
+            principal: "tx-registry".into(),
+            at: UnixMillis(9000),
+        };
+        assert_eq!(
+            h.apply(vec![flag("f-1")]),
+            vec![CommandResult::CallFlagged { purged: true }]
+        );
+        assert_eq!(
+            h.apply(vec![flag("f-1")]),
+            vec![CommandResult::CallFlagged { purged: false }]
+        );
+        assert_eq!(
+            h.apply(vec![flag("nope")]),
+            vec![CommandResult::Refused(Refusal::NoSuchCall)]
+        );
+        assert!(matches!(
+            h.call("f-1").unwrap().lifecycle,
+            Lifecycle::Purged { .. }
+        ));
+        assert_eq!(h.call("f-2").unwrap().lifecycle, Lifecycle::Live);
+        let c = h.counters();
+        assert_eq!((c.live, c.purged, c.purges_pending), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_sensitive_registration_seals_past_and_future_calls_to_the_number() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("s-1", 5, 1000), commit("o-1", 6, 1000)]);
+        let register = Command::RegisterSensitive {
+            jurisdiction: Jurisdiction::Tx,
+            number: callvault_core::normalize("+1 512 555 0199").unwrap(),
+            fingerprint: [5; 32],
+            reason: "victim advocate".into(),
+            principal: "tx-registry".into(),
+            at: UnixMillis(1500),
+        };
+        assert_eq!(
+            h.apply(vec![register]),
+            vec![CommandResult::SensitiveRegistered]
+        );
+        h.apply(vec![commit("s-2", 5, 2000)]);
+        assert!(h.call("s-1").unwrap().sealed);
+        assert!(h.call("s-2").unwrap().sealed);
+        assert!(!h.call("o-1").unwrap().sealed);
+        let standing = crate::reads::standing(&h.sm.db(), Jurisdiction::Tx, &[5; 32]).unwrap();
+        assert!(standing.sensitive && !standing.privileged);
+    }
+
+    #[test]
+    fn listings_page_newest_first_and_stay_in_their_jurisdiction() {
+        use crate::reads::{CallFilter, list_calls};
+        let mut h = Harness::new();
+        h.apply(
+            (0..25)
+                .map(|i| commit(&format!("l-{i:02}"), 1, i * 1000))
+                .collect(),
+        );
+        let db = h.sm.db();
+        let mut seen = Vec::new();
+        let mut token = Vec::new();
+        loop {
+            let page =
+                list_calls(&db, Jurisdiction::Tx, &CallFilter::default(), 10, &token).unwrap();
+            assert!(page.items.len() <= 10);
+            seen.extend(page.items.iter().map(|c| c.call_id.as_str().to_string()));
+            match page.next_token {
+                Some(next) => token = next,
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..25).rev().map(|i| format!("l-{i:02}")).collect();
+        assert_eq!(seen, expected);
+
+        let window = CallFilter {
+            started_after: Some(UnixMillis(4000)),
+            started_before: Some(UnixMillis(8000)),
+            ..Default::default()
+        };
+        let page = list_calls(&db, Jurisdiction::Tx, &window, 0, &[]).unwrap();
+        let ids: Vec<_> = page.items.iter().map(|c| c.call_id.as_str()).collect();
+        assert_eq!(ids, ["l-07", "l-06", "l-05"]);
+
+        // Another jurisdiction sees none of them, and cannot resume from Texas's token.
+        let other = list_calls(&db, Jurisdiction::Ok, &CallFilter::default(), 0, &[]).unwrap();
+        assert!(other.items.is_empty());
+        let texas_token = list_calls(&db, Jurisdiction::Tx, &CallFilter::default(), 1, &[])
+            .unwrap()
+            .next_token
+            .unwrap();
+        assert!(
+            list_calls(
+                &db,
+                Jurisdiction::Ok,
+                &CallFilter::default(),
+                1,
+                &texas_token
+            )
+            .is_err()
+        );
     }
 
     #[test]
