@@ -282,6 +282,18 @@ impl CallRecord {
         }
     }
 
+    /// Whether `other` is a retry of this call: the same audio and the same call. A retry with
+    /// the same content gets the same receipt; anything else under the same id is a conflict.
+    pub fn same_content(&self, other: &CallRecord) -> bool {
+        self.plaintext_digest == other.plaintext_digest
+            && self.byte_length == other.byte_length
+            && self.chunk_count == other.chunk_count
+            && self.number_fingerprint == other.number_fingerprint
+            && self.started_at == other.started_at
+            && self.facility_id == other.facility_id
+            && self.inmate_id == other.inmate_id
+    }
+
     /// Whether the agency may read the audio: live and not privileged.
     pub fn content_readable(&self) -> bool {
         self.lifecycle == Lifecycle::Live

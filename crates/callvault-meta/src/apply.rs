@@ -187,13 +187,13 @@ pub struct LogPosition {
 }
 
 impl LogPosition {
-    fn encode(self) -> Vec<u8> {
+    pub(crate) fn encode(self) -> Vec<u8> {
         let mut w = Writer::with_version(1);
         w.u64(self.term).u64(self.index);
         w.finish()
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (version, mut r) = Reader::open("commit position", bytes)?;
         if version != 1 {
             return Err(r.unsupported(version, 1));
@@ -461,7 +461,7 @@ fn commit_call(
             Lifecycle::Purged { .. } | Lifecycle::PrivilegedUnderSeal { .. } => {
                 CommandResult::Refused(Refusal::CallIdPurged)
             }
-            _ if same_content(&existing, proposed) => CommandResult::CallCommitted {
+            _ if existing.same_content(proposed) => CommandResult::CallCommitted {
                 outcome: match existing.lifecycle {
                     Lifecycle::Blocked => CommitOutcome::Blocked,
                     _ => CommitOutcome::Recorded,
@@ -552,17 +552,6 @@ fn commit_call(
         duplicate: false,
         committed_at: position,
     })
-}
-
-/// A retry carries the same content if the identity of the audio and the call matches.
-fn same_content(existing: &CallRecord, proposed: &CallRecord) -> bool {
-    existing.plaintext_digest == proposed.plaintext_digest
-        && existing.byte_length == proposed.byte_length
-        && existing.chunk_count == proposed.chunk_count
-        && existing.number_fingerprint == proposed.number_fingerprint
-        && existing.started_at == proposed.started_at
-        && existing.facility_id == proposed.facility_id
-        && existing.inmate_id == proposed.inmate_id
 }
 
 /// The indexes of live recordings: by start time (the expiry index) and by number (for purges).

@@ -17,7 +17,7 @@ use callvault_proto::v1::meta_store_client::MetaStoreClient;
 use tonic::Status;
 use tonic::transport::Endpoint;
 
-use crate::apply::Counters;
+use crate::apply::{Counters, LogPosition};
 use crate::command::{Command, CommandResult};
 use crate::reads::{CallFilter, JurisdictionStatus, Page, Standing};
 
@@ -141,16 +141,18 @@ impl MetaClient {
         ))
     }
 
-    /// A number's standing (linearizable).
+    /// A number's standing, and `call_id`'s existing record if given (linearizable).
     pub async fn standing(
         &self,
         jurisdiction: Jurisdiction,
         fingerprint: &[u8; 32],
+        call_id: Option<&CallId>,
     ) -> Result<Standing, Status> {
         let request = pb::ReadStandingRequest {
             jurisdiction: jurisdiction.code().to_string(),
             fingerprint: fingerprint.to_vec(),
             local: false,
+            call_id: call_id.map(|c| c.as_str().to_string()).unwrap_or_default(),
         };
         let r = self
             .retrying(|mut c| {
@@ -158,10 +160,22 @@ impl MetaClient {
                 async move { c.read_standing(request).await }
             })
             .await?;
+        let existing = if r.existing_call.is_empty() {
+            None
+        } else {
+            let call =
+                CallRecord::decode(&r.existing_call).map_err(|e| corrupt("call record", e))?;
+            let position = LogPosition {
+                term: r.existing_commit_term,
+                index: r.existing_commit_index,
+            };
+            Some((call, position))
+        };
         Ok(Standing {
             privileged: r.privileged,
             sensitive: r.sensitive,
             policy: decode_policy(&r.policy)?,
+            existing,
         })
     }
 

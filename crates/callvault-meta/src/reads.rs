@@ -8,10 +8,10 @@
 use callvault_core::codec::VersionedRecord;
 use callvault_core::policy::VersionedPolicy;
 use callvault_core::retention::is_overdue;
-use callvault_core::{CallRecord, Jurisdiction, RegistryEntry, UnixMillis};
+use callvault_core::{CallId, CallRecord, Jurisdiction, RegistryEntry, UnixMillis};
 use rocksdb::{DB, Direction, IteratorMode};
 
-use crate::apply::{self, ApplyError, Counters};
+use crate::apply::{self, ApplyError, Counters, LogPosition};
 use crate::keys::{self, *};
 use crate::txn::Txn;
 
@@ -60,20 +60,41 @@ pub struct Standing {
     pub sensitive: bool,
     /// The policy in force, if any.
     pub policy: Option<VersionedPolicy>,
+    /// The call's existing record and where it was committed, when the call id is not new.
+    pub existing: Option<(CallRecord, LogPosition)>,
 }
 
-/// The standing of the number with `fingerprint` in `jurisdiction`.
+/// The standing of the number with `fingerprint` in `jurisdiction`, and the existing record of
+/// `call_id`, if given.
 pub fn standing(
     db: &DB,
     jurisdiction: Jurisdiction,
     fingerprint: &[u8; 32],
+    call_id: Option<&CallId>,
 ) -> Result<Standing, ReadError> {
     let txn = Txn::new(db);
     let key = keys::number_prefix(jurisdiction, fingerprint);
+    let existing = match call_id {
+        Some(id) => {
+            let call_key = keys::call(jurisdiction, id);
+            match txn.get(CF_CALLS, &call_key)? {
+                Some(bytes) => {
+                    let position = match txn.get(CF_COMMITS, &call_key)? {
+                        Some(p) => LogPosition::decode(&p)?,
+                        None => LogPosition::default(),
+                    };
+                    Some((CallRecord::decode(&bytes)?, position))
+                }
+                None => None,
+            }
+        }
+        None => None,
+    };
     Ok(Standing {
         privileged: txn.get(CF_PRIVILEGED, &key)?.is_some(),
         sensitive: txn.get(CF_SENSITIVE, &key)?.is_some(),
         policy: apply::current_policy(&txn, jurisdiction)?,
+        existing,
     })
 }
 

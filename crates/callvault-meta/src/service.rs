@@ -346,18 +346,29 @@ impl pb::meta_store_server::MetaStore for MetaService {
             .as_slice()
             .try_into()
             .map_err(|_| Status::invalid_argument("fingerprint must be 32 bytes"))?;
+        let call_id = match r.call_id.as_str() {
+            "" => None,
+            id => Some(CallId::new(id).map_err(|e| Status::invalid_argument(e.to_string()))?),
+        };
         if !r.local
             && let Some(channel) = self.linearizable_or_leader().await?
         {
             return MetaStoreClient::new(channel).read_standing(r).await;
         }
         let standing = self
-            .read(move |db| reads::standing(db, jurisdiction, &fingerprint))
+            .read(move |db| reads::standing(db, jurisdiction, &fingerprint, call_id.as_ref()))
             .await?;
+        let (existing_call, position) = match standing.existing {
+            Some((call, position)) => (call.encode(), position),
+            None => (Vec::new(), Default::default()),
+        };
         Ok(Response::new(pb::ReadStandingResponse {
             privileged: standing.privileged,
             sensitive: standing.sensitive,
             policy: standing.policy.map(|p| p.encode()).unwrap_or_default(),
+            existing_call,
+            existing_commit_term: position.term,
+            existing_commit_index: position.index,
         }))
     }
 

@@ -656,7 +656,8 @@ mod tests {
         assert!(h.call("s-1").unwrap().sealed);
         assert!(h.call("s-2").unwrap().sealed);
         assert!(!h.call("o-1").unwrap().sealed);
-        let standing = crate::reads::standing(&h.sm.db(), Jurisdiction::Tx, &[5; 32]).unwrap();
+        let standing =
+            crate::reads::standing(&h.sm.db(), Jurisdiction::Tx, &[5; 32], None).unwrap();
         assert!(standing.sensitive && !standing.privileged);
     }
 

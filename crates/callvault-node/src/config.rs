@@ -18,6 +18,9 @@ const ENV_KEYS: &[&str] = &[
     "advertise_addr",
     "roles",
     "meta",
+    "cluster",
+    "auth",
+    "ingest",
 ];
 
 /// A role a node plays. A laptop runs every role in one process.
@@ -28,6 +31,10 @@ pub enum Role {
     Meta,
     /// A content-addressed blob shard holding encrypted chunks.
     Blob,
+    /// The stateless front door for call platforms (`Ingest`).
+    Ingest,
+    /// The stateless query and administration APIs (`Query`, `Admin`).
+    Api,
 }
 
 /// The whole node configuration.
@@ -52,9 +59,80 @@ pub struct NodeConfig {
     /// The audit log's checkpoint signing identity.
     #[serde(default)]
     pub audit: AuditSection,
-    /// The blob shard, for the `blob` role.
+    /// The blob shard, for the `blob` role; its shard set is also where ingest writes.
     #[serde(default)]
     pub blob: BlobSection,
+    /// Cluster secrets and where the metadata store is.
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    /// Who may call the public APIs.
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Limits of the ingest role.
+    #[serde(default)]
+    pub ingest: IngestSection,
+}
+
+/// `[cluster]`: secrets every node shares (mount them from a Kubernetes secret; never commit
+/// them) and where the stateless roles reach the metadata store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// A file holding the peer token internal RPCs (raft, meta, blob) must carry. Without it,
+    /// internal services admit anyone who can reach them (a warning is logged).
+    pub peer_token_file: Option<PathBuf>,
+    /// A file holding the 32-byte key (64 hex characters) of the keyed hash that indexes calls by
+    /// dialed number. Required by the ingest and api roles; the same on every node, forever.
+    pub index_key_file: Option<PathBuf>,
+    /// The jurisdictions' key-encryption keys (see `callvault_blob::KeyRing`). Required by the
+    /// ingest role.
+    pub kek_file: Option<PathBuf>,
+    /// `host:port` of metadata-store members the stateless roles talk to. Defaults to this node
+    /// when it has the meta role.
+    #[serde(default)]
+    pub meta_addrs: Vec<String>,
+}
+
+/// `[auth]`: the principals of the public APIs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// A TOML file of `[[principal]]` entries (name, role, jurisdictions, token_blake3). Without
+    /// it, no one may call the public APIs.
+    pub principals_file: Option<PathBuf>,
+}
+
+/// `[ingest]`: limits of one call stream and of the node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    /// Longest call accepted, seconds (default 4 hours).
+    pub max_call_seconds: u64,
+    /// Most plaintext audio bytes one call may have (default 512 MiB: about 18 hours of G.711).
+    pub max_call_bytes: u64,
+    /// Calls streaming at once on this node; more are refused with RESOURCE_EXHAUSTED.
+    pub max_concurrent_calls: usize,
+    /// Audio bytes this node holds in memory across all streams (chunks being encrypted or
+    /// written); a stream waits for room, so a slow shard slows platforms instead of growing
+    /// memory.
+    pub max_buffered_bytes: u64,
+    /// Chunk writes in flight per call.
+    pub chunk_writes_in_flight: usize,
+    /// Replicas that must hold a chunk before ingest goes on (W, default 2 of `blob.replicas`).
+    pub write_quorum: usize,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            max_call_seconds: 4 * 3600,
+            max_call_bytes: 512 << 20,
+            max_concurrent_calls: 1024,
+            max_buffered_bytes: 256 << 20,
+            chunk_writes_in_flight: 4,
+            write_quorum: 2,
+        }
+    }
 }
 
 /// `[blob]`: the blob shard of this node. Every field but `shards` has a default; the shard's
@@ -195,6 +273,29 @@ impl NodeConfig {
         if m.snapshot_after_entries == 0 {
             bail!("meta.snapshot_after_entries must be greater than 0");
         }
+        let stateless = self.roles.contains(&Role::Ingest) || self.roles.contains(&Role::Api);
+        if stateless && self.cluster.index_key_file.is_none() {
+            bail!("the ingest and api roles need cluster.index_key_file");
+        }
+        if self.roles.contains(&Role::Ingest) && self.cluster.kek_file.is_none() {
+            bail!("the ingest role needs cluster.kek_file");
+        }
+        if stateless && self.meta_addrs().is_empty() {
+            bail!("the ingest and api roles need cluster.meta_addrs (or the meta role)");
+        }
+        if self.roles.contains(&Role::Ingest) && self.blob.shards.is_empty() {
+            bail!("the ingest role needs blob.shards, the shard set it writes to");
+        }
+        let i = &self.ingest;
+        if i.max_call_seconds == 0 || i.max_call_bytes == 0 || i.max_concurrent_calls == 0 {
+            bail!("ingest limits must be greater than 0");
+        }
+        if i.max_buffered_bytes < (callvault_blob::MAX_CHUNK_BYTES as u64) * 2 {
+            bail!("ingest.max_buffered_bytes must hold at least two chunks (2 MiB)");
+        }
+        if i.chunk_writes_in_flight == 0 || i.write_quorum == 0 {
+            bail!("ingest.chunk_writes_in_flight and ingest.write_quorum must be greater than 0");
+        }
         Ok(())
     }
 
@@ -237,11 +338,67 @@ impl NodeConfig {
         if let Some(v) = b.peer_request_timeout_ms {
             config.peer_request_timeout_ms = v;
         }
+        config.peer = self.peer_token()?;
         Ok(config)
     }
 
+    /// Where the stateless roles reach the metadata store.
+    pub fn meta_addrs(&self) -> Vec<String> {
+        if !self.cluster.meta_addrs.is_empty() {
+            return self.cluster.meta_addrs.clone();
+        }
+        if self.roles.contains(&Role::Meta) {
+            return vec![self.advertise()];
+        }
+        Vec::new()
+    }
+
+    /// The cluster's peer token, read from `cluster.peer_token_file`.
+    pub fn peer_token(&self) -> anyhow::Result<callvault_proto::auth::PeerToken> {
+        let Some(file) = &self.cluster.peer_token_file else {
+            return Ok(callvault_proto::auth::PeerToken::none());
+        };
+        let text = read_secret(file, "cluster.peer_token_file")?;
+        callvault_proto::auth::PeerToken::new(text.trim())
+            .map_err(|e| anyhow::anyhow!("cluster.peer_token_file {}: {e}", file.display()))
+    }
+
+    /// The key of the dialed-number index, read from `cluster.index_key_file`.
+    pub fn index_key(&self) -> anyhow::Result<[u8; 32]> {
+        let file = self
+            .cluster
+            .index_key_file
+            .as_ref()
+            .context("cluster.index_key_file is not set")?;
+        let text = read_secret(file, "cluster.index_key_file")?;
+        let text = text.trim();
+        let mut key = [0u8; 32];
+        if text.len() != 64 {
+            bail!(
+                "cluster.index_key_file {}: expected 64 hex characters",
+                file.display()
+            );
+        }
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| {
+                anyhow::anyhow!("cluster.index_key_file {}: not hexadecimal", file.display())
+            })?;
+        }
+        Ok(key)
+    }
+
+    /// The key-encryption keys, read from `cluster.kek_file`.
+    pub fn key_ring(&self) -> anyhow::Result<callvault_blob::KeyRing> {
+        let file = self
+            .cluster
+            .kek_file
+            .as_ref()
+            .context("cluster.kek_file is not set")?;
+        callvault_blob::KeyRing::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
     /// The metadata store's configuration.
-    pub fn meta_config(&self) -> callvault_meta::MetaConfig {
+    pub fn meta_config(&self) -> anyhow::Result<callvault_meta::MetaConfig> {
         let mut config = callvault_meta::MetaConfig::new(
             self.node_id,
             self.data_dir.join("meta"),
@@ -252,8 +409,15 @@ impl NodeConfig {
         config.election_timeout_max_ms = self.meta.election_timeout_max_ms;
         config.snapshot_after_entries = self.meta.snapshot_after_entries;
         config.log_entries_kept_after_snapshot = self.meta.log_entries_kept_after_snapshot;
-        config
+        config.peer = self.peer_token()?;
+        Ok(config)
     }
+}
+
+/// Reads a secret file, with a message that names the setting but never the contents.
+fn read_secret(file: &Path, setting: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {setting} {}", file.display()))
 }
 
 #[cfg(test)]

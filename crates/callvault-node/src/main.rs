@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod api;
+mod auth;
 mod cli;
 mod config;
+mod ingest;
 mod serve;
 
 fn main() -> ExitCode {

@@ -8,7 +8,14 @@ use callvault_proto::FILE_DESCRIPTOR_SET;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
+use callvault_meta::client::MetaClient;
+use callvault_proto::v1 as pb;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::api::ApiService;
+use crate::auth::{AccessRole, Authenticator};
 use crate::config::{NodeConfig, Role};
+use crate::ingest::{IngestLimits, IngestService};
 
 /// Runs the node described by `config` until a shutdown signal.
 pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
@@ -23,13 +30,36 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .build_v1()
         .context("reflection service")?;
 
+    let peer = config.peer_token()?;
+    if !peer.is_set() {
+        tracing::warn!(
+            "cluster.peer_token_file is not set: internal services (raft, meta, blob) admit \
+             anyone who can reach them"
+        );
+    }
+    let gate = peer.gate();
+    let auth = match &config.auth.principals_file {
+        Some(file) => Authenticator::load(file)?,
+        None => Authenticator::default(),
+    };
+    if auth.is_empty() {
+        tracing::warn!(
+            "no principals configured (auth.principals_file): public APIs refuse every request"
+        );
+    } else {
+        tracing::info!(
+            principals = auth.len(),
+            "public APIs authenticate bearer tokens"
+        );
+    }
+
     let mut router = Server::builder()
         .add_service(health_service)
         .add_service(reflection);
 
     let mut meta: Option<Arc<MetaNode>> = None;
     if config.roles.contains(&Role::Meta) {
-        let node = MetaNode::start(config.meta_config())
+        let node = MetaNode::start(config.meta_config()?)
             .await
             .context("cannot start the metadata store")?;
         let audit = callvault_meta::audit_service::AuditService::new(
@@ -37,16 +67,73 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             config.audit.identity()?,
         );
         router = router
-            .add_service(node.service.raft_server())
-            .add_service(node.service.meta_store_server())
-            .add_service(node.service.cluster_server())
-            .add_service(audit.server());
+            .add_service(InterceptedService::new(
+                node.service.raft_server(),
+                gate.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                node.service.meta_store_server(),
+                gate.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                node.service.cluster_server(),
+                auth.requiring(&[AccessRole::Operator]),
+            ))
+            .add_service(InterceptedService::new(
+                audit.server(),
+                auth.requiring(&[AccessRole::Auditor]),
+            ));
         health_reporter
             .set_serving::<callvault_proto::v1::meta_store_server::MetaStoreServer<
                 callvault_meta::service::MetaService,
             >>()
             .await;
         meta = Some(node);
+    }
+
+    let stateless = config.roles.contains(&Role::Ingest) || config.roles.contains(&Role::Api);
+    if stateless {
+        let meta_client = MetaClient::new(&config.meta_addrs(), &peer)
+            .map_err(|e| anyhow::anyhow!("cluster.meta_addrs: {e}"))?;
+        let index_key = config.index_key()?;
+        if config.roles.contains(&Role::Ingest) {
+            let replication = callvault_blob::ReplicationConfig {
+                replicas: config.blob.replicas.unwrap_or(3),
+                write_quorum: config.ingest.write_quorum,
+                peer: peer.clone(),
+                ..Default::default()
+            };
+            let blobs =
+                callvault_blob::ReplicatedBlobClient::new(config.blob.shards.clone(), &replication)
+                    .map_err(|e| anyhow::anyhow!("blob shard set: {e}"))?;
+            let i = &config.ingest;
+            let ingest = IngestService::new(
+                meta_client.clone(),
+                blobs,
+                config.key_ring()?,
+                index_key,
+                IngestLimits {
+                    max_call_seconds: i.max_call_seconds,
+                    max_call_bytes: i.max_call_bytes,
+                    max_concurrent_calls: i.max_concurrent_calls,
+                    max_buffered_bytes: i.max_buffered_bytes,
+                    chunk_writes_in_flight: i.chunk_writes_in_flight,
+                },
+            );
+            router = router.add_service(InterceptedService::new(ingest.server(), auth.clone()));
+            health_reporter
+                .set_serving::<pb::ingest_server::IngestServer<IngestService>>()
+                .await;
+        }
+        if config.roles.contains(&Role::Api) {
+            let api = ApiService::new(meta_client, index_key);
+            router = router
+                .add_service(InterceptedService::new(api.query_server(), auth.clone()))
+                .add_service(InterceptedService::new(api.admin_server(), auth.clone()));
+            health_reporter
+                .set_serving::<pb::query_server::QueryServer<ApiService>>()
+                .await;
+        }
     }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -1,0 +1,585 @@
+//! The `Query` and `Admin` services: retention status for agencies, and policies and the
+//! privileged-number registry through the replicated metadata store.
+//!
+//! Every request is scoped to the caller's jurisdictions. A request about one call of another
+//! jurisdiction is `NOT_FOUND` with the same message as a call that does not exist; a request
+//! about another jurisdiction as a whole is `PERMISSION_DENIED` (which says nothing about calls).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use callvault_core::call::{CallStatus, check_party_id};
+use callvault_core::policy::{PrivilegedRetention, RetentionPolicy, VersionedPolicy};
+use callvault_core::privilege::number_fingerprint;
+use callvault_core::retention::recording_deadline;
+use callvault_core::{
+    CallId, CallRecord, Jurisdiction, Lifecycle, PrivilegeKind, PurgeReason, RegistryEntry,
+    UnixMillis, normalize,
+};
+use callvault_meta::client::MetaClient;
+use callvault_meta::reads::CallFilter;
+use callvault_meta::{Command, CommandResult, Refusal};
+use callvault_proto::v1 as pb;
+use prost_types::Timestamp;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{AccessRole, Principal, caller};
+
+/// Longest reason or evidence text, in bytes.
+const MAX_TEXT: usize = callvault_meta::command::MAX_TEXT;
+
+/// Serves `Query` and `Admin` over the metadata store.
+#[derive(Clone)]
+pub struct ApiService {
+    meta: MetaClient,
+    index_key: std::sync::Arc<[u8; 32]>,
+}
+
+fn now() -> UnixMillis {
+    UnixMillis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
+}
+
+fn timestamp(t: UnixMillis) -> Timestamp {
+    Timestamp {
+        seconds: t.0.div_euclid(1000),
+        nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn millis(t: &Timestamp) -> Result<UnixMillis, Status> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Status::invalid_argument("timestamp nanos out of range"));
+    }
+    t.seconds
+        .checked_mul(1000)
+        .and_then(|s| s.checked_add(i64::from(t.nanos / 1_000_000)))
+        .map(UnixMillis)
+        .ok_or_else(|| Status::invalid_argument("timestamp out of range"))
+}
+
+fn jurisdiction(code: &str) -> Result<Jurisdiction, Status> {
+    Jurisdiction::from_code(code).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn text(field: &str, value: &str, required: bool) -> Result<String, Status> {
+    let value = value.trim();
+    if required && value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    if value.len() > MAX_TEXT {
+        return Err(Status::invalid_argument(format!(
+            "{field} is longer than {MAX_TEXT} bytes"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+/// The one answer for a call that does not exist or that the caller may not see.
+fn no_call(j: Jurisdiction, call_id: &str) -> Status {
+    Status::not_found(format!("no call {}/{call_id}", j.code()))
+}
+
+/// Whether `who` may see `j`'s calls: its agency, or an auditor scoped to it.
+fn may_read_calls(who: &Principal, j: Jurisdiction) -> bool {
+    who.may(AccessRole::Agency, j) || who.may(AccessRole::Auditor, j)
+}
+
+fn require_read_calls(who: &Principal, j: Jurisdiction) -> Result<(), Status> {
+    who.require_role(&[AccessRole::Agency, AccessRole::Auditor])?;
+    if may_read_calls(who, j) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "{} may not see {}'s calls",
+            who.name,
+            j.code()
+        )))
+    }
+}
+
+fn require_any(who: &Principal, roles: &[AccessRole], j: Jurisdiction) -> Result<(), Status> {
+    who.require_role(roles)?;
+    if roles.iter().any(|role| who.may(*role, j)) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "{} may not act for {}",
+            who.name,
+            j.code()
+        )))
+    }
+}
+
+fn state(call: &CallRecord) -> pb::CallState {
+    match call.status() {
+        CallStatus::Stored => pb::CallState::Stored,
+        CallStatus::Held => pb::CallState::Held,
+        CallStatus::Expired => pb::CallState::Expired,
+        CallStatus::Purged => pb::CallState::Purged,
+        CallStatus::Blocked => pb::CallState::Blocked,
+    }
+}
+
+fn reason(call: &CallRecord, policy: Option<&VersionedPolicy>) -> String {
+    let purge_reason = |r: PurgeReason| match r {
+        PurgeReason::NumberRegistered => "privileged: the number was registered after the call",
+        PurgeReason::Flagged => "privileged: flagged by a reviewer",
+        PurgeReason::RegisteredDuringIngest => {
+            "privileged: the number was registered while the call streamed"
+        }
+    };
+    match call.lifecycle {
+        Lifecycle::Live if call.holds.is_empty() => match policy {
+            Some(p) => format!(
+                "stored under policy v{}: {} days",
+                p.version, p.policy.recording_retention_days
+            ),
+            None => "stored".into(),
+        },
+        Lifecycle::Live => format!("held by {} hold(s)", call.holds.len()),
+        Lifecycle::PrivilegedUnderSeal { reason, .. } => format!(
+            "{}; kept sealed by a court-ordered hold, unreadable",
+            purge_reason(reason)
+        ),
+        Lifecycle::Expired { .. } => "expired at its retention deadline".into(),
+        Lifecycle::Purged { reason, .. } => purge_reason(reason).into(),
+        Lifecycle::Blocked => "privileged number: refused at ingest, no audio stored".into(),
+    }
+}
+
+fn policy_to_pb(v: &VersionedPolicy) -> pb::RetentionPolicy {
+    let p = &v.policy;
+    pb::RetentionPolicy {
+        version: v.version,
+        recording_retention_days: p.recording_retention_days,
+        call_detail_retention_days: p.call_detail_retention_days,
+        privileged_retention: match p.privileged_retention {
+            PrivilegedRetention::Nothing => pb::PrivilegedRetention::Nothing,
+            PrivilegedRetention::CallDetail => pb::PrivilegedRetention::CallDetail,
+        } as i32,
+        hold_requires_review_date: p.hold_requires_review_date,
+        hold_max_review_days: p.hold_max_review_days,
+        sweep_interval_seconds: p.sweep_interval_seconds,
+        source: p.source.clone(),
+    }
+}
+
+fn policy_from_pb(p: &pb::RetentionPolicy) -> Result<RetentionPolicy, Status> {
+    let privileged_retention = match pb::PrivilegedRetention::try_from(p.privileged_retention) {
+        Ok(pb::PrivilegedRetention::Nothing) => PrivilegedRetention::Nothing,
+        Ok(pb::PrivilegedRetention::CallDetail) => PrivilegedRetention::CallDetail,
+        _ => {
+            return Err(Status::invalid_argument(
+                "policy.privileged_retention must be NOTHING or CALL_DETAIL",
+            ));
+        }
+    };
+    let policy = RetentionPolicy {
+        recording_retention_days: p.recording_retention_days,
+        call_detail_retention_days: p.call_detail_retention_days,
+        privileged_retention,
+        hold_requires_review_date: p.hold_requires_review_date,
+        hold_max_review_days: p.hold_max_review_days,
+        sweep_interval_seconds: p.sweep_interval_seconds,
+        source: p.source.clone(),
+    };
+    policy
+        .validate()
+        .map_err(|v| Status::invalid_argument(format!("policy: {v}")))?;
+    Ok(policy)
+}
+
+fn kind_to_pb(kind: PrivilegeKind) -> pb::PrivilegeKind {
+    match kind {
+        PrivilegeKind::Attorney => pb::PrivilegeKind::Attorney,
+        PrivilegeKind::Clergy => pb::PrivilegeKind::Clergy,
+        PrivilegeKind::Physician => pb::PrivilegeKind::Physician,
+        PrivilegeKind::Other => pb::PrivilegeKind::Other,
+    }
+}
+
+fn page_token(token: &str) -> Result<Vec<u8>, Status> {
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| Status::invalid_argument("page_token is not one this service issued"))
+}
+
+fn unexpected(result: CommandResult) -> Status {
+    Status::internal(format!(
+        "unexpected result from the metadata store: {result:?}"
+    ))
+}
+
+impl ApiService {
+    /// The services over `meta`; `index_key` hashes numbers for the registry.
+    pub fn new(meta: MetaClient, index_key: [u8; 32]) -> Self {
+        ApiService {
+            meta,
+            index_key: std::sync::Arc::new(index_key),
+        }
+    }
+
+    /// The Query server.
+    pub fn query_server(&self) -> pb::query_server::QueryServer<Self> {
+        pb::query_server::QueryServer::new(self.clone())
+    }
+
+    /// The Admin server.
+    pub fn admin_server(&self) -> pb::admin_server::AdminServer<Self> {
+        pb::admin_server::AdminServer::new(self.clone())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::query_server::Query for ApiService {
+    async fn jurisdiction_status(
+        &self,
+        request: Request<pb::JurisdictionStatusRequest>,
+    ) -> Result<Response<pb::JurisdictionStatusResponse>, Status> {
+        let who = caller(&request)?;
+        let j = jurisdiction(&request.get_ref().jurisdiction)?;
+        require_read_calls(&who, j)?;
+        let status = self.meta.status(j, now()).await?;
+        let c = status.counters;
+        let policy = status.policy.as_ref();
+        Ok(Response::new(pb::JurisdictionStatusResponse {
+            jurisdiction: j.code().to_string(),
+            policy_version: policy.map_or(0, |p| p.version),
+            calls_total: c.calls_total,
+            live_recordings: c.live,
+            held: c.held,
+            expired: c.expired,
+            purged: c.purged,
+            blocked_privileged: c.blocked_privileged,
+            purges_pending: c.purges_pending,
+            oldest_live_started_at: status.oldest_live_started_at.map(timestamp),
+            oldest_live_deadline: status
+                .oldest_live_started_at
+                .zip(policy)
+                .map(|(t, p)| timestamp(recording_deadline(t, &p.policy))),
+            recording_retention_days: policy.map_or(0, |p| p.policy.recording_retention_days),
+            overdue: status.overdue,
+        }))
+    }
+
+    async fn call_status(
+        &self,
+        request: Request<pb::CallStatusRequest>,
+    ) -> Result<Response<pb::CallStatusResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        let call_id =
+            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        who.require_role(&[AccessRole::Agency, AccessRole::Auditor])?;
+        if !may_read_calls(&who, j) {
+            return Err(no_call(j, &r.call_id));
+        }
+        let Some(call) = self.meta.call(j, &call_id).await? else {
+            return Err(no_call(j, &r.call_id));
+        };
+        let policy = self.meta.policy(j, 0).await?;
+        let live = call.lifecycle == Lifecycle::Live;
+        Ok(Response::new(pb::CallStatusResponse {
+            call_id: r.call_id,
+            jurisdiction: j.code().to_string(),
+            state: state(&call) as i32,
+            started_at: Some(timestamp(call.started_at)),
+            deadline: policy
+                .as_ref()
+                .filter(|_| live)
+                .map(|p| timestamp(recording_deadline(call.started_at, &p.policy))),
+            reason: reason(&call, policy.as_ref()),
+            holds: call.holds.len() as u32,
+            purge_progress: match call.lifecycle {
+                Lifecycle::Purged { .. } | Lifecycle::PrivilegedUnderSeal { .. } => {
+                    pb::PurgeProgress::Pending
+                }
+                _ => pb::PurgeProgress::Unspecified,
+            } as i32,
+            policy_version: policy.map_or(call.committed_under_policy, |p| p.version),
+        }))
+    }
+
+    async fn list_calls(
+        &self,
+        request: Request<pb::ListCallsRequest>,
+    ) -> Result<Response<pb::ListCallsResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        require_read_calls(&who, j)?;
+        let party = |what: &'static str, value: &str| -> Result<Option<String>, Status> {
+            if value.is_empty() {
+                return Ok(None);
+            }
+            check_party_id(what, value).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            Ok(Some(value.to_string()))
+        };
+        if r.page_size > callvault_meta::reads::MAX_PAGE as u32 {
+            return Err(Status::invalid_argument("page_size is at most 1000"));
+        }
+        let filter = CallFilter {
+            facility_id: party("facility id", &r.facility_id)?,
+            inmate_id: party("inmate id", &r.inmate_id)?,
+            started_after: r.started_after.as_ref().map(millis).transpose()?,
+            started_before: r.started_before.as_ref().map(millis).transpose()?,
+        };
+        let page = self
+            .meta
+            .list_calls(j, &filter, r.page_size, page_token(&r.page_token)?)
+            .await?;
+        Ok(Response::new(pb::ListCallsResponse {
+            calls: page
+                .items
+                .iter()
+                .map(|c| pb::CallSummary {
+                    call_id: c.call_id.as_str().to_string(),
+                    facility_id: c.facility_id.clone(),
+                    inmate_id: c.inmate_id.clone(),
+                    started_at: Some(timestamp(c.started_at)),
+                    ended_at: Some(timestamp(c.ended_at)),
+                    state: state(c) as i32,
+                    byte_length: c.byte_length,
+                })
+                .collect(),
+            next_page_token: page
+                .next_token
+                .map(|t| URL_SAFE_NO_PAD.encode(t))
+                .unwrap_or_default(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for ApiService {
+    async fn put_policy(
+        &self,
+        request: Request<pb::PutPolicyRequest>,
+    ) -> Result<Response<pb::PutPolicyResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        // Operators set any jurisdiction's policy; an agency sets its own.
+        if who.role != AccessRole::Operator {
+            who.require(AccessRole::Agency, j)?;
+        }
+        let policy = policy_from_pb(
+            r.policy
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("policy is required"))?,
+        )?;
+        let command = Command::PutPolicy {
+            jurisdiction: j,
+            policy,
+            expected_version: r.expected_version,
+            principal: who.name.clone(),
+            at: now(),
+        };
+        match self.meta.propose(&command).await?.1 {
+            CommandResult::PolicyPut { version } => {
+                Ok(Response::new(pb::PutPolicyResponse { version }))
+            }
+            CommandResult::Refused(Refusal::PolicyVersionMismatch { current }) => {
+                Err(Status::aborted(format!(
+                    "{} is at policy version {current}, not {}: read it again and retry",
+                    j.code(),
+                    r.expected_version
+                )))
+            }
+            CommandResult::Refused(Refusal::InvalidPolicy(reason)) => {
+                Err(Status::invalid_argument(format!("policy: {reason}")))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        if !matches!(who.role, AccessRole::Operator | AccessRole::Auditor) {
+            require_any(
+                &who,
+                &[
+                    AccessRole::Agency,
+                    AccessRole::Registry,
+                    AccessRole::Platform,
+                ],
+                j,
+            )?;
+        }
+        match self.meta.policy(j, r.version).await? {
+            Some(policy) => Ok(Response::new(pb::GetPolicyResponse {
+                jurisdiction: j.code().to_string(),
+                policy: Some(policy_to_pb(&policy)),
+            })),
+            None if r.version == 0 => Err(Status::not_found(format!(
+                "{} has no retention policy",
+                j.code()
+            ))),
+            None => Err(Status::not_found(format!(
+                "{} has no policy version {}",
+                j.code(),
+                r.version
+            ))),
+        }
+    }
+
+    async fn register_privileged_number(
+        &self,
+        request: Request<pb::RegisterPrivilegedNumberRequest>,
+    ) -> Result<Response<pb::RegisterPrivilegedNumberResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        who.require(AccessRole::Registry, j)?;
+        let number =
+            normalize(&r.number).map_err(|e| Status::invalid_argument(format!("number: {e}")))?;
+        let kind = match pb::PrivilegeKind::try_from(r.kind) {
+            Ok(pb::PrivilegeKind::Attorney) => PrivilegeKind::Attorney,
+            Ok(pb::PrivilegeKind::Clergy) => PrivilegeKind::Clergy,
+            Ok(pb::PrivilegeKind::Physician) => PrivilegeKind::Physician,
+            Ok(pb::PrivilegeKind::Other) => PrivilegeKind::Other,
+            _ => return Err(Status::invalid_argument("kind is required")),
+        };
+        let command = Command::RegisterPrivileged {
+            fingerprint: number_fingerprint(&self.index_key, j, &number),
+            entry: RegistryEntry {
+                jurisdiction: j,
+                number: number.clone(),
+                kind,
+                registrant: who.name.clone(),
+                evidence: text("evidence", &r.evidence, true)?,
+                registered_at: now(),
+            },
+        };
+        match self.meta.propose(&command).await?.1 {
+            CommandResult::NumberRegistered { purged } => {
+                Ok(Response::new(pb::RegisterPrivilegedNumberResponse {
+                    normalized_number: number.to_string(),
+                    calls_purged: purged,
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_privileged_numbers(
+        &self,
+        request: Request<pb::ListPrivilegedNumbersRequest>,
+    ) -> Result<Response<pb::ListPrivilegedNumbersResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        require_any(&who, &[AccessRole::Registry, AccessRole::Auditor], j)?;
+        if r.page_size > callvault_meta::reads::MAX_PAGE as u32 {
+            return Err(Status::invalid_argument("page_size is at most 1000"));
+        }
+        let page = self
+            .meta
+            .list_registry(j, r.page_size, page_token(&r.page_token)?)
+            .await?;
+        Ok(Response::new(pb::ListPrivilegedNumbersResponse {
+            numbers: page
+                .items
+                .iter()
+                .map(|e| pb::PrivilegedNumber {
+                    normalized_number: e.number.to_string(),
+                    kind: kind_to_pb(e.kind) as i32,
+                    evidence: e.evidence.clone(),
+                    registrant: e.registrant.clone(),
+                    registered_at: Some(timestamp(e.registered_at)),
+                })
+                .collect(),
+            next_page_token: page
+                .next_token
+                .map(|t| URL_SAFE_NO_PAD.encode(t))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn flag_privileged(
+        &self,
+        request: Request<pb::FlagPrivilegedRequest>,
+    ) -> Result<Response<pb::FlagPrivilegedResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        let call_id =
+            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        who.require_role(&[AccessRole::Agency, AccessRole::Registry])?;
+        if !(who.may(AccessRole::Agency, j) || who.may(AccessRole::Registry, j)) {
+            return Err(no_call(j, &r.call_id));
+        }
+        let command = Command::FlagPrivileged {
+            jurisdiction: j,
+            call_id,
+            reason: text("reason", &r.reason, true)?,
+            evidence: text("evidence", &r.evidence, false)?,
+            principal: who.name.clone(),
+            at: now(),
+        };
+        match self.meta.propose(&command).await?.1 {
+            CommandResult::CallFlagged { purged } => {
+                Ok(Response::new(pb::FlagPrivilegedResponse { purged }))
+            }
+            CommandResult::Refused(Refusal::NoSuchCall) => Err(no_call(j, &r.call_id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn register_sensitive_number(
+        &self,
+        request: Request<pb::RegisterSensitiveNumberRequest>,
+    ) -> Result<Response<pb::RegisterSensitiveNumberResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        who.require(AccessRole::Registry, j)?;
+        let number =
+            normalize(&r.number).map_err(|e| Status::invalid_argument(format!("number: {e}")))?;
+        let command = Command::RegisterSensitive {
+            jurisdiction: j,
+            fingerprint: number_fingerprint(&self.index_key, j, &number),
+            number: number.clone(),
+            reason: text("reason", &r.reason, true)?,
+            principal: who.name.clone(),
+            at: now(),
+        };
+        match self.meta.propose(&command).await?.1 {
+            CommandResult::SensitiveRegistered => {
+                Ok(Response::new(pb::RegisterSensitiveNumberResponse {
+                    normalized_number: number.to_string(),
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn place_hold(
+        &self,
+        _request: Request<pb::PlaceHoldRequest>,
+    ) -> Result<Response<pb::PlaceHoldResponse>, Status> {
+        Err(Status::unimplemented(
+            "legal holds are not served by this version of callvault yet",
+        ))
+    }
+
+    async fn release_hold(
+        &self,
+        _request: Request<pb::ReleaseHoldRequest>,
+    ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
+        Err(Status::unimplemented(
+            "legal holds are not served by this version of callvault yet",
+        ))
+    }
+}

@@ -1,0 +1,344 @@
+//! Who is calling the public APIs, and what they may do.
+//!
+//! Every public request carries a bearer token. The node keeps only each token's BLAKE3 hash (in
+//! the principals file), finds the principal it belongs to, and attaches it to the request; each
+//! service then checks the principal's role and jurisdictions. A principal scoped to other
+//! jurisdictions learns nothing about a call: the services answer `NOT_FOUND` exactly as for a
+//! call that does not exist.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use callvault_core::Jurisdiction;
+use callvault_proto::auth::{bearer_token, token_hash};
+use serde::Deserialize;
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+/// What a principal is for. Roles do not nest: an operator administers the cluster but reads no
+/// call data; an agency reads its jurisdiction's calls but cannot ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessRole {
+    /// A call platform: ingests calls for its jurisdictions.
+    Platform,
+    /// A state agency: queries its jurisdiction's calls and retention status, sets its policy.
+    Agency,
+    /// A privileged-number registry: registers attorney and other privileged numbers.
+    Registry,
+    /// An auditor: reads the audit log.
+    Auditor,
+    /// A cluster operator: membership and policies; never call data or content.
+    Operator,
+}
+
+impl fmt::Display for AccessRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AccessRole::Platform => "platform",
+            AccessRole::Agency => "agency",
+            AccessRole::Registry => "registry",
+            AccessRole::Auditor => "auditor",
+            AccessRole::Operator => "operator",
+        })
+    }
+}
+
+/// The jurisdictions a principal acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every jurisdiction (`jurisdictions = ["*"]`).
+    All,
+    /// Only these.
+    Only(BTreeSet<Jurisdiction>),
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Its name, as audit entries record it.
+    pub name: String,
+    /// What it is for.
+    pub role: AccessRole,
+    /// Where it may act.
+    pub scope: Scope,
+}
+
+impl Principal {
+    /// Whether this principal has `role` for `jurisdiction`.
+    pub fn may(&self, role: AccessRole, jurisdiction: Jurisdiction) -> bool {
+        self.role == role
+            && match &self.scope {
+                Scope::All => true,
+                Scope::Only(set) => set.contains(&jurisdiction),
+            }
+    }
+
+    /// `PERMISSION_DENIED` unless this principal has one of `roles`.
+    pub fn require_role(&self, roles: &[AccessRole]) -> Result<(), Status> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        let wanted: Vec<String> = roles.iter().map(ToString::to_string).collect();
+        Err(Status::permission_denied(format!(
+            "{} has role {}; this needs {}",
+            self.name,
+            self.role,
+            wanted.join(" or ")
+        )))
+    }
+
+    /// `PERMISSION_DENIED` unless this principal has `role` for `jurisdiction`. For requests about
+    /// a jurisdiction as a whole; requests about one call use [`Principal::may`] and answer
+    /// `NOT_FOUND`.
+    pub fn require(&self, role: AccessRole, jurisdiction: Jurisdiction) -> Result<(), Status> {
+        self.require_role(&[role])?;
+        if self.may(role, jurisdiction) {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "{} may not act for {}",
+            self.name,
+            jurisdiction.code()
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalsFile {
+    #[serde(default)]
+    principal: Vec<PrincipalEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalEntry {
+    name: String,
+    role: AccessRole,
+    #[serde(default)]
+    jurisdictions: Vec<String>,
+    token_blake3: String,
+}
+
+/// The principals of the public APIs, by token hash. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    by_hash: Arc<HashMap<[u8; 32], Arc<Principal>>>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("principals", &self.by_hash.len())
+            .finish()
+    }
+}
+
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Authenticator {
+    /// Loads a principals file:
+    ///
+    /// ```toml
+    /// [[principal]]
+    /// name = "tx-platform"
+    /// role = "platform"            # platform | agency | registry | auditor | operator
+    /// jurisdictions = ["US-TX"]    # or ["*"]; operators and auditors may leave it empty
+    /// token_blake3 = "…"           # 64 hex: `callvault token hash` of the token
+    /// ```
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read principals file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("principals file {}", path.display()))
+    }
+
+    /// Parses principals-file text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: PrincipalsFile = toml::from_str(text)?;
+        let mut by_hash = HashMap::new();
+        let mut names = BTreeSet::new();
+        for entry in file.principal {
+            let name = entry.name.trim().to_string();
+            if name.is_empty() || name.len() > callvault_meta::command::MAX_PRINCIPAL {
+                bail!("principal name {:?} must be 1 to 256 bytes", entry.name);
+            }
+            if !names.insert(name.clone()) {
+                bail!("principal {name} appears twice");
+            }
+            let hash = parse_hash(&entry.token_blake3)
+                .with_context(|| format!("principal {name}: token_blake3 must be 64 hex"))?;
+            let scope = if entry.jurisdictions.iter().any(|j| j == "*") {
+                Scope::All
+            } else {
+                Scope::Only(
+                    entry
+                        .jurisdictions
+                        .iter()
+                        .map(|code| Jurisdiction::from_code(code))
+                        .collect::<Result<_, _>>()
+                        .with_context(|| format!("principal {name}"))?,
+                )
+            };
+            let needs_scope = matches!(
+                entry.role,
+                AccessRole::Platform | AccessRole::Agency | AccessRole::Registry
+            );
+            if needs_scope && scope == Scope::Only(BTreeSet::new()) {
+                bail!("principal {name}: role {} needs jurisdictions", entry.role);
+            }
+            let principal = Principal {
+                name: name.clone(),
+                role: entry.role,
+                scope,
+            };
+            if by_hash.insert(hash, Arc::new(principal)).is_some() {
+                bail!("principal {name} shares its token with another principal");
+            }
+        }
+        Ok(Authenticator {
+            by_hash: Arc::new(by_hash),
+        })
+    }
+
+    /// How many principals there are.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// The principal a request's token belongs to.
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, Status> {
+        let token = bearer_token(request)?.ok_or_else(|| {
+            Status::unauthenticated("send a bearer token: `authorization: Bearer <token>`")
+        })?;
+        self.by_hash
+            .get(token_hash(token).as_bytes())
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+}
+
+/// Attaches the caller's [`Principal`] to every request of a public service, or refuses it.
+impl Interceptor for Authenticator {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let principal = self.authenticate(&request)?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}
+
+/// Admits only principals with one of `roles`, for services that know nothing of principals
+/// (`Cluster` for operators, `Audit` for auditors).
+#[derive(Clone, Debug)]
+pub struct RoleGate {
+    auth: Authenticator,
+    roles: &'static [AccessRole],
+}
+
+impl Authenticator {
+    /// An interceptor admitting only `roles`.
+    pub fn requiring(&self, roles: &'static [AccessRole]) -> RoleGate {
+        RoleGate {
+            auth: self.clone(),
+            roles,
+        }
+    }
+}
+
+impl Interceptor for RoleGate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let principal = self.auth.authenticate(&request)?;
+        principal.require_role(self.roles)?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}
+
+/// The principal the [`Authenticator`] attached to `request`.
+pub fn caller<T>(request: &Request<T>) -> Result<Arc<Principal>, Status> {
+    request
+        .extensions()
+        .get::<Arc<Principal>>()
+        .cloned()
+        .ok_or_else(|| Status::internal("service mounted without authentication"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callvault_proto::auth::Bearer;
+
+    const TOKEN: &str = "tx-agency-token-0123456789";
+
+    fn file() -> String {
+        format!(
+            "[[principal]]\nname = \"tx-agency\"\nrole = \"agency\"\njurisdictions = [\"US-TX\"]\n\
+             token_blake3 = \"{}\"\n\
+             [[principal]]\nname = \"ops\"\nrole = \"operator\"\n\
+             token_blake3 = \"{}\"\n",
+            token_hash(TOKEN).to_hex(),
+            token_hash("operator-token-0123456789").to_hex(),
+        )
+    }
+
+    fn request_with(token: &str) -> Request<()> {
+        let mut bearer = Bearer::new(token).unwrap();
+        bearer.call(Request::new(())).unwrap()
+    }
+
+    #[test]
+    fn a_token_finds_its_principal_and_its_scope() {
+        let mut auth = Authenticator::parse(&file()).unwrap();
+        let request = auth.call(request_with(TOKEN)).unwrap();
+        let who = caller(&request).unwrap();
+        assert_eq!(who.name, "tx-agency");
+        assert!(who.may(AccessRole::Agency, Jurisdiction::Tx));
+        assert!(!who.may(AccessRole::Agency, Jurisdiction::Ok));
+        assert!(!who.may(AccessRole::Platform, Jurisdiction::Tx));
+        assert_eq!(
+            who.require(AccessRole::Agency, Jurisdiction::Ca)
+                .unwrap_err()
+                .code(),
+            tonic::Code::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn unknown_and_missing_tokens_are_unauthenticated() {
+        let mut auth = Authenticator::parse(&file()).unwrap();
+        let unknown = auth
+            .call(request_with("not-a-known-token-123456"))
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+        let missing = auth.call(Request::new(())).unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_principal_named() {
+        let twice = format!("{}{}", file(), file());
+        assert!(Authenticator::parse(&twice).is_err());
+        let unscoped = "[[principal]]\nname = \"p\"\nrole = \"platform\"\ntoken_blake3 = \"00\"\n";
+        let err = format!("{:#}", Authenticator::parse(unscoped).unwrap_err());
+        assert!(err.contains("principal p"), "{err}");
+        let bad_code = file().replace("US-TX", "US-XX");
+        assert!(Authenticator::parse(&bad_code).is_err());
+    }
+}
