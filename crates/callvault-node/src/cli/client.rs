@@ -115,6 +115,14 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Pairs an already connected channel with a token (for callers such as `callvault dev`).
+    pub fn new(channel: Channel, token: &str) -> anyhow::Result<Self> {
+        Ok(Connection {
+            channel,
+            token: BearerToken::new(token)?,
+        })
+    }
+
     /// A client of the Query service.
     pub fn query(&self) -> QueryClient<Authed> {
         QueryClient::with_interceptor(self.channel.clone(), self.token.clone())

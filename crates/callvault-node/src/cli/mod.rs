@@ -12,6 +12,7 @@ mod audit;
 mod client;
 mod cluster;
 mod policy;
+mod policy_admin;
 mod query;
 
 /// callvault: storage for correctional-facility call recordings that cannot keep what it must not.
@@ -39,7 +40,7 @@ enum Command {
     /// The tamper-evident audit log: keys, verification, following it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Retention policy files.
+    /// Retention policies: check a file, put it in force, read the policy in force.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
     #[command(flatten)]
