@@ -3,12 +3,13 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use callvault_proto::MAX_MESSAGE_BYTES;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::admin_client::AdminClient;
+use callvault_proto::v1::ingest_client::IngestClient;
 use callvault_proto::v1::query_client::QueryClient;
 use clap::Args;
 use prost_types::Timestamp;
@@ -136,6 +137,18 @@ impl Connection {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
+
+    /// A client of the Ingest service.
+    pub fn ingest(&self) -> IngestClient<Authed> {
+        IngestClient::with_interceptor(self.channel.clone(), self.token.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The same node, presenting another token (e.g. the load generator's registry token).
+    pub fn with_token(&self, token: &str) -> anyhow::Result<Self> {
+        Connection::new(self.channel.clone(), token)
+    }
 }
 
 /// The canonical gRPC name of a status code, e.g. `NOT_FOUND`.
@@ -165,6 +178,22 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 /// A failed RPC as the CLI reports it: `NOT_FOUND: no call US-TX/abc`.
 pub fn rpc_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", code_name(status.code()), status.message())
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_millis_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A protobuf timestamp at `millis` since the Unix epoch.
+pub fn timestamp_from_millis(millis: i64) -> Timestamp {
+    Timestamp {
+        seconds: millis.div_euclid(1000),
+        // 0..=999 ms, so the product fits.
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 /// RFC 3339 in UTC, e.g. `2025-06-12T10:15:02Z`, with milliseconds when there are any.
@@ -262,6 +291,14 @@ mod tests {
         assert_eq!(at(1_749_723_302, 250_000_000), "2025-06-12T10:15:02.250Z");
         assert_eq!(at(-1, 0), "1969-12-31T23:59:59Z");
         assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn millis_round_trip_through_timestamps() {
+        let ts = timestamp_from_millis(1_749_723_302_250);
+        assert_eq!((ts.seconds, ts.nanos), (1_749_723_302, 250_000_000));
+        let ts = timestamp_from_millis(-1);
+        assert_eq!((ts.seconds, ts.nanos), (-1, 999_000_000));
     }
 
     #[test]

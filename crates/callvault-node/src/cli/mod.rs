@@ -11,6 +11,7 @@ mod admin;
 mod audit;
 mod client;
 mod cluster;
+mod load;
 mod policy;
 mod policy_admin;
 mod query;
@@ -47,6 +48,8 @@ enum Command {
     Query(query::QueryCommand),
     #[command(flatten)]
     Admin(admin::AdminCommand),
+    /// Streams synthetic calls to Ingest and reports what the cluster did with them.
+    Load(load::LoadArgs),
 }
 
 /// A connected channel to a node's gRPC endpoint at `addr` (`host:port`), for CLI commands.
@@ -105,5 +108,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(command) => policy::run(command),
         Command::Query(command) => block_on(query::run(command)),
         Command::Admin(command) => block_on(admin::run(command)),
+        Command::Load(args) => runtime()?.block_on(load::run(args)),
     }
 }
