@@ -83,6 +83,26 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// Checks the options as [`run_load`] will, without connecting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let run_id = self.run_id.clone().unwrap_or_else(default_run_id);
+        LoadPlan::new(self.plan_config(run_id, self.attorney_share)).map(drop)
+    }
+
+    fn plan_config(&self, run_id: String, attorney_share: f64) -> PlanConfig {
+        PlanConfig {
+            seed: self.seed,
+            run_id,
+            jurisdictions: self.jurisdictions.clone(),
+            attorney_share,
+            attorneys_per_jurisdiction: self.attorneys_per_jurisdiction,
+            mean_seconds: self.mean_seconds,
+            chunk_ms: self.chunk_ms,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     #[command(flatten)]
@@ -101,6 +121,7 @@ pub struct LoadArgs {
 /// `callvault load`: exits non-zero when a call failed or an attorney call was recorded.
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let token = args.client.token()?;
+    args.options.validate()?;
     let channel = super::connect(&args.client.addr, CALL_TIMEOUT).await?;
     let registry_token = args.registry_token.as_ref().map(Secret::expose);
     let report = run_load(channel, token, registry_token, &args.options).await?;
@@ -143,15 +164,7 @@ pub async fn run_load(
         eprintln!("warning: no --registry-token (CALLVAULT_REGISTRY_TOKEN): no attorney calls");
         attorney_share = 0.0;
     }
-    let plan = LoadPlan::new(PlanConfig {
-        seed: options.seed,
-        run_id: run_id.clone(),
-        jurisdictions: options.jurisdictions.clone(),
-        attorney_share,
-        attorneys_per_jurisdiction: options.attorneys_per_jurisdiction,
-        mean_seconds: options.mean_seconds,
-        chunk_ms: options.chunk_ms,
-    })?;
+    let plan = LoadPlan::new(options.plan_config(run_id, attorney_share))?;
     if let Some(registry_token) = registry_token.filter(|_| attorney_share > 0.0) {
         register_attorneys(&conn.with_token(registry_token)?, &plan).await?;
     }
