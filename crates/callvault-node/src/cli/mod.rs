@@ -7,9 +7,14 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{NodeConfig, Role};
 
+mod admin;
 mod audit;
+mod client;
 mod cluster;
+mod load;
 mod policy;
+mod policy_admin;
+mod query;
 
 /// callvault: storage for correctional-facility call recordings that cannot keep what it must not.
 #[derive(Debug, Parser)]
@@ -36,9 +41,15 @@ enum Command {
     /// The tamper-evident audit log: keys, verification, following it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Retention policy files.
+    /// Retention policies: check a file, put it in force, read the policy in force.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    #[command(flatten)]
+    Query(query::QueryCommand),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
+    /// Streams synthetic calls to Ingest and reports what the cluster did with them.
+    Load(load::LoadArgs),
 }
 
 /// A connected channel to a node's gRPC endpoint at `addr` (`host:port`), for CLI commands.
@@ -60,6 +71,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// Runs a client command to completion; its error, if any, becomes exit code 1 in `main`.
+fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(command)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging() {
@@ -89,5 +106,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(command) => runtime()?.block_on(audit::run(command)),
         Command::Policy(command) => policy::run(command),
+        Command::Query(command) => block_on(query::run(command)),
+        Command::Admin(command) => block_on(admin::run(command)),
+        Command::Load(args) => runtime()?.block_on(load::run(args)),
     }
 }

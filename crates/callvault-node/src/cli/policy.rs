@@ -1,4 +1,5 @@
-//! `callvault policy …`: check a policy file before it is put in force.
+//! `callvault policy …`: check a policy file before it is put in force; `put`, `put-all` and
+//! `get` (in `policy_admin`) talk to a node.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use callvault_core::policy::parse_policy_file;
 use clap::Subcommand;
+
+use super::policy_admin;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -18,11 +21,20 @@ pub enum PolicyCommand {
         #[arg(long)]
         require_all: bool,
     },
+    /// Puts a jurisdiction's policy from a policy file in force on a node.
+    Put(policy_admin::PutArgs),
+    /// Puts every policy of a file in force, skipping jurisdictions whose policy is unchanged.
+    PutAll(policy_admin::PutAllArgs),
+    /// Shows the policy in force on a node, or a past version.
+    Get(policy_admin::GetArgs),
 }
 
 pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Check { file, require_all } => check(&file, require_all),
+        PolicyCommand::Put(args) => super::block_on(policy_admin::put_one(args)),
+        PolicyCommand::PutAll(args) => super::block_on(policy_admin::put_all(args)),
+        PolicyCommand::Get(args) => super::block_on(policy_admin::get(args)),
     }
 }
 
