@@ -14,6 +14,7 @@ use callvault_core::call::{CallId, CallRecord, Direction, Lifecycle};
 use callvault_core::policy::{PrivilegedRetention, RetentionPolicy};
 use callvault_core::{Jurisdiction, UnixMillis};
 use callvault_meta::Command as MetaCommand;
+use callvault_proto::auth::{AuthChannel, Bearer};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
 use callvault_proto::v1::meta_store_client::MetaStoreClient;
@@ -47,13 +48,49 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `callvault` with `args` to completion and returns its output.
+/// Runs `callvault` with `args` to completion and returns its output. `CALLVAULT_TOKEN` is the
+/// auditor's token (the `audit` commands need one); [`run_callvault_as`] names another.
 pub fn run_callvault(args: &[&str]) -> Output {
+    run_callvault_as(AUDITOR_TOKEN, args)
+}
+
+/// Runs `callvault` with `args`, presenting `token` through `CALLVAULT_TOKEN`.
+pub fn run_callvault_as(token: &str, args: &[&str]) -> Output {
     Command::new(callvault_bin())
         .args(args)
+        .env("CALLVAULT_TOKEN", token)
         .current_dir(repo_root())
         .output()
         .expect("callvault starts")
+}
+
+/// The operator token every test node accepts.
+pub const OPERATOR_TOKEN: &str = "test-operator-token-000000000000";
+/// The auditor token every test node accepts.
+pub const AUDITOR_TOKEN: &str = "test-auditor-token-0000000000000";
+/// The peer token of every test cluster.
+pub const PEER_TOKEN: &str = "test-peer-token-0000000000000000";
+
+/// Writes the principals and peer token test nodes share into `dir` (once) and returns the
+/// config sections that point at them.
+fn shared_secrets(dir: &Path) -> String {
+    let principals = dir.join("principals.toml");
+    let peer = dir.join("peer.token");
+    if !principals.exists() {
+        let hash = |t: &str| blake3::hash(t.as_bytes()).to_hex().to_string();
+        std::fs::write(
+            &principals,
+            format!(
+                "[[principal]]\nname = \"test-operator\"\nrole = \"operator\"\ntoken_blake3 = \"{}\"\n\
+                 [[principal]]\nname = \"test-auditor\"\nrole = \"auditor\"\njurisdictions = [\"*\"]\ntoken_blake3 = \"{}\"\n",
+                hash(OPERATOR_TOKEN),
+                hash(AUDITOR_TOKEN)
+            ),
+        )
+        .expect("principals written");
+        std::fs::write(&peer, PEER_TOKEN).expect("peer token written");
+    }
+    format!("[cluster]\npeer_token_file = {peer:?}\n\n[auth]\nprincipals_file = {principals:?}\n")
 }
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; it is free when this returns).
@@ -107,23 +144,30 @@ impl NodeProcess {
         let addr = format!("127.0.0.1:{}", free_port());
         let data = dir.join(format!("node-{id}"));
         let config = dir.join(format!("node-{id}.toml"));
+        let secrets = shared_secrets(dir);
         std::fs::write(
             &config,
             format!(
-                "node_id = {id}\ndata_dir = {data:?}\nlisten_addr = \"{addr}\"\nroles = [{roles}]\n{extra}\n"
+                "node_id = {id}\ndata_dir = {data:?}\nlisten_addr = \"{addr}\"\nroles = [{roles}]\n{secrets}\n{extra}\n"
             ),
         )
         .expect("config written");
+        Self::from_config(config, id, addr)
+    }
+
+    /// A node whose config file is already written (e.g. by `callvault dev --init-only`).
+    pub fn from_config(config: PathBuf, id: u64, addr: String) -> Self {
+        let log = config.with_file_name(format!("node-{id}.log"));
         NodeProcess {
             id,
             addr,
             config,
-            log: dir.join(format!("node-{id}.log")),
+            log,
             child: None,
         }
     }
 
-    /// The node's data directory.
+    /// The node's data directory (as the harness lays it out).
     pub fn data_dir(&self) -> PathBuf {
         self.config.with_file_name(format!("node-{}", self.id))
     }
@@ -218,14 +262,21 @@ impl NodeProcess {
             .connect_lazy()
     }
 
-    /// The node's MetaStore client.
-    pub fn meta(&self) -> MetaStoreClient<Channel> {
-        MetaStoreClient::new(self.channel())
+    /// The node's MetaStore client, presenting the peer token.
+    pub fn meta(&self) -> MetaStoreClient<AuthChannel> {
+        MetaStoreClient::new(self.with_token(PEER_TOKEN))
     }
 
-    /// The node's Cluster client.
-    pub fn cluster(&self) -> ClusterClient<Channel> {
-        ClusterClient::new(self.channel())
+    /// The node's Cluster client, presenting the operator token.
+    pub fn cluster(&self) -> ClusterClient<AuthChannel> {
+        ClusterClient::new(self.with_token(OPERATOR_TOKEN))
+    }
+
+    /// A channel to the node presenting `token`.
+    pub fn with_token(&self, token: &str) -> AuthChannel {
+        Bearer::new(token)
+            .expect("a valid token")
+            .channel(self.channel())
     }
 
     /// The cluster status as this node sees it, or `None` if it does not answer.
@@ -355,5 +406,293 @@ pub fn commit(i: usize) -> MetaCommand {
         chunk_ids: vec![*blake3::hash(format!("chunk-{i}").as_bytes()).as_bytes()],
         principal: "platform".into(),
         at: UnixMillis(started + 601_000),
+    }
+}
+
+/// A cluster as `callvault dev` lays it out (three nodes, every role, dev secrets and tokens,
+/// the default policies in force), but on free ports in a temporary directory, with each node a
+/// [`NodeProcess`] the test can kill and restart.
+pub struct DevCluster {
+    /// Nodes 1, 2, 3.
+    pub nodes: Vec<NodeProcess>,
+    /// The blob shards' addresses, by node.
+    pub shard_addrs: Vec<String>,
+    tokens: std::collections::HashMap<String, String>,
+    peer_token: String,
+    _dir: tempfile::TempDir,
+}
+
+/// At most two dev clusters run at once, so six node processes share the two cores.
+static DEV_CLUSTERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+impl DevCluster {
+    /// Writes the layout with `callvault dev --init-only`, starts the nodes, forms the cluster and
+    /// puts the default policies in force. Holds a slot of [`DEV_CLUSTERS`] until dropped.
+    pub async fn start() -> (Self, tokio::sync::SemaphorePermit<'static>) {
+        let permit = DEV_CLUSTERS.acquire().await.expect("semaphore open");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let blob_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let list = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let out = run_callvault(&[
+            "dev",
+            "--init-only",
+            "--dir",
+            dir.path().to_str().expect("utf-8 temp dir"),
+            "--ports",
+            &list(&ports),
+            "--blob-ports",
+            &list(&blob_ports),
+        ]);
+        assert!(
+            out.status.success(),
+            "callvault dev --init-only: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tokens = std::fs::read_to_string(dir.path().join("tokens.env"))
+            .expect("tokens.env")
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let peer_token = std::fs::read_to_string(dir.path().join("secrets/peer.token"))
+            .expect("peer token")
+            .trim()
+            .to_string();
+        let mut nodes: Vec<NodeProcess> = (1..=3u64)
+            .map(|id| {
+                NodeProcess::from_config(
+                    dir.path().join(format!("node-{id}.toml")),
+                    id,
+                    format!("127.0.0.1:{}", ports[id as usize - 1]),
+                )
+            })
+            .collect();
+        for node in &mut nodes {
+            node.start();
+        }
+        let cluster = DevCluster {
+            nodes,
+            shard_addrs: blob_ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect(),
+            tokens,
+            peer_token,
+            _dir: dir,
+        };
+        cluster.form().await;
+        let out = run_callvault_as(
+            cluster.token("operator"),
+            &[
+                "policy",
+                "put-all",
+                "--file",
+                "deploy/policies/default.toml",
+                "--addr",
+                &cluster.nodes[0].addr,
+                "--token",
+                cluster.token("operator"),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "policy put-all: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (cluster, permit)
+    }
+
+    async fn form(&self) {
+        let operator = self.token("operator");
+        for node in &self.nodes {
+            eventually("a dev node to answer", Duration::from_secs(60), || async {
+                ClusterClient::new(node.with_token(operator))
+                    .status(pb::StatusRequest {})
+                    .await
+                    .ok()
+            })
+            .await;
+        }
+        let mut first = ClusterClient::new(self.nodes[0].with_token(operator));
+        first.init(pb::InitRequest {}).await.expect("init");
+        for node in &self.nodes[1..] {
+            first
+                .add_member(pb::AddMemberRequest {
+                    node_id: node.id,
+                    addr: node.addr.clone(),
+                    learner_only: false,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("add node {}: {e}", node.id));
+        }
+    }
+
+    /// A dev token by principal name (`platform`, `platform-tx`, `agency-tx`, `agency-ca`,
+    /// `registry`, `auditor`, `operator`).
+    pub fn token(&self, name: &str) -> &str {
+        let key = format!(
+            "CALLVAULT_DEV_{}_TOKEN",
+            name.to_uppercase().replace('-', "_")
+        );
+        self.tokens
+            .get(&key)
+            .unwrap_or_else(|| panic!("no dev token {name}"))
+    }
+
+    /// The Ingest client of node `id` presenting `token`.
+    pub fn ingest(&self, id: u64, token: &str) -> pb::ingest_client::IngestClient<AuthChannel> {
+        pb::ingest_client::IngestClient::new(self.nodes[id as usize - 1].with_token(token))
+    }
+
+    /// The Query client of node `id` presenting `token`.
+    pub fn query(&self, id: u64, token: &str) -> pb::query_client::QueryClient<AuthChannel> {
+        pb::query_client::QueryClient::new(self.nodes[id as usize - 1].with_token(token))
+    }
+
+    /// The Admin client of node `id` presenting `token`.
+    pub fn admin(&self, id: u64, token: &str) -> pb::admin_client::AdminClient<AuthChannel> {
+        pb::admin_client::AdminClient::new(self.nodes[id as usize - 1].with_token(token))
+    }
+
+    /// The MetaStore client of node `id`, as a cluster peer.
+    pub fn meta(&self, id: u64) -> MetaStoreClient<AuthChannel> {
+        MetaStoreClient::new(self.nodes[id as usize - 1].with_token(&self.peer_token))
+    }
+
+    /// The blob shard of node `id`, as a cluster peer.
+    pub fn shard(&self, id: u64) -> pb::blob_shard_client::BlobShardClient<AuthChannel> {
+        let channel =
+            Endpoint::from_shared(format!("http://{}", self.shard_addrs[id as usize - 1]))
+                .expect("valid uri")
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(10))
+                .connect_lazy();
+        pb::blob_shard_client::BlobShardClient::new(
+            Bearer::new(&self.peer_token)
+                .expect("token")
+                .channel(channel),
+        )
+    }
+
+    /// Chunks stored on each running node's shard (`None` for a stopped node).
+    pub async fn chunk_counts(&self) -> Vec<Option<u64>> {
+        let mut counts = Vec::new();
+        for node in &self.nodes {
+            counts.push(if node.is_running() {
+                Some(
+                    self.shard(node.id)
+                        .status(pb::ShardStatusRequest {})
+                        .await
+                        .expect("shard status")
+                        .into_inner()
+                        .chunks,
+                )
+            } else {
+                None
+            });
+        }
+        counts
+    }
+
+    /// The node id of the current leader.
+    pub async fn leader(&self) -> u64 {
+        let operator = self.token("operator");
+        eventually("a leader", Duration::from_secs(30), || async {
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                if let Ok(s) = ClusterClient::new(node.with_token(operator))
+                    .status(pb::StatusRequest {})
+                    .await
+                    && s.get_ref().role == "leader"
+                {
+                    return Some(node.id);
+                }
+            }
+            None
+        })
+        .await
+    }
+}
+
+/// One synthetic call's messages: start, `chunks` chunks of `chunk_bytes`, end.
+pub struct TestCall {
+    /// Its CallStart.
+    pub start: pb::CallStart,
+    /// Its audio chunks.
+    pub chunks: Vec<pb::AudioChunk>,
+    /// Its CallEnd.
+    pub end: pb::CallEnd,
+}
+
+impl TestCall {
+    /// A call of `jurisdiction` to `number`, started a minute ago, with audio derived from `seed`.
+    pub fn new(call_id: &str, jurisdiction: &str, number: &str, chunks: u32, seed: u8) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs() as i64;
+        let audio: Vec<pb::AudioChunk> = (0..chunks)
+            .map(|seq| pb::AudioChunk {
+                seq,
+                data: (0..16_000u32)
+                    .map(|i| (i.wrapping_mul(31) ^ seq ^ u32::from(seed)) as u8)
+                    .collect(),
+            })
+            .collect();
+        let mut hasher = blake3::Hasher::new();
+        for c in &audio {
+            hasher.update(&c.data);
+        }
+        TestCall {
+            start: pb::CallStart {
+                call_id: call_id.into(),
+                jurisdiction: jurisdiction.into(),
+                facility_id: "fac-huntsville".into(),
+                inmate_id: "inm-1001".into(),
+                dialed_number: number.into(),
+                direction: pb::CallDirection::Outbound as i32,
+                started_at: Some(prost_types::Timestamp {
+                    seconds: now - 60,
+                    nanos: 0,
+                }),
+                recording_notice_accepted: true,
+            },
+            end: pb::CallEnd {
+                ended_at: Some(prost_types::Timestamp {
+                    seconds: now - 1,
+                    nanos: 0,
+                }),
+                byte_length: audio.iter().map(|c| c.data.len() as u64).sum(),
+                plaintext_blake3: hasher.finalize().as_bytes().to_vec(),
+            },
+            chunks: audio,
+        }
+    }
+
+    /// Every message of the stream, in order.
+    pub fn messages(&self) -> Vec<pb::RecordCallRequest> {
+        use pb::record_call_request::Part;
+        let mut out = vec![pb::RecordCallRequest {
+            part: Some(Part::Start(self.start.clone())),
+        }];
+        out.extend(self.chunks.iter().map(|c| pb::RecordCallRequest {
+            part: Some(Part::Chunk(c.clone())),
+        }));
+        out.push(pb::RecordCallRequest {
+            part: Some(Part::End(self.end.clone())),
+        });
+        out
+    }
+
+    /// Streams the call to `client` and returns the answer.
+    pub async fn send(
+        &self,
+        client: &mut pb::ingest_client::IngestClient<AuthChannel>,
+    ) -> Result<pb::RecordCallResponse, tonic::Status> {
+        client
+            .record_call(tokio_stream::iter(self.messages()))
+            .await
+            .map(tonic::Response::into_inner)
     }
 }

@@ -299,11 +299,20 @@ impl pb::meta_store_server::MetaStore for MetaService {
             return MetaStoreClient::new(channel).read_call(r).await;
         }
         let db = self.state_machine.db();
-        let record = Txn::new(&db)
-            .get(keys::CF_CALLS, &keys::call(jurisdiction, &call_id))
+        let txn = Txn::new(&db);
+        let key = keys::call(jurisdiction, &call_id);
+        let record = txn
+            .get(keys::CF_CALLS, &key)
             .map_err(internal)?
             .unwrap_or_default();
-        Ok(Response::new(pb::ReadCallResponse { record }))
+        let chunk_ids = txn
+            .get(keys::CF_CHUNKS, &key)
+            .map_err(internal)?
+            .unwrap_or_default()
+            .chunks_exact(32)
+            .map(<[u8]>::to_vec)
+            .collect();
+        Ok(Response::new(pb::ReadCallResponse { record, chunk_ids }))
     }
 
     async fn read_counters(

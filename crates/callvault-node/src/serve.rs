@@ -209,7 +209,7 @@ fn tokio_stream_from(
 }
 
 /// Resolves on SIGTERM (Kubernetes, systemd) or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

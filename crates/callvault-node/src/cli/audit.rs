@@ -12,10 +12,10 @@ use callvault_audit::{
     proof::hashes_from_bytes,
 };
 use callvault_core::codec::VersionedRecord;
+use callvault_proto::auth::AuthChannel;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::audit_client::AuditClient;
 use clap::Subcommand;
-use tonic::transport::Channel;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -136,9 +136,9 @@ fn write_private(path: &PathBuf, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(addr: &str) -> anyhow::Result<AuditClient<Channel>> {
+async fn client(addr: &str) -> anyhow::Result<AuditClient<AuthChannel>> {
     Ok(AuditClient::new(
-        super::connect(addr, Duration::from_secs(30)).await?,
+        super::connect_with_env_token(addr, Duration::from_secs(30)).await?,
     ))
 }
 
@@ -148,7 +148,7 @@ fn status(e: tonic::Status) -> anyhow::Error {
 
 /// Checks everything; returns the verified signed note.
 pub async fn verify(
-    client: &mut AuditClient<Channel>,
+    client: &mut AuditClient<AuthChannel>,
     verifier: &NoteVerifier,
     origin: &str,
     saved: Option<PathBuf>,

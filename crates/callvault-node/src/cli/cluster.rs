@@ -93,10 +93,10 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(addr: &str) -> anyhow::Result<ClusterClient<tonic::transport::Channel>> {
+async fn client(addr: &str) -> anyhow::Result<ClusterClient<callvault_proto::auth::AuthChannel>> {
     // Adding a voter waits for it to catch up, so allow a minute.
     Ok(ClusterClient::new(
-        super::connect(addr, Duration::from_secs(60)).await?,
+        super::connect_with_env_token(addr, Duration::from_secs(60)).await?,
     ))
 }
 

@@ -29,10 +29,10 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 7100)]
     pub base_port: u16,
     /// Explicit gRPC ports of nodes 1, 2, 3 (overrides --base-port).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',')]
     pub ports: Vec<u16>,
     /// Explicit blob-shard ports of nodes 1, 2, 3 (overrides --base-port).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',')]
     pub blob_ports: Vec<u16>,
     /// The retention policies put in force at start.
     #[arg(long, default_value = "deploy/policies/default.toml")]
@@ -45,6 +45,7 @@ pub struct DevArgs {
 /// The dev principals: name, role, jurisdictions.
 const PRINCIPALS: &[(&str, &str, &str)] = &[
     ("platform", "platform", "\"*\""),
+    ("platform-tx", "platform", "\"US-TX\""),
     ("agency-tx", "agency", "\"US-TX\""),
     ("agency-ca", "agency", "\"US-CA\""),
     ("registry", "registry", "\"*\""),
@@ -110,7 +111,8 @@ impl Layout {
             .with_context(|| format!("cannot create {}", secrets.display()))?;
         write_secret_once(&secrets.join("peer.token"), &random_hex(32)?)?;
         write_secret_once(&secrets.join("index.key"), &random_hex(32)?)?;
-        let mut keks = String::from("# Key-encryption keys of the dev cluster, one per jurisdiction.\n");
+        let mut keks =
+            String::from("# Key-encryption keys of the dev cluster, one per jurisdiction.\n");
         for j in Jurisdiction::ALL {
             let _ = writeln!(keks, "{:?} = {:?}", j.code(), random_hex(32)?);
         }
@@ -179,8 +181,8 @@ impl Layout {
 
 /// `(name, token)` pairs from tokens.env, in [`PRINCIPALS`] order.
 fn read_tokens(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let tokens: Vec<(String, String)> = text
         .lines()
         .filter_map(|line| line.split_once('='))
@@ -198,7 +200,10 @@ fn read_tokens(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 fn token<'a>(tokens: &'a [(String, String)], name: &str) -> &'a str {
-    let key = format!("CALLVAULT_DEV_{}_TOKEN", name.to_uppercase().replace('-', "_"));
+    let key = format!(
+        "CALLVAULT_DEV_{}_TOKEN",
+        name.to_uppercase().replace('-', "_")
+    );
     tokens
         .iter()
         .find(|(k, _)| *k == key)
@@ -238,7 +243,11 @@ async fn cluster_client(
 }
 
 /// Waits until node `node` answers, for up to 60 s.
-async fn wait_for(layout: &Layout, node: usize, operator: &str) -> anyhow::Result<pb::ClusterStatus> {
+async fn wait_for(
+    layout: &Layout,
+    node: usize,
+    operator: &str,
+) -> anyhow::Result<pb::ClusterStatus> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(mut client) = cluster_client(layout, node, operator).await
@@ -289,7 +298,10 @@ async fn form_cluster(layout: &Layout, operator: &str) -> anyhow::Result<()> {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let pick = |explicit: &[u16], offset: u16| -> anyhow::Result<[u16; 3]> {
         if explicit.is_empty() {
-            let base = args.base_port.checked_add(offset + 3).context("--base-port too high")?;
+            let base = args
+                .base_port
+                .checked_add(offset + 3)
+                .context("--base-port too high")?;
             return Ok([base - 2, base - 1, base]);
         }
         explicit
@@ -309,7 +321,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let dir = std::path::absolute(&layout.dir).unwrap_or(layout.dir.clone());
     println!("callvault dev cluster in {}", dir.display());
-    println!("  nodes (gRPC, every role): {}", (1..=3).map(|n| layout.addr(n)).collect::<Vec<_>>().join(", "));
+    println!(
+        "  nodes (gRPC, every role): {}",
+        (1..=3)
+            .map(|n| layout.addr(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("  dev tokens ({}):", dir.join("tokens.env").display());
     for (name, value) in &tokens {
         println!("    {name}={value}");
@@ -327,7 +345,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        // If `callvault dev` itself dies, the nodes stop too instead of running on orphaned.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches only the child being spawned.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(["serve", "--config"])
             .arg(layout.config(node))
             .stdout(log.try_clone()?)
@@ -357,7 +388,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // Until Ctrl-C, or until a node dies (then stop the rest and say so).
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            _ = crate::serve::shutdown_signal() => {
                 println!("stopping the cluster");
                 break;
             }

@@ -11,6 +11,7 @@ mod admin;
 mod audit;
 mod client;
 mod cluster;
+mod dev;
 mod load;
 mod policy;
 mod policy_admin;
@@ -50,6 +51,8 @@ enum Command {
     Admin(admin::AdminCommand),
     /// Streams synthetic calls to Ingest and reports what the cluster did with them.
     Load(load::LoadArgs),
+    /// Runs a local three-node cluster (every role, dev secrets and tokens) until Ctrl-C.
+    Dev(dev::DevArgs),
 }
 
 /// A connected channel to a node's gRPC endpoint at `addr` (`host:port`), for CLI commands.
@@ -65,6 +68,21 @@ async fn connect(
         .connect()
         .await
         .with_context(|| format!("cannot reach {addr}"))
+}
+
+/// [`connect`], presenting the token in `CALLVAULT_TOKEN` with every request (for the `cluster`
+/// and `audit` commands, which need an operator's or an auditor's token).
+async fn connect_with_env_token(
+    addr: &str,
+    request_timeout: std::time::Duration,
+) -> anyhow::Result<callvault_proto::auth::AuthChannel> {
+    use anyhow::Context;
+    let token = std::env::var("CALLVAULT_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .context("no token: set CALLVAULT_TOKEN")?;
+    let bearer = callvault_proto::auth::Bearer::new(&token)?;
+    Ok(bearer.channel(connect(addr, request_timeout).await?))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -109,5 +127,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Query(command) => block_on(query::run(command)),
         Command::Admin(command) => block_on(admin::run(command)),
         Command::Load(args) => runtime()?.block_on(load::run(args)),
+        Command::Dev(args) => block_on(dev::run(args)),
     }
 }
