@@ -65,7 +65,11 @@ impl Shards {
     }
 
     fn client(&self) -> ReplicatedBlobClient {
-        ReplicatedBlobClient::new(self.infos.clone(), &ReplicationConfig::default()).unwrap()
+        let config = ReplicationConfig {
+            peer: callvault_proto::auth::PeerToken::new(callvault_tests::PEER_TOKEN).unwrap(),
+            ..ReplicationConfig::default()
+        };
+        ReplicatedBlobClient::new(self.infos.clone(), &config).unwrap()
     }
 
     async fn holders(&self, ids: &[ChunkId]) -> Vec<Vec<bool>> {
