@@ -5,8 +5,6 @@
 //! jurisdiction is `NOT_FOUND` with the same message as a call that does not exist; a request
 //! about another jurisdiction as a whole is `PERMISSION_DENIED` (which says nothing about calls).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use callvault_core::call::{CallStatus, check_party_id};
@@ -25,6 +23,7 @@ use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{AccessRole, Principal, caller};
+use crate::ingest::now;
 
 /// Longest reason or evidence text, in bytes.
 const MAX_TEXT: usize = callvault_meta::command::MAX_TEXT;
@@ -34,14 +33,6 @@ const MAX_TEXT: usize = callvault_meta::command::MAX_TEXT;
 pub struct ApiService {
     meta: MetaClient,
     index_key: std::sync::Arc<[u8; 32]>,
-}
-
-fn now() -> UnixMillis {
-    UnixMillis(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    )
 }
 
 fn timestamp(t: UnixMillis) -> Timestamp {

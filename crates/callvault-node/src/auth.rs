@@ -138,7 +138,8 @@ impl fmt::Debug for Authenticator {
     }
 }
 
-fn parse_hash(text: &str) -> Option<[u8; 32]> {
+/// 32 bytes from exactly 64 hex characters (token hashes, the index key).
+pub(crate) fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
         return None;
     }
@@ -178,7 +179,7 @@ impl Authenticator {
             if !names.insert(name.clone()) {
                 bail!("principal {name} appears twice");
             }
-            let hash = parse_hash(&entry.token_blake3)
+            let hash = parse_hex32(&entry.token_blake3)
                 .with_context(|| format!("principal {name}: token_blake3 must be 64 hex"))?;
             let scope = if entry.jurisdictions.iter().any(|j| j == "*") {
                 Scope::All

@@ -371,20 +371,12 @@ impl NodeConfig {
             .as_ref()
             .context("cluster.index_key_file is not set")?;
         let text = read_secret(file, "cluster.index_key_file")?;
-        let text = text.trim();
-        let mut key = [0u8; 32];
-        if text.len() != 64 {
-            bail!(
+        crate::auth::parse_hex32(text.trim()).with_context(|| {
+            format!(
                 "cluster.index_key_file {}: expected 64 hex characters",
                 file.display()
-            );
-        }
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| {
-                anyhow::anyhow!("cluster.index_key_file {}: not hexadecimal", file.display())
-            })?;
-        }
-        Ok(key)
+            )
+        })
     }
 
     /// The key-encryption keys, read from `cluster.kek_file`.

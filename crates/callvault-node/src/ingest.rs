@@ -71,7 +71,8 @@ struct Start {
     notice_accepted: bool,
 }
 
-fn now() -> UnixMillis {
+/// The wall clock, for the times commands carry (`apply` itself reads none).
+pub(crate) fn now() -> UnixMillis {
     UnixMillis(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
