@@ -429,6 +429,12 @@ impl DevCluster {
     /// Writes the layout with `callvault dev --init-only`, starts the nodes, forms the cluster and
     /// puts the default policies in force. Holds a slot of [`DEV_CLUSTERS`] until dropped.
     pub async fn start() -> (Self, tokio::sync::SemaphorePermit<'static>) {
+        Self::start_with("").await
+    }
+
+    /// [`DevCluster::start`], with `extra` TOML appended to every node's config (new sections
+    /// only, e.g. `[playback]`).
+    pub async fn start_with(extra: &str) -> (Self, tokio::sync::SemaphorePermit<'static>) {
         let permit = DEV_CLUSTERS.acquire().await.expect("semaphore open");
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -459,6 +465,15 @@ impl DevCluster {
             .expect("peer token")
             .trim()
             .to_string();
+        if !extra.is_empty() {
+            for id in 1..=3 {
+                let path = dir.path().join(format!("node-{id}.toml"));
+                let mut config = std::fs::read_to_string(&path).expect("node config");
+                config.push('\n');
+                config.push_str(extra);
+                std::fs::write(&path, config).expect("node config");
+            }
+        }
         let mut nodes: Vec<NodeProcess> = (1..=3u64)
             .map(|id| {
                 NodeProcess::from_config(
@@ -554,6 +569,45 @@ impl DevCluster {
     /// The Admin client of node `id` presenting `token`.
     pub fn admin(&self, id: u64, token: &str) -> pb::admin_client::AdminClient<AuthChannel> {
         pb::admin_client::AdminClient::new(self.nodes[id as usize - 1].with_token(token))
+    }
+
+    /// The Content client of node `id` presenting `token`.
+    pub fn content(&self, id: u64, token: &str) -> pb::content_client::ContentClient<AuthChannel> {
+        pb::content_client::ContentClient::new(self.nodes[id as usize - 1].with_token(token))
+    }
+
+    /// The Audit client of node `id` presenting `token`.
+    pub fn audit(&self, id: u64, token: &str) -> pb::audit_client::AuditClient<AuthChannel> {
+        pb::audit_client::AuditClient::new(self.nodes[id as usize - 1].with_token(token))
+    }
+
+    /// Puts a Texas policy keeping recordings `days` days, swept every `sweep_seconds`.
+    pub async fn put_tx_policy(&self, days: u32, sweep_seconds: u32) {
+        let mut admin = self.admin(1, self.token("operator"));
+        let current = admin
+            .get_policy(pb::GetPolicyRequest {
+                jurisdiction: "US-TX".into(),
+                version: 0,
+            })
+            .await
+            .expect("get policy")
+            .into_inner()
+            .policy
+            .expect("a policy in force");
+        let policy = pb::RetentionPolicy {
+            recording_retention_days: days,
+            call_detail_retention_days: current.call_detail_retention_days.max(days),
+            sweep_interval_seconds: sweep_seconds,
+            ..current.clone()
+        };
+        admin
+            .put_policy(pb::PutPolicyRequest {
+                jurisdiction: "US-TX".into(),
+                policy: Some(policy),
+                expected_version: current.version,
+            })
+            .await
+            .expect("put policy");
     }
 
     /// The MetaStore client of node `id`, as a cluster peer.
@@ -668,6 +722,28 @@ impl TestCall {
             },
             chunks: audio,
         }
+    }
+
+    /// The same call, started `seconds` ago (and lasting 30 seconds).
+    pub fn started_ago(mut self, seconds: i64) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs() as i64;
+        self.start.started_at = Some(prost_types::Timestamp {
+            seconds: now - seconds,
+            nanos: 0,
+        });
+        self.end.ended_at = Some(prost_types::Timestamp {
+            seconds: now - seconds + 30,
+            nanos: 0,
+        });
+        self
+    }
+
+    /// The call's audio, as ingested.
+    pub fn audio(&self) -> Vec<u8> {
+        self.chunks.iter().flat_map(|c| c.data.clone()).collect()
     }
 
     /// Every message of the stream, in order.

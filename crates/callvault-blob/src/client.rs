@@ -256,6 +256,24 @@ impl ShardClient {
         Ok(marked)
     }
 
+    /// Removes the chunks of crypto-shredded calls now and rewrites the shard's files; returns
+    /// how many copies it held.
+    pub async fn shred(&self, ids: &[ChunkId]) -> Result<u64, Status> {
+        let mut removed = 0;
+        for batch in ids.chunks(MAX_IDS_PER_REQUEST) {
+            removed += self
+                .inner
+                .clone()
+                .shred(callvault_proto::v1::ShredRequest {
+                    chunk_ids: batch.iter().map(|id| id.as_bytes().to_vec()).collect(),
+                })
+                .await?
+                .into_inner()
+                .removed;
+        }
+        Ok(removed)
+    }
+
     /// Removes chunks marked at least `grace` ago (collection stage 2); returns how many.
     pub async fn collect(&self, grace: Duration) -> Result<u64, Status> {
         Ok(self

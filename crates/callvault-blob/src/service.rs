@@ -202,6 +202,20 @@ impl<S: ChunkStore> BlobShard for BlobShardService<S> {
         Ok(Response::new(MarkDeadResponse { marked }))
     }
 
+    async fn shred(
+        &self,
+        request: Request<callvault_proto::v1::ShredRequest>,
+    ) -> Result<Response<callvault_proto::v1::ShredResponse>, Status> {
+        let ids = parse_ids(&request.get_ref().chunk_ids)?;
+        let removed = self.blocking(move |store| store.shred(&ids)).await?;
+        if removed > 0 {
+            tracing::info!(removed, "shredded chunks of crypto-shredded calls");
+        }
+        Ok(Response::new(callvault_proto::v1::ShredResponse {
+            removed,
+        }))
+    }
+
     async fn collect(
         &self,
         request: Request<CollectRequest>,

@@ -63,6 +63,27 @@ pub fn is_overdue(call: &CallRecord, policy: &RetentionPolicy, now: UnixMillis) 
                 .plus_seconds(policy.sweep_interval_seconds)
 }
 
+/// Checks a hold's review date against the policy: required when the policy says so, not in the
+/// past, and no further than `hold_max_review_days` after `at`.
+pub fn check_review_date(
+    policy: &RetentionPolicy,
+    at: UnixMillis,
+    review_date: Option<UnixMillis>,
+) -> Result<(), String> {
+    match review_date {
+        None if policy.hold_requires_review_date => {
+            Err("the jurisdiction's policy requires a review date for every hold".into())
+        }
+        None => Ok(()),
+        Some(date) if date < at => Err("the review date is in the past".into()),
+        Some(date) if date > at.plus_days(policy.hold_max_review_days) => Err(format!(
+            "the review date is more than {} days away (the policy's limit)",
+            policy.hold_max_review_days
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +151,25 @@ mod tests {
             prop_assert!(!is_overdue(&call, &p, deadline));
             prop_assert!(!is_overdue(&call, &p, deadline.plus_seconds(p.sweep_interval_seconds - 1)));
             prop_assert!(is_overdue(&call, &p, deadline.plus_seconds(p.sweep_interval_seconds)));
+        }
+    }
+
+    proptest! {
+        /// A review date is accepted exactly inside [at, at + max days], and absence only when
+        /// the policy does not require one.
+        #[test]
+        fn review_dates_stay_inside_the_policy_window(
+            at in 0i64..10_000_000_000, offset in -10_000_000_000i64..10_000_000_000,
+            max_days in 1u32..1000, required: bool,
+        ) {
+            let mut p = policy(30);
+            p.hold_max_review_days = max_days;
+            p.hold_requires_review_date = required;
+            let at = UnixMillis(at);
+            let date = UnixMillis(at.0 + offset);
+            let inside = offset >= 0 && offset <= i64::from(max_days) * MILLIS_PER_DAY;
+            prop_assert_eq!(check_review_date(&p, at, Some(date)).is_ok(), inside);
+            prop_assert_eq!(check_review_date(&p, at, None).is_ok(), !required);
         }
     }
 

@@ -12,11 +12,13 @@ use callvault_audit::AuditEvent;
 use crate::audit_log::{self, AuditError, Event};
 use crate::command::{Command, CommandResult, CommitOutcome, Refusal};
 use crate::keys::{self, *};
+use crate::lifecycle::{self, ShredKind};
 use crate::txn::Txn;
 
-/// Most calls one registration purges in a single apply. A number with more past calls than this
-/// in one jurisdiction is purged in several applies by the registration's follow-ups (issue 6);
-/// the bound keeps one apply's write set in memory.
+/// Most calls one registration purges in a single apply: the bound keeps one apply's write set
+/// in memory. A number with more past recordings than this in one jurisdiction is purged in
+/// several applies: registering it again (idempotent) purges the next batch, and the result
+/// says how many were purged.
 pub const MAX_PURGE_PER_APPLY: usize = 100_000;
 
 /// An error reading or decoding the state machine's own data: the store is damaged.
@@ -142,7 +144,7 @@ pub fn counters(txn: &Txn<'_>, jurisdiction: Jurisdiction) -> Result<Counters, A
     }
 }
 
-fn put_counters(txn: &mut Txn<'_>, jurisdiction: Jurisdiction, counters: &Counters) {
+pub(crate) fn put_counters(txn: &mut Txn<'_>, jurisdiction: Jurisdiction, counters: &Counters) {
     txn.put(
         CF_COUNTERS,
         keys::jurisdiction(jurisdiction),
@@ -351,7 +353,59 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
                 ("evidence", evidence.chars().take(200).collect()),
             ],
         },
-        Command::Batch(_) => return None,
+        Command::PlaceHold {
+            jurisdiction,
+            call_id,
+            issuer,
+            case_number,
+            reason,
+            at,
+            ..
+        } => Event {
+            event: AuditEvent::HoldPlaced,
+            time: *at,
+            principal: issuer.clone(),
+            jurisdiction: Some(*jurisdiction),
+            subject: call_id.as_str().to_string(),
+            outcome: match result {
+                CommandResult::HoldPlaced { hold_id } => format!("hold {hold_id} placed"),
+                other => outcome(other),
+            },
+            details: vec![
+                ("case_number", case_number.chars().take(256).collect()),
+                ("reason", reason.chars().take(200).collect()),
+            ],
+        },
+        Command::ReleaseHold {
+            jurisdiction,
+            call_id,
+            hold_id,
+            principal,
+            at,
+            ..
+        } => Event {
+            event: AuditEvent::HoldReleased,
+            time: *at,
+            principal: principal.clone(),
+            jurisdiction: Some(*jurisdiction),
+            subject: call_id.as_str().to_string(),
+            outcome: match result {
+                CommandResult::HoldReleased { purged: true } => {
+                    format!("hold {hold_id} released; sealed privileged recording purged")
+                }
+                CommandResult::HoldReleased { purged: false } => {
+                    format!("hold {hold_id} released")
+                }
+                other => outcome(other),
+            },
+            details: Vec::new(),
+        },
+        // These append their own entries, one per call or per attempt.
+        Command::Expire { .. }
+        | Command::RecordAccess(_)
+        | Command::KeysShredded { .. }
+        | Command::ChunksCollected { .. }
+        | Command::Batch(_) => return None,
     })
 }
 
@@ -403,7 +457,7 @@ fn decide(
             ..
         } => commit_call(txn, call, wrapped_key, chunk_ids, *at, position),
         Command::RegisterPrivileged { entry, fingerprint } => {
-            register_privileged(txn, entry, fingerprint)
+            register_privileged(txn, entry, fingerprint, position)
         }
         Command::RegisterSensitive {
             jurisdiction,
@@ -433,10 +487,63 @@ fn decide(
             call_id,
             &Purge {
                 at: *at,
+                position,
                 reason: PurgeReason::Flagged,
                 principal,
             },
         ),
+        Command::Expire {
+            jurisdiction,
+            as_of,
+            calls,
+        } => lifecycle::expire(txn, *jurisdiction, *as_of, calls, position),
+        Command::PlaceHold {
+            jurisdiction,
+            call_id,
+            issuer,
+            agency,
+            case_number,
+            reason,
+            review_date,
+            at,
+        } => lifecycle::place_hold(
+            txn,
+            &lifecycle::HoldRequest {
+                jurisdiction: *jurisdiction,
+                call_id,
+                issuer,
+                agency,
+                case_number,
+                reason,
+                review_date: *review_date,
+                at: *at,
+            },
+            position,
+        ),
+        Command::ReleaseHold {
+            jurisdiction,
+            call_id,
+            hold_id,
+            principal,
+            agency,
+            at,
+        } => lifecycle::release_hold(
+            txn,
+            *jurisdiction,
+            call_id,
+            *hold_id,
+            principal,
+            agency,
+            *at,
+            position,
+        ),
+        Command::RecordAccess(request) => lifecycle::record_access(txn, request),
+        Command::KeysShredded { node_id, calls, at } => {
+            lifecycle::record_receipts(txn, lifecycle::Receipt::Meta(*node_id), calls, *at)
+        }
+        Command::ChunksCollected { shards, calls, at } => {
+            lifecycle::record_receipts(txn, lifecycle::Receipt::Blob(shards), calls, *at)
+        }
         Command::Batch(_) => unreachable!("batches are unrolled by apply_command"),
     }
 }
@@ -496,10 +603,17 @@ fn commit_call(
                 at,
                 reason: PurgeReason::RegisteredDuringIngest,
             };
-            for id in chunk_ids {
-                txn.put(CF_DEAD_CHUNKS, id.to_vec(), Vec::new());
-            }
+            // The key was in this entry: the shred waits for every replica to purge it.
+            lifecycle::shred(
+                txn,
+                &call_key,
+                ShredKind::Purge,
+                at,
+                position,
+                Some(chunk_ids.to_vec()),
+            )?;
             counters.purged += 1;
+            counters.purges_pending += 1;
             // Listed (as purged) only where the policy keeps call details of privileged calls.
             if policy.policy.privileged_retention == PrivilegedRetention::CallDetail {
                 index_history(txn, &record);
@@ -593,6 +707,7 @@ fn register_privileged(
     txn: &mut Txn<'_>,
     entry: &RegistryEntry,
     fingerprint: &[u8; 32],
+    position: LogPosition,
 ) -> Result<CommandResult, ApplyError> {
     let j = entry.jurisdiction;
     let registry_key = keys::registry(j, entry.number.as_str());
@@ -615,6 +730,7 @@ fn register_privileged(
         let call = CallRecord::decode(&bytes)?;
         let purge = Purge {
             at: entry.registered_at,
+            position,
             reason: PurgeReason::NumberRegistered,
             principal: &entry.registrant,
         };
@@ -646,6 +762,7 @@ fn calls_to_number(
 /// Why and by whom a call is purged.
 struct Purge<'a> {
     at: UnixMillis,
+    position: LogPosition,
     reason: PurgeReason,
     principal: &'a str,
 }
@@ -668,13 +785,15 @@ fn purge_call(
         return Ok(false);
     };
     if !next.lifecycle.has_content() {
-        txn.delete(CF_KEYS, call_key.clone());
-        if let Some(ids) = txn.get(CF_CHUNKS, &call_key)? {
-            for id in ids.chunks_exact(32) {
-                txn.put(CF_DEAD_CHUNKS, id.to_vec(), Vec::new());
-            }
-            txn.delete(CF_CHUNKS, call_key.clone());
-        }
+        lifecycle::shred(
+            txn,
+            &call_key,
+            ShredKind::Purge,
+            purge.at,
+            purge.position,
+            None,
+        )?;
+        counters.purges_pending += 1;
     }
     unindex_call(txn, call);
     if !call.holds.is_empty() {
@@ -682,7 +801,6 @@ fn purge_call(
     }
     counters.live = counters.live.saturating_sub(1);
     counters.purged += 1;
-    counters.purges_pending += 1;
     txn.put(CF_CALLS, call_key, next.encode());
     audit_log::append(
         txn,
@@ -745,7 +863,7 @@ fn flag_privileged(
     Ok(CommandResult::CallFlagged { purged })
 }
 
-fn unindex_call(txn: &mut Txn<'_>, call: &CallRecord) {
+pub(crate) fn unindex_call(txn: &mut Txn<'_>, call: &CallRecord) {
     let j = call.jurisdiction;
     txn.delete(
         CF_BY_START,

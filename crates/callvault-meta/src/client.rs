@@ -204,6 +204,72 @@ impl MetaClient {
             .map_err(|e| corrupt("call record", e))
     }
 
+    /// One call and, when a shred of its content is still waiting for receipts, when that shred
+    /// started (linearizable).
+    pub async fn call_with_shred(
+        &self,
+        jurisdiction: Jurisdiction,
+        call_id: &CallId,
+    ) -> Result<Option<(CallRecord, Option<UnixMillis>)>, Status> {
+        let request = pb::ReadCallRequest {
+            jurisdiction: jurisdiction.code().to_string(),
+            call_id: call_id.as_str().to_string(),
+            local: false,
+        };
+        let r = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.read_call(request).await }
+            })
+            .await?;
+        if r.record.is_empty() {
+            return Ok(None);
+        }
+        let call = CallRecord::decode(&r.record).map_err(|e| corrupt("call record", e))?;
+        Ok(Some((
+            call,
+            r.shred_pending.then_some(UnixMillis(r.shred_started_at_ms)),
+        )))
+    }
+
+    /// A live call's record, wrapped data key and chunk ids (linearizable); `None` when the call
+    /// is unknown or has no readable content.
+    pub async fn content(
+        &self,
+        jurisdiction: Jurisdiction,
+        call_id: &CallId,
+    ) -> Result<Option<crate::reads::LiveContent>, Status> {
+        let request = pb::ReadContentRequest {
+            jurisdiction: jurisdiction.code().to_string(),
+            call_id: call_id.as_str().to_string(),
+        };
+        let r = match self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.read_content(request).await }
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
+            Err(status) => return Err(status),
+        };
+        let call = CallRecord::decode(&r.record).map_err(|e| corrupt("call record", e))?;
+        let chunk_ids = r
+            .chunk_ids
+            .iter()
+            .map(|id| {
+                <[u8; 32]>::try_from(id.as_slice())
+                    .map_err(|_| Status::internal(format!("chunk id of {} bytes", id.len())))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(crate::reads::LiveContent {
+            call,
+            wrapped_key: r.wrapped_key,
+            chunk_ids,
+        }))
+    }
+
     /// A policy version, 0 for the one in force (linearizable).
     pub async fn policy(
         &self,
@@ -254,6 +320,7 @@ impl MetaClient {
             policy: decode_policy(&r.policy)?,
             oldest_live_started_at: r.oldest_live_started_at_ms.map(UnixMillis),
             overdue: r.overdue,
+            purges_overdue: r.purges_overdue,
         })
     }
 

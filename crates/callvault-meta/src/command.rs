@@ -92,6 +92,131 @@ pub enum Command {
     /// Concurrent proposals the leader gathered into one log entry, so one append, one fsync and
     /// one apply serve them all. Applied in order; each has its own result. Never nested.
     Batch(Vec<Command>),
+    /// The retention sweeper's expiry of recordings it read as due at `as_of`. `apply` re-checks
+    /// each call's deadline under the policy in force and its holds.
+    Expire {
+        /// Whose calls.
+        jurisdiction: Jurisdiction,
+        /// The sweep's time: the only clock `apply` sees.
+        as_of: UnixMillis,
+        /// At most [`MAX_EXPIRE_BATCH`] calls.
+        calls: Vec<CallId>,
+    },
+    /// Places a named legal hold on a call. The hold's id is the entry's log index.
+    PlaceHold {
+        /// Whose call.
+        jurisdiction: Jurisdiction,
+        /// Which call.
+        call_id: CallId,
+        /// The principal placing it: it alone, or its agency, may release it.
+        issuer: String,
+        /// The issuer's agency.
+        agency: String,
+        /// The court or agency case.
+        case_number: String,
+        /// Why.
+        reason: String,
+        /// When it must be reviewed.
+        review_date: Option<UnixMillis>,
+        /// When.
+        at: UnixMillis,
+    },
+    /// Releases a hold.
+    ReleaseHold {
+        /// Whose call.
+        jurisdiction: Jurisdiction,
+        /// Which call.
+        call_id: CallId,
+        /// Which hold.
+        hold_id: u64,
+        /// The principal asking.
+        principal: String,
+        /// The principal's agency.
+        agency: String,
+        /// When.
+        at: UnixMillis,
+    },
+    /// A content access attempt, recorded (and decided) before any byte is served.
+    RecordAccess(AccessRequest),
+    /// A meta replica compacted these calls' data keys away and purged its Raft log past the
+    /// entries that carried them.
+    KeysShredded {
+        /// The replica.
+        node_id: u64,
+        /// The calls, at most [`MAX_RECEIPT_BATCH`].
+        calls: Vec<(Jurisdiction, CallId)>,
+        /// When.
+        at: UnixMillis,
+    },
+    /// The blob collector removed these calls' chunks from every shard of the set.
+    ChunksCollected {
+        /// The shards that confirmed the chunks are gone.
+        shards: Vec<String>,
+        /// The calls, at most [`MAX_RECEIPT_BATCH`].
+        calls: Vec<(Jurisdiction, CallId)>,
+        /// When.
+        at: UnixMillis,
+    },
+}
+
+/// Most calls one `Expire` names.
+pub const MAX_EXPIRE_BATCH: usize = 1000;
+/// Most calls one purge receipt names.
+pub const MAX_RECEIPT_BATCH: usize = 1000;
+/// Most shards a blob receipt names.
+pub const MAX_SHARDS: usize = 256;
+/// Longest shard id.
+pub const MAX_SHARD_ID: usize = 64;
+
+/// Per-principal playback limits, from the serving node's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessQuota {
+    /// Calls one principal may play back per clock hour.
+    pub calls_per_hour: u64,
+    /// Audio bytes one principal may play back per clock hour.
+    pub bytes_per_hour: u64,
+}
+
+/// One content access attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequest {
+    /// The jurisdiction asked for.
+    pub jurisdiction: Jurisdiction,
+    /// The call asked for.
+    pub call_id: CallId,
+    /// Who asked.
+    pub principal: String,
+    /// The case the access is for.
+    pub case_number: String,
+    /// Why.
+    pub reason: String,
+    /// Whether the principal holds the elevated role sealed calls need.
+    pub elevated: bool,
+    /// Set when the serving node already refused the request (missing case number, out of
+    /// scope, wrong role): recorded as a denial, nothing else is decided.
+    pub denial: Option<String>,
+    /// The limits to charge against.
+    pub quota: AccessQuota,
+    /// When.
+    pub at: UnixMillis,
+}
+
+/// What `apply` decided about a content access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessDecision {
+    /// Serve it.
+    Allowed {
+        /// A sealed call, read with the elevated role: an alert.
+        sealed: bool,
+    },
+    /// Refused by the serving node (the reason it gave).
+    Refused(String),
+    /// No readable call by that id in the jurisdiction (unknown, purged or expired).
+    NotFound,
+    /// A sealed call and the principal lacks the elevated role.
+    SealedNeedsElevation,
+    /// Over the per-principal hourly quota.
+    QuotaExceeded,
 }
 
 /// What happened to a committed call.
@@ -126,6 +251,16 @@ pub enum Refusal {
     Invalid(String),
     /// The command names a call that does not exist.
     NoSuchCall,
+    /// No hold with that id on the call.
+    HoldNotFound,
+    /// Only a hold's issuer or its agency may release it.
+    NotIssuer,
+    /// The call has no content any more (expired, purged, blocked).
+    NotLive,
+    /// The call carries the most holds it may.
+    TooManyHolds,
+    /// The hold's review date breaks the policy.
+    ReviewDate(String),
 }
 
 /// The result of applying one command (or a blank or membership entry).
@@ -165,6 +300,35 @@ pub enum CommandResult {
     Refused(Refusal),
     /// The results of a [`Command::Batch`], in order.
     Batch(Vec<CommandResult>),
+    /// An expiry batch applied.
+    Expired {
+        /// Recordings shredded.
+        expired: u32,
+        /// Calls left alone: not due under the policy in force, held, or already gone.
+        skipped: u32,
+    },
+    /// A hold was placed.
+    HoldPlaced {
+        /// Its id (the entry's log index).
+        hold_id: u64,
+    },
+    /// A hold was released.
+    HoldReleased {
+        /// True when the release let a privileged recording kept under seal be purged.
+        purged: bool,
+    },
+    /// A content access was decided and recorded.
+    AccessDecided {
+        /// The decision.
+        decision: AccessDecision,
+        /// The access record's sequence number in the audit log.
+        record: u64,
+    },
+    /// Purge receipts were recorded.
+    ReceiptsRecorded {
+        /// Shreds that became complete with them.
+        completed: u32,
+    },
 }
 
 const COMMAND_VERSION: u8 = 1;
@@ -249,6 +413,83 @@ impl VersionedRecord for Command {
                 for command in commands {
                     w.blob(&command.encode());
                 }
+            }
+            Command::Expire {
+                jurisdiction,
+                as_of,
+                calls,
+            } => {
+                w.u8(7)
+                    .u8(jurisdiction.index())
+                    .i64(as_of.0)
+                    .u32(calls.len() as u32);
+                for call in calls {
+                    w.str(call.as_str());
+                }
+            }
+            Command::PlaceHold {
+                jurisdiction,
+                call_id,
+                issuer,
+                agency,
+                case_number,
+                reason,
+                review_date,
+                at,
+            } => {
+                w.u8(8)
+                    .u8(jurisdiction.index())
+                    .str(call_id.as_str())
+                    .str(issuer)
+                    .str(agency)
+                    .str(case_number)
+                    .str(reason)
+                    .bool(review_date.is_some())
+                    .i64(review_date.map_or(0, |t| t.0))
+                    .i64(at.0);
+            }
+            Command::ReleaseHold {
+                jurisdiction,
+                call_id,
+                hold_id,
+                principal,
+                agency,
+                at,
+            } => {
+                w.u8(9)
+                    .u8(jurisdiction.index())
+                    .str(call_id.as_str())
+                    .u64(*hold_id)
+                    .str(principal)
+                    .str(agency)
+                    .i64(at.0);
+            }
+            Command::RecordAccess(a) => {
+                w.u8(10)
+                    .u8(a.jurisdiction.index())
+                    .str(a.call_id.as_str())
+                    .str(&a.principal)
+                    .str(&a.case_number)
+                    .str(&a.reason)
+                    .bool(a.elevated)
+                    .bool(a.denial.is_some())
+                    .str(a.denial.as_deref().unwrap_or(""))
+                    .u64(a.quota.calls_per_hour)
+                    .u64(a.quota.bytes_per_hour)
+                    .i64(a.at.0);
+            }
+            Command::KeysShredded { node_id, calls, at } => {
+                w.u8(11).u64(*node_id);
+                write_calls(&mut w, calls);
+                w.i64(at.0);
+            }
+            Command::ChunksCollected { shards, calls, at } => {
+                w.u8(12).u32(shards.len() as u32);
+                for shard in shards {
+                    w.str(shard);
+                }
+                write_calls(&mut w, calls);
+                w.i64(at.0);
             }
         }
         w.finish()
@@ -339,11 +580,115 @@ impl VersionedRecord for Command {
                     at: UnixMillis(r.i64()?),
                 }
             }
+            7 => {
+                let jurisdiction = read_jurisdiction(&mut r)?;
+                let as_of = UnixMillis(r.i64()?);
+                let count = r.u32()? as usize;
+                if count > MAX_EXPIRE_BATCH {
+                    return Err(r.invalid("calls", format!("{count} calls")));
+                }
+                let mut calls = Vec::with_capacity(count);
+                for _ in 0..count {
+                    calls.push(read_call_id(&mut r)?);
+                }
+                Command::Expire {
+                    jurisdiction,
+                    as_of,
+                    calls,
+                }
+            }
+            8 => Command::PlaceHold {
+                jurisdiction: read_jurisdiction(&mut r)?,
+                call_id: read_call_id(&mut r)?,
+                issuer: r.str("issuer", MAX_PRINCIPAL)?,
+                agency: r.str("agency", MAX_PRINCIPAL)?,
+                case_number: r.str("case_number", MAX_HOLD_TEXT_BYTES)?,
+                reason: r.str("reason", MAX_TEXT)?,
+                review_date: {
+                    let present = r.bool("review_date")?;
+                    let at = UnixMillis(r.i64()?);
+                    present.then_some(at)
+                },
+                at: UnixMillis(r.i64()?),
+            },
+            9 => Command::ReleaseHold {
+                jurisdiction: read_jurisdiction(&mut r)?,
+                call_id: read_call_id(&mut r)?,
+                hold_id: r.u64()?,
+                principal: r.str("principal", MAX_PRINCIPAL)?,
+                agency: r.str("agency", MAX_PRINCIPAL)?,
+                at: UnixMillis(r.i64()?),
+            },
+            10 => Command::RecordAccess(AccessRequest {
+                jurisdiction: read_jurisdiction(&mut r)?,
+                call_id: read_call_id(&mut r)?,
+                principal: r.str("principal", MAX_PRINCIPAL)?,
+                case_number: r.str("case_number", MAX_HOLD_TEXT_BYTES)?,
+                reason: r.str("reason", MAX_TEXT)?,
+                elevated: r.bool("elevated")?,
+                denial: {
+                    let present = r.bool("denial")?;
+                    let text = r.str("denial", MAX_TEXT)?;
+                    present.then_some(text)
+                },
+                quota: AccessQuota {
+                    calls_per_hour: r.u64()?,
+                    bytes_per_hour: r.u64()?,
+                },
+                at: UnixMillis(r.i64()?),
+            }),
+            11 => Command::KeysShredded {
+                node_id: r.u64()?,
+                calls: read_calls(&mut r)?,
+                at: UnixMillis(r.i64()?),
+            },
+            12 => {
+                let count = r.u32()? as usize;
+                if count > MAX_SHARDS {
+                    return Err(r.invalid("shards", format!("{count} shards")));
+                }
+                let mut shards = Vec::with_capacity(count);
+                for _ in 0..count {
+                    shards.push(r.str("shard", MAX_SHARD_ID)?);
+                }
+                Command::ChunksCollected {
+                    shards,
+                    calls: read_calls(&mut r)?,
+                    at: UnixMillis(r.i64()?),
+                }
+            }
             tag => return Err(r.invalid("command", format!("unknown tag {tag}"))),
         };
         r.finish()?;
         Ok(command)
     }
+}
+
+/// Longest hold case number, in bytes (the core limit is in characters).
+const MAX_HOLD_TEXT_BYTES: usize = callvault_core::call::MAX_HOLD_TEXT * 4;
+
+fn read_call_id(r: &mut Reader<'_>) -> Result<CallId, DecodeError> {
+    let text = r.str("call_id", callvault_core::call::MAX_CALL_ID_LEN)?;
+    CallId::new(&text).map_err(|e| r.invalid("call_id", e.to_string()))
+}
+
+fn write_calls(w: &mut Writer, calls: &[(Jurisdiction, CallId)]) {
+    w.u32(calls.len() as u32);
+    for (jurisdiction, call_id) in calls {
+        w.u8(jurisdiction.index()).str(call_id.as_str());
+    }
+}
+
+fn read_calls(r: &mut Reader<'_>) -> Result<Vec<(Jurisdiction, CallId)>, DecodeError> {
+    let count = r.u32()? as usize;
+    if count > MAX_RECEIPT_BATCH {
+        return Err(r.invalid("calls", format!("{count} calls")));
+    }
+    let mut calls = Vec::with_capacity(count);
+    for _ in 0..count {
+        calls.push((read_jurisdiction(r)?, read_call_id(r)?));
+    }
+    Ok(calls)
 }
 
 fn read_jurisdiction(r: &mut Reader<'_>) -> Result<Jurisdiction, DecodeError> {
@@ -362,6 +707,12 @@ impl Command {
             Command::RegisterSensitive { .. } => "register_sensitive",
             Command::FlagPrivileged { .. } => "flag_privileged",
             Command::Batch(_) => "batch",
+            Command::Expire { .. } => "expire",
+            Command::PlaceHold { .. } => "place_hold",
+            Command::ReleaseHold { .. } => "release_hold",
+            Command::RecordAccess(_) => "record_access",
+            Command::KeysShredded { .. } => "keys_shredded",
+            Command::ChunksCollected { .. } => "chunks_collected",
         }
     }
 
@@ -443,6 +794,11 @@ impl VersionedRecord for CommandResult {
                     Refusal::CallIdPurged => w.u8(4),
                     Refusal::Invalid(reason) => w.u8(5).str(reason),
                     Refusal::NoSuchCall => w.u8(6),
+                    Refusal::HoldNotFound => w.u8(7),
+                    Refusal::NotIssuer => w.u8(8),
+                    Refusal::NotLive => w.u8(9),
+                    Refusal::TooManyHolds => w.u8(10),
+                    Refusal::ReviewDate(reason) => w.u8(11).str(reason),
                 };
             }
             CommandResult::SensitiveRegistered => {
@@ -450,6 +806,29 @@ impl VersionedRecord for CommandResult {
             }
             CommandResult::CallFlagged { purged } => {
                 w.u8(7).bool(*purged);
+            }
+            CommandResult::Expired { expired, skipped } => {
+                w.u8(8).u32(*expired).u32(*skipped);
+            }
+            CommandResult::HoldPlaced { hold_id } => {
+                w.u8(9).u64(*hold_id);
+            }
+            CommandResult::HoldReleased { purged } => {
+                w.u8(10).bool(*purged);
+            }
+            CommandResult::AccessDecided { decision, record } => {
+                w.u8(11);
+                match decision {
+                    AccessDecision::Allowed { sealed } => w.u8(0).bool(*sealed),
+                    AccessDecision::Refused(reason) => w.u8(1).str(reason),
+                    AccessDecision::NotFound => w.u8(2),
+                    AccessDecision::SealedNeedsElevation => w.u8(3),
+                    AccessDecision::QuotaExceeded => w.u8(4),
+                };
+                w.u64(*record);
+            }
+            CommandResult::ReceiptsRecorded { completed } => {
+                w.u8(12).u32(*completed);
             }
             CommandResult::Batch(results) => {
                 w.u8(5).u32(results.len() as u32);
@@ -495,6 +874,11 @@ impl VersionedRecord for CommandResult {
                 4 => Refusal::CallIdPurged,
                 5 => Refusal::Invalid(r.str("reason", 1024)?),
                 6 => Refusal::NoSuchCall,
+                7 => Refusal::HoldNotFound,
+                8 => Refusal::NotIssuer,
+                9 => Refusal::NotLive,
+                10 => Refusal::TooManyHolds,
+                11 => Refusal::ReviewDate(r.str("reason", 1024)?),
                 t => return Err(r.invalid("refusal", format!("unknown tag {t}"))),
             }),
             5 => {
@@ -511,6 +895,33 @@ impl VersionedRecord for CommandResult {
             6 => CommandResult::SensitiveRegistered,
             7 => CommandResult::CallFlagged {
                 purged: r.bool("purged")?,
+            },
+            8 => CommandResult::Expired {
+                expired: r.u32()?,
+                skipped: r.u32()?,
+            },
+            9 => CommandResult::HoldPlaced { hold_id: r.u64()? },
+            10 => CommandResult::HoldReleased {
+                purged: r.bool("purged")?,
+            },
+            11 => {
+                let decision = match r.u8()? {
+                    0 => AccessDecision::Allowed {
+                        sealed: r.bool("sealed")?,
+                    },
+                    1 => AccessDecision::Refused(r.str("reason", MAX_TEXT)?),
+                    2 => AccessDecision::NotFound,
+                    3 => AccessDecision::SealedNeedsElevation,
+                    4 => AccessDecision::QuotaExceeded,
+                    t => return Err(r.invalid("decision", format!("unknown tag {t}"))),
+                };
+                CommandResult::AccessDecided {
+                    decision,
+                    record: r.u64()?,
+                }
+            }
+            12 => CommandResult::ReceiptsRecorded {
+                completed: r.u32()?,
             },
             t => return Err(r.invalid("result", format!("unknown tag {t}"))),
         };
@@ -619,7 +1030,56 @@ pub(crate) mod tests {
                 at: UnixMillis(8),
             },
         ];
-        for c in commands {
+        let lifecycle = [
+            Command::Expire {
+                jurisdiction: Jurisdiction::Tx,
+                as_of: UnixMillis(1_000),
+                calls: vec![CallId::new("c-1").unwrap(), CallId::new("c-2").unwrap()],
+            },
+            Command::PlaceHold {
+                jurisdiction: Jurisdiction::Tx,
+                call_id: CallId::new("c-1").unwrap(),
+                issuer: "tx-da".into(),
+                agency: "tx-da-office".into(),
+                case_number: "2026-CR-17".into(),
+                reason: "trial".into(),
+                review_date: Some(UnixMillis(99)),
+                at: UnixMillis(5),
+            },
+            Command::ReleaseHold {
+                jurisdiction: Jurisdiction::Tx,
+                call_id: CallId::new("c-1").unwrap(),
+                hold_id: 17,
+                principal: "tx-da".into(),
+                agency: "tx-da-office".into(),
+                at: UnixMillis(6),
+            },
+            Command::RecordAccess(AccessRequest {
+                jurisdiction: Jurisdiction::Ca,
+                call_id: CallId::new("c-3").unwrap(),
+                principal: "ca-agency".into(),
+                case_number: String::new(),
+                reason: "review".into(),
+                elevated: true,
+                denial: Some("a case number is required".into()),
+                quota: AccessQuota {
+                    calls_per_hour: 10,
+                    bytes_per_hour: 1 << 30,
+                },
+                at: UnixMillis(7),
+            }),
+            Command::KeysShredded {
+                node_id: 3,
+                calls: vec![(Jurisdiction::Tx, CallId::new("c-1").unwrap())],
+                at: UnixMillis(8),
+            },
+            Command::ChunksCollected {
+                shards: vec!["shard-a".into(), "shard-b".into()],
+                calls: vec![(Jurisdiction::Ut, CallId::new("c-4").unwrap())],
+                at: UnixMillis(9),
+            },
+        ];
+        for c in commands.into_iter().chain(lifecycle) {
             assert_eq!(Command::decode(&c.encode()), Ok(c));
         }
         let results = [
@@ -637,6 +1097,27 @@ pub(crate) mod tests {
             CommandResult::Refused(Refusal::NoSuchCall),
             CommandResult::SensitiveRegistered,
             CommandResult::CallFlagged { purged: true },
+            CommandResult::Expired {
+                expired: 3,
+                skipped: 1,
+            },
+            CommandResult::HoldPlaced { hold_id: 42 },
+            CommandResult::HoldReleased { purged: true },
+            CommandResult::AccessDecided {
+                decision: AccessDecision::Allowed { sealed: true },
+                record: 9,
+            },
+            CommandResult::AccessDecided {
+                decision: AccessDecision::Refused("no case".into()),
+                record: 10,
+            },
+            CommandResult::AccessDecided {
+                decision: AccessDecision::QuotaExceeded,
+                record: 11,
+            },
+            CommandResult::Refused(Refusal::ReviewDate("required".into())),
+            CommandResult::Refused(Refusal::NotIssuer),
+            CommandResult::ReceiptsRecorded { completed: 2 },
             CommandResult::Batch(vec![
                 CommandResult::PolicyPut { version: 1 },
                 CommandResult::Refused(Refusal::NoPolicy),

@@ -34,8 +34,12 @@ pub const CF_KEYS: &str = "keys";
 pub const CF_COMMITS: &str = "commits";
 /// Chunk ids of each call: `jur | call id` → 32-byte ids.
 pub const CF_CHUNKS: &str = "chunks";
-/// Chunks of purged or expired calls awaiting collection: `chunk id` → ∅.
+/// Unused since shred records carry their chunk ids; kept so existing stores open unchanged.
 pub const CF_DEAD_CHUNKS: &str = "dead_chunks";
+/// Crypto-shreds awaiting receipts: `jur | call id` → `ShredRecord`.
+pub const CF_SHREDS: &str = "shreds";
+/// Playback use per principal in the current hour: `principal` → `QuotaUse`.
+pub const CF_QUOTAS: &str = "quotas";
 /// Per-jurisdiction counters: `jur` → `Counters`.
 pub const CF_COUNTERS: &str = "counters";
 /// The applied log id and the membership.
@@ -57,6 +61,8 @@ pub const STATE_MACHINE_CFS: &[&str] = &[
     CF_CHUNKS,
     CF_COMMITS,
     CF_DEAD_CHUNKS,
+    CF_SHREDS,
+    CF_QUOTAS,
     CF_COUNTERS,
     crate::audit_log::CF_AUDIT_ENTRIES,
     crate::audit_log::CF_AUDIT_TREE,

@@ -19,6 +19,7 @@ pub mod client;
 pub mod command;
 pub mod convert;
 pub mod keys;
+pub mod lifecycle;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -89,6 +89,23 @@ impl LogStore {
         Ok(LogStore { db, syncer })
     }
 
+    /// Makes purged entries physically unreadable: flushes the log (its write-ahead log, which
+    /// carried the entries, becomes obsolete) and rewrites the entries' range to the bottom level,
+    /// dropping them and the range tombstone. Call after the log was purged through `index`.
+    pub fn compact_purged(&self, index: u64) -> Result<(), rocksdb::Error> {
+        let logs = self.cf(CF_LOGS);
+        let meta = self.cf(CF_LOG_META);
+        self.db
+            .flush_cfs_opt(&[logs, meta], &rocksdb::FlushOptions::default())?;
+        self.db.flush_wal(true)?;
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        let end = index_key(index.saturating_add(1));
+        self.db
+            .compact_range_cf_opt(logs, None::<&[u8]>, Some(&end[..]), &options);
+        Ok(())
+    }
+
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(name)

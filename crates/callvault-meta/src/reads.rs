@@ -13,6 +13,7 @@ use rocksdb::{DB, Direction, IteratorMode};
 
 use crate::apply::{self, ApplyError, Counters, LogPosition};
 use crate::keys::{self, *};
+use crate::lifecycle::{ShredKind, ShredRecord};
 use crate::txn::Txn;
 
 /// Largest page a listing returns.
@@ -138,7 +139,14 @@ pub struct JurisdictionStatus {
     /// Live, unheld recordings past deadline plus one sweep interval at `as_of` (capped at
     /// [`OVERDUE_COUNT_CAP`]).
     pub overdue: u64,
+    /// Purges still pending [`PURGE_DEADLINE_MS`] after they started (capped at
+    /// [`OVERDUE_COUNT_CAP`]): an alarm.
+    pub purges_overdue: u64,
 }
+
+/// How long a purge may take, from the apply that shredded the key to the last replica's
+/// receipt, before it is an alarm.
+pub const PURGE_DEADLINE_MS: i64 = 15 * 60_000;
 
 /// The status of `jurisdiction` as of `as_of` (the caller's clock: reads may use one).
 pub fn jurisdiction_status(
@@ -181,12 +189,167 @@ pub fn jurisdiction_status(
             overdue += 1;
         }
     }
+    let mut purges_overdue = 0;
+    for item in db.iterator_cf(
+        cf(db, CF_SHREDS),
+        IteratorMode::From(&prefix, Direction::Forward),
+    ) {
+        let (key, value) = item?;
+        if !key.starts_with(&prefix) || purges_overdue >= OVERDUE_COUNT_CAP {
+            break;
+        }
+        let record = ShredRecord::decode(&value)?;
+        if record.kind == ShredKind::Purge && as_of.0 - record.started_at.0 > PURGE_DEADLINE_MS {
+            purges_overdue += 1;
+        }
+    }
     Ok(JurisdictionStatus {
         counters,
         policy,
         oldest_live_started_at,
         overdue,
+        purges_overdue,
     })
+}
+
+/// Up to `limit` recordings of `jurisdiction` due for expiry at `as_of` under `policy`, oldest
+/// first. Held recordings are not in the expiry index, so every one returned is due unless a
+/// hold or a purge lands before the `Expire` applies (and `apply` re-checks).
+pub fn due_for_expiry(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    as_of: UnixMillis,
+    policy: &callvault_core::RetentionPolicy,
+    limit: usize,
+) -> Result<Vec<CallId>, ReadError> {
+    let prefix = keys::jurisdiction(jurisdiction);
+    let mut due = Vec::new();
+    for item in db.iterator_cf(
+        cf(db, CF_BY_START),
+        IteratorMode::From(&prefix, Direction::Forward),
+    ) {
+        let (key, _) = item?;
+        if !key.starts_with(&prefix) || due.len() >= limit {
+            break;
+        }
+        let Some(time) = key.get(prefix.len()..prefix.len() + 8) else {
+            continue;
+        };
+        let started_at =
+            UnixMillis((u64::from_be_bytes(time.try_into().expect("8 bytes")) ^ (1 << 63)) as i64);
+        if callvault_core::retention::recording_deadline(started_at, policy) > as_of {
+            break;
+        }
+        let id = String::from_utf8_lossy(&key[prefix.len() + 8..]).into_owned();
+        if let Ok(call_id) = CallId::new(&id) {
+            due.push(call_id);
+        }
+    }
+    Ok(due)
+}
+
+/// A shred in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingShred {
+    /// Whose call.
+    pub jurisdiction: Jurisdiction,
+    /// Which call.
+    pub call_id: CallId,
+    /// Its progress.
+    pub record: ShredRecord,
+}
+
+/// Up to `limit` shreds in progress, after the `after` key (`jur | call id`) if given, with the
+/// key to continue from.
+pub fn pending_shreds(
+    db: &DB,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<PendingShred>, Option<Vec<u8>>), ReadError> {
+    let mode = match after {
+        Some(key) => IteratorMode::From(key, Direction::Forward),
+        None => IteratorMode::Start,
+    };
+    let mut shreds = Vec::new();
+    let mut last = None;
+    for item in db.iterator_cf(cf(db, CF_SHREDS), mode) {
+        let (key, value) = item?;
+        if Some(&key[..]) == after {
+            continue;
+        }
+        if shreds.len() >= limit {
+            return Ok((shreds, last));
+        }
+        let (Some(&index), Some(id)) = (key.first(), key.get(1..)) else {
+            continue;
+        };
+        let (Some(jurisdiction), Ok(call_id)) = (
+            Jurisdiction::from_index(index),
+            CallId::new(&String::from_utf8_lossy(id)),
+        ) else {
+            continue;
+        };
+        last = Some(key.to_vec());
+        shreds.push(PendingShred {
+            jurisdiction,
+            call_id,
+            record: ShredRecord::decode(&value)?,
+        });
+    }
+    Ok((shreds, None))
+}
+
+/// What playback needs of a live call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveContent {
+    /// The call.
+    pub call: CallRecord,
+    /// Its data key, wrapped by the jurisdiction's key.
+    pub wrapped_key: Vec<u8>,
+    /// Its chunks, in order.
+    pub chunk_ids: Vec<[u8; 32]>,
+}
+
+/// What playback needs of a live call: the record, its wrapped data key and its chunks.
+pub fn content(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    call_id: &CallId,
+) -> Result<Option<LiveContent>, ReadError> {
+    let txn = Txn::new(db);
+    let call_key = keys::call(jurisdiction, call_id);
+    let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
+        return Ok(None);
+    };
+    let call = CallRecord::decode(&bytes)?;
+    if !call.content_readable() {
+        return Ok(None);
+    }
+    let (Some(key), Some(chunks)) = (txn.get(CF_KEYS, &call_key)?, txn.get(CF_CHUNKS, &call_key)?)
+    else {
+        return Ok(None);
+    };
+    let chunk_ids = chunks
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32-byte chunks"))
+        .collect();
+    Ok(Some(LiveContent {
+        call,
+        wrapped_key: key,
+        chunk_ids,
+    }))
+}
+
+/// The shred in progress for a call, if any.
+pub fn shred_of(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    call_id: &CallId,
+) -> Result<Option<ShredRecord>, ReadError> {
+    Ok(crate::lifecycle::shred_record(
+        &Txn::new(db),
+        &keys::call(jurisdiction, call_id),
+    )?)
 }
 
 /// `jur | call id` from a time-ordered index key `prefix | time | call id`.

@@ -312,7 +312,41 @@ impl pb::meta_store_server::MetaStore for MetaService {
             .chunks_exact(32)
             .map(<[u8]>::to_vec)
             .collect();
-        Ok(Response::new(pb::ReadCallResponse { record, chunk_ids }))
+        let shred = crate::lifecycle::shred_record(&txn, &key).map_err(internal)?;
+        Ok(Response::new(pb::ReadCallResponse {
+            record,
+            chunk_ids,
+            shred_pending: shred.is_some(),
+            shred_started_at_ms: shred.map_or(0, |s| s.started_at.0),
+        }))
+    }
+
+    async fn read_content(
+        &self,
+        request: Request<pb::ReadContentRequest>,
+    ) -> Result<Response<pb::ReadContentResponse>, Status> {
+        let r = request.into_inner();
+        let jurisdiction = parse_jurisdiction(&r.jurisdiction)?;
+        let call_id =
+            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Always linearizable: content must never be served from a replica that has not yet
+        // applied the purge or expiry.
+        if let Some(channel) = self.linearizable_or_leader().await? {
+            return MetaStoreClient::new(channel).read_content(r).await;
+        }
+        let db = self.state_machine.db();
+        match crate::reads::content(&db, jurisdiction, &call_id).map_err(internal)? {
+            None => Err(Status::not_found(format!(
+                "no readable content for call {} in {}",
+                call_id.as_str(),
+                jurisdiction.code()
+            ))),
+            Some(content) => Ok(Response::new(pb::ReadContentResponse {
+                record: callvault_core::codec::VersionedRecord::encode(&content.call),
+                wrapped_key: content.wrapped_key,
+                chunk_ids: content.chunk_ids.iter().map(|id| id.to_vec()).collect(),
+            })),
+        }
     }
 
     async fn read_counters(
@@ -341,6 +375,7 @@ impl pb::meta_store_server::MetaStore for MetaService {
             policy: status.policy.map(|p| p.encode()).unwrap_or_default(),
             oldest_live_started_at_ms: status.oldest_live_started_at.map(|t| t.0),
             overdue: status.overdue,
+            purges_overdue: status.purges_overdue,
         }))
     }
 

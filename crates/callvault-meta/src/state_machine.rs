@@ -68,6 +68,8 @@ struct Shared {
     db: RwLock<(u64, Arc<DB>)>,
     /// Serializes snapshot builds and installs, which both replace the current snapshot file.
     snapshot_lock: tokio::sync::Mutex<u64>,
+    /// The number of the last snapshot build that finished (numbers count up as builds start).
+    last_built: std::sync::atomic::AtomicU64,
 }
 
 /// The state machine. Cheap to clone: clones share the database (one of them is openraft's).
@@ -133,6 +135,7 @@ impl StateMachineStore {
                 snapshot_dir,
                 db: RwLock::new((generation, Arc::new(db))),
                 snapshot_lock: tokio::sync::Mutex::new(0),
+                last_built: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -167,6 +170,38 @@ impl StateMachineStore {
             None => StoredMembership::default(),
         };
         Ok((applied, membership))
+    }
+
+    /// The number the next snapshot build will have, minus one: a build numbered higher than
+    /// this value started after the call.
+    pub async fn snapshot_builds_started(&self) -> u64 {
+        *self.shared.snapshot_lock.lock().await
+    }
+
+    /// The number of the last snapshot build that finished.
+    pub fn last_snapshot_built(&self) -> u64 {
+        self.shared
+            .last_built
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Makes deleted data keys physically unreadable: flushes every column family (so the
+    /// write-ahead log that carried the keys becomes obsolete and is deleted) and rewrites the
+    /// key family down to the bottom level, dropping the deleted values and their tombstones.
+    pub fn compact_shredded_keys(&self) -> Result<(), rocksdb::Error> {
+        let db = self.db();
+        let cfs: Vec<_> = STATE_MACHINE_CFS
+            .iter()
+            .map(|name| db.cf_handle(name).expect("created at open"))
+            .collect();
+        db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        db.flush_wal(true)?;
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        options.set_exclusive_manual_compaction(false);
+        let keys = db.cf_handle(crate::keys::CF_KEYS).expect("created at open");
+        db.compact_range_cf_opt(keys, None::<&[u8]>, None::<&[u8]>, &options);
+        Ok(())
     }
 
     /// BLAKE3 over every key and value of the state-machine column families except the applied
@@ -221,6 +256,9 @@ impl StateMachineStore {
         tokio::task::spawn_blocking(move || this.build_blocking(build_number))
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
+        self.shared
+            .last_built
+            .store(build_number, std::sync::atomic::Ordering::SeqCst);
         self.open_current_snapshot()?
             .ok_or_else(|| snap_err(ErrorVerb::Read, std::io::Error::other("snapshot vanished")))
     }

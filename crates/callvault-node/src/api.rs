@@ -200,6 +200,32 @@ fn page_token(token: &str) -> Result<Vec<u8>, Status> {
         .map_err(|_| Status::invalid_argument("page_token is not one this service issued"))
 }
 
+/// The status for a refused hold placement or release.
+fn hold_refusal(refusal: Refusal, j: Jurisdiction, call_id: &str) -> Status {
+    match refusal {
+        Refusal::NoSuchCall => no_call(j, call_id),
+        Refusal::HoldNotFound => Status::not_found(format!(
+            "call {}/{call_id} has no hold with that id",
+            j.code()
+        )),
+        Refusal::NotIssuer => Status::permission_denied(
+            "only the principal that placed the hold, or its agency, may release it",
+        ),
+        Refusal::NotLive => Status::failed_precondition(
+            "the call has no recording left to hold (expired, purged or never recorded)",
+        ),
+        Refusal::TooManyHolds => Status::failed_precondition(format!(
+            "the call already carries {} holds",
+            callvault_core::call::MAX_HOLDS_PER_CALL
+        )),
+        Refusal::ReviewDate(reason) => Status::invalid_argument(format!("review_date: {reason}")),
+        Refusal::NoPolicy => {
+            Status::failed_precondition(format!("{} has no retention policy", j.code()))
+        }
+        other => Status::internal(format!("hold refused: {other:?}")),
+    }
+}
+
 fn unexpected(result: CommandResult) -> Status {
     Status::internal(format!(
         "unexpected result from the metadata store: {result:?}"
@@ -255,6 +281,7 @@ impl pb::query_server::Query for ApiService {
                 .map(|(t, p)| timestamp(recording_deadline(t, &p.policy))),
             recording_retention_days: policy.map_or(0, |p| p.policy.recording_retention_days),
             overdue: status.overdue,
+            purges_overdue: status.purges_overdue,
         }))
     }
 
@@ -271,7 +298,7 @@ impl pb::query_server::Query for ApiService {
         if !may_read_calls(&who, j) {
             return Err(no_call(j, &r.call_id));
         }
-        let Some(call) = self.meta.call(j, &call_id).await? else {
+        let Some((call, shred_started)) = self.meta.call_with_shred(j, &call_id).await? else {
             return Err(no_call(j, &r.call_id));
         };
         let policy = self.meta.policy(j, 0).await?;
@@ -288,9 +315,12 @@ impl pb::query_server::Query for ApiService {
             reason: reason(&call, policy.as_ref()),
             holds: call.holds.len() as u32,
             purge_progress: match call.lifecycle {
-                Lifecycle::Purged { .. } | Lifecycle::PrivilegedUnderSeal { .. } => {
+                // Kept sealed by a court order: the purge has not started.
+                Lifecycle::PrivilegedUnderSeal { .. } => pb::PurgeProgress::Pending,
+                Lifecycle::Purged { .. } | Lifecycle::Expired { .. } if shred_started.is_some() => {
                     pb::PurgeProgress::Pending
                 }
+                Lifecycle::Purged { .. } | Lifecycle::Expired { .. } => pb::PurgeProgress::Done,
                 _ => pb::PurgeProgress::Unspecified,
             } as i32,
             policy_version: policy.map_or(call.committed_under_policy, |p| p.version),
@@ -558,19 +588,73 @@ impl pb::admin_server::Admin for ApiService {
 
     async fn place_hold(
         &self,
-        _request: Request<pb::PlaceHoldRequest>,
+        request: Request<pb::PlaceHoldRequest>,
     ) -> Result<Response<pb::PlaceHoldResponse>, Status> {
-        Err(Status::unimplemented(
-            "legal holds are not served by this version of callvault yet",
-        ))
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        let call_id =
+            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        who.require_role(&[AccessRole::Agency])?;
+        // Another jurisdiction's call is indistinguishable from no call.
+        if !who.may(AccessRole::Agency, j) {
+            return Err(no_call(j, &r.call_id));
+        }
+        let case_number = text("case_number", &r.case_number, true)?;
+        if case_number.chars().count() > callvault_core::call::MAX_HOLD_TEXT {
+            return Err(Status::invalid_argument(format!(
+                "case_number is longer than {} characters",
+                callvault_core::call::MAX_HOLD_TEXT
+            )));
+        }
+        let command = Command::PlaceHold {
+            jurisdiction: j,
+            call_id,
+            issuer: who.name.clone(),
+            agency: who.agency.clone(),
+            case_number,
+            reason: text("reason", &r.reason, true)?,
+            review_date: r.review_date.as_ref().map(millis).transpose()?,
+            at: now(),
+        };
+        match self.meta.propose(&command).await?.1 {
+            CommandResult::HoldPlaced { hold_id } => Ok(Response::new(pb::PlaceHoldResponse {
+                hold_id: hold_id.to_string(),
+            })),
+            CommandResult::Refused(refusal) => Err(hold_refusal(refusal, j, &r.call_id)),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn release_hold(
         &self,
-        _request: Request<pb::ReleaseHoldRequest>,
+        request: Request<pb::ReleaseHoldRequest>,
     ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
-        Err(Status::unimplemented(
-            "legal holds are not served by this version of callvault yet",
-        ))
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        let call_id =
+            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let hold_id: u64 =
+            r.hold_id.trim().parse().map_err(|_| {
+                Status::invalid_argument("hold_id is the number PlaceHold returned")
+            })?;
+        who.require_role(&[AccessRole::Agency])?;
+        if !who.may(AccessRole::Agency, j) {
+            return Err(no_call(j, &r.call_id));
+        }
+        let command = Command::ReleaseHold {
+            jurisdiction: j,
+            call_id,
+            hold_id,
+            principal: who.name.clone(),
+            agency: who.agency.clone(),
+            at: now(),
+        };
+        match self.meta.propose(&command).await?.1 {
+            CommandResult::HoldReleased { .. } => Ok(Response::new(pb::ReleaseHoldResponse {})),
+            CommandResult::Refused(refusal) => Err(hold_refusal(refusal, j, &r.call_id)),
+            other => Err(unexpected(other)),
+        }
     }
 }

@@ -65,6 +65,11 @@ pub struct Principal {
     pub role: AccessRole,
     /// Where it may act.
     pub scope: Scope,
+    /// The agency it belongs to: a hold placed by any principal of an agency may be released
+    /// by the agency's other principals. Defaults to the principal's name.
+    pub agency: String,
+    /// May play back sealed calls (to sensitive numbers); every such access raises an alert.
+    pub elevated: bool,
 }
 
 impl Principal {
@@ -122,6 +127,10 @@ struct PrincipalEntry {
     #[serde(default)]
     jurisdictions: Vec<String>,
     token_blake3: String,
+    #[serde(default)]
+    agency: Option<String>,
+    #[serde(default)]
+    elevated: bool,
 }
 
 /// The principals of the public APIs, by token hash. Cheap to clone.
@@ -159,6 +168,8 @@ impl Authenticator {
     /// role = "platform"            # platform | agency | registry | auditor | operator
     /// jurisdictions = ["US-TX"]    # or ["*"]; operators and auditors may leave it empty
     /// token_blake3 = "…"           # 64 hex: `callvault token hash` of the token
+    /// agency = "tx-da"             # optional: its agency (holds); defaults to the name
+    /// elevated = false             # optional, agency only: may play back sealed calls
     /// ```
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -200,10 +211,22 @@ impl Authenticator {
             if needs_scope && scope == Scope::Only(BTreeSet::new()) {
                 bail!("principal {name}: role {} needs jurisdictions", entry.role);
             }
+            let agency = entry
+                .agency
+                .map(|a| a.trim().to_string())
+                .unwrap_or_else(|| name.clone());
+            if agency.is_empty() || agency.len() > callvault_meta::command::MAX_PRINCIPAL {
+                bail!("principal {name}: agency must be 1 to 256 bytes");
+            }
+            if entry.elevated && entry.role != AccessRole::Agency {
+                bail!("principal {name}: only agency principals may be elevated");
+            }
             let principal = Principal {
                 name: name.clone(),
                 role: entry.role,
                 scope,
+                agency,
+                elevated: entry.elevated,
             };
             if by_hash.insert(hash, Arc::new(principal)).is_some() {
                 bail!("principal {name} shares its token with another principal");

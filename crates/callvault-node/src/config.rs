@@ -71,6 +71,64 @@ pub struct NodeConfig {
     /// Limits of the ingest role.
     #[serde(default)]
     pub ingest: IngestSection,
+    /// Playback limits of the api role.
+    #[serde(default)]
+    pub playback: PlaybackSection,
+    /// The retention sweeper, the shredder and the collector (meta role).
+    #[serde(default)]
+    pub lifecycle: LifecycleSection,
+}
+
+/// `[playback]`: per-principal limits on content access, counted cluster-wide by the metadata
+/// store per clock hour. Going over is `RESOURCE_EXHAUSTED` and is recorded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaybackSection {
+    /// Calls one principal may play back per hour (default 60).
+    pub calls_per_hour: u64,
+    /// Audio bytes one principal may play back per hour (default 1 GiB: about 37 hours of
+    /// G.711).
+    pub bytes_per_hour: u64,
+}
+
+impl Default for PlaybackSection {
+    fn default() -> Self {
+        PlaybackSection {
+            calls_per_hour: 60,
+            bytes_per_hour: 1 << 30,
+        }
+    }
+}
+
+/// `[lifecycle]`: background work of meta nodes. The sweeper and the collector run on the Raft
+/// leader; every meta node runs its own shredder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSection {
+    /// Run the sweeper, shredder and collector on this node (meta role only).
+    pub enabled: bool,
+    /// How often the leader looks for due recordings; each jurisdiction is swept at its
+    /// policy's `sweep_interval_seconds` (default tick 1000 ms).
+    pub sweep_tick_ms: u64,
+    /// Calls per `Expire` proposal (at most 1000).
+    pub expire_batch: usize,
+    /// How often each meta node looks for shreds it has not yet confirmed (default 2000 ms).
+    pub shred_tick_ms: u64,
+    /// How often the leader removes shredded calls' chunks from the blob shards (default
+    /// 2000 ms). Needs `blob.shards`.
+    pub collect_tick_ms: u64,
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        LifecycleSection {
+            enabled: true,
+            sweep_tick_ms: 1000,
+            expire_batch: 1000,
+            shred_tick_ms: 2000,
+            collect_tick_ms: 2000,
+        }
+    }
 }
 
 /// `[cluster]`: secrets every node shares (mount them from a Kubernetes secret; never commit

@@ -8,7 +8,9 @@ mod api;
 mod auth;
 mod cli;
 mod config;
+mod content;
 mod ingest;
+mod lifecycle;
 mod serve;
 
 fn main() -> ExitCode {

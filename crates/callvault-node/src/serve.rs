@@ -15,7 +15,10 @@ use tonic::service::interceptor::InterceptedService;
 use crate::api::ApiService;
 use crate::auth::{AccessRole, Authenticator};
 use crate::config::{NodeConfig, Role};
+use crate::content::ContentService;
 use crate::ingest::{IngestLimits, IngestService};
+use crate::lifecycle::Lifecycle;
+use callvault_meta::command::AccessQuota;
 
 /// Runs the node described by `config` until a shutdown signal.
 pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
@@ -126,10 +129,21 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 .await;
         }
         if config.roles.contains(&Role::Api) {
-            let api = ApiService::new(meta_client, index_key);
+            let api = ApiService::new(meta_client.clone(), index_key);
+            let p = &config.playback;
+            let content = ContentService::new(
+                meta_client,
+                blob_reader(&config, &peer)?,
+                config.key_ring()?,
+                AccessQuota {
+                    calls_per_hour: p.calls_per_hour,
+                    bytes_per_hour: p.bytes_per_hour,
+                },
+            );
             router = router
                 .add_service(InterceptedService::new(api.query_server(), auth.clone()))
-                .add_service(InterceptedService::new(api.admin_server(), auth.clone()));
+                .add_service(InterceptedService::new(api.admin_server(), auth.clone()))
+                .add_service(InterceptedService::new(content.server(), auth.clone()));
             health_reporter
                 .set_serving::<pb::query_server::QueryServer<ApiService>>()
                 .await;
@@ -137,6 +151,26 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut lifecycle_tasks = Vec::new();
+    if let Some(node) = &meta
+        && config.lifecycle.enabled
+    {
+        let client = MetaClient::new(&config.meta_addrs(), &peer)
+            .map_err(|e| anyhow::anyhow!("cluster.meta_addrs: {e}"))?;
+        let blobs = if config.blob.shards.is_empty() {
+            None
+        } else {
+            Some(blob_reader(&config, &peer)?)
+        };
+        lifecycle_tasks = Lifecycle::new(
+            node.clone(),
+            config.node_id,
+            client,
+            blobs,
+            config.lifecycle.clone(),
+        )
+        .spawn(stopped.clone());
+    }
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -194,12 +228,30 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
     served?;
 
+    for task in lifecycle_tasks {
+        let _ = task.await;
+    }
     if let Some(node) = meta {
         tracing::info!("stopping the metadata store");
         node.shutdown().await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A client of the configured blob shard set, for reads and collection.
+fn blob_reader(
+    config: &NodeConfig,
+    peer: &callvault_proto::auth::PeerToken,
+) -> anyhow::Result<callvault_blob::ReplicatedBlobClient> {
+    let replication = callvault_blob::ReplicationConfig {
+        replicas: config.blob.replicas.unwrap_or(3),
+        write_quorum: config.ingest.write_quorum,
+        peer: peer.clone(),
+        ..Default::default()
+    };
+    callvault_blob::ReplicatedBlobClient::new(config.blob.shards.clone(), &replication)
+        .map_err(|e| anyhow::anyhow!("blob shard set: {e}"))
 }
 
 fn tokio_stream_from(

@@ -107,4 +107,7 @@ pub trait ChunkStore: Send + Sync + 'static {
     fn collect(&self, cutoff: UnixMillis, now: UnixMillis) -> Result<Vec<ChunkId>, StoreError>;
     /// Current counts.
     fn stats(&self) -> StoreStats;
+    /// Removes `ids` now, with any marks, and rewrites the store's files so no copy of their
+    /// bytes (or ids) stays on disk. Returns how many were held.
+    fn shred(&self, ids: &[ChunkId]) -> Result<u64, StoreError>;
 }

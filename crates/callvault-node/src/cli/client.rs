@@ -9,6 +9,7 @@ use anyhow::Context;
 use callvault_proto::MAX_MESSAGE_BYTES;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::admin_client::AdminClient;
+use callvault_proto::v1::content_client::ContentClient;
 use callvault_proto::v1::ingest_client::IngestClient;
 use callvault_proto::v1::query_client::QueryClient;
 use clap::Args;
@@ -143,6 +144,12 @@ impl Connection {
         IngestClient::with_interceptor(self.channel.clone(), self.token.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// A client of the Content service.
+    pub fn content(&self) -> ContentClient<Authed> {
+        ContentClient::with_interceptor(self.channel.clone(), self.token.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The same node, presenting another token (e.g. the load generator's registry token).

@@ -42,15 +42,24 @@ pub struct DevArgs {
     pub init_only: bool,
 }
 
-/// The dev principals: name, role, jurisdictions.
-const PRINCIPALS: &[(&str, &str, &str)] = &[
-    ("platform", "platform", "\"*\""),
-    ("platform-tx", "platform", "\"US-TX\""),
-    ("agency-tx", "agency", "\"US-TX\""),
-    ("agency-ca", "agency", "\"US-CA\""),
-    ("registry", "registry", "\"*\""),
-    ("auditor", "auditor", "\"*\""),
-    ("operator", "operator", ""),
+/// The dev principals: name, role, jurisdictions, extra principal-file lines.
+const PRINCIPALS: &[(&str, &str, &str, &str)] = &[
+    ("platform", "platform", "\"*\"", ""),
+    ("platform-tx", "platform", "\"US-TX\"", ""),
+    ("agency-tx", "agency", "\"US-TX\"", ""),
+    ("agency-ca", "agency", "\"US-CA\"", ""),
+    ("registry", "registry", "\"*\"", ""),
+    ("auditor", "auditor", "\"*\"", ""),
+    ("operator", "operator", "", ""),
+    // A second Texas agency (its holds are not agency-tx's to release) and an investigator who
+    // may play back sealed calls.
+    ("agency-tx-2", "agency", "\"US-TX\"", ""),
+    (
+        "investigator-tx",
+        "agency",
+        "\"US-TX\"",
+        "elevated = true\n",
+    ),
 ];
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
@@ -119,7 +128,7 @@ impl Layout {
         write_secret_once(&secrets.join("keks.toml"), &keks)?;
 
         let mut tokens_env = String::new();
-        for (name, _, _) in PRINCIPALS {
+        for (name, _, _, _) in PRINCIPALS {
             let _ = writeln!(
                 tokens_env,
                 "CALLVAULT_DEV_{}_TOKEN=cvdev-{name}-{}",
@@ -132,10 +141,10 @@ impl Layout {
         let tokens = read_tokens(&tokens_path)?;
 
         let mut principals = String::from("# Dev principals; the tokens are in tokens.env.\n");
-        for ((name, role, jurisdictions), (_, token)) in PRINCIPALS.iter().zip(&tokens) {
+        for ((name, role, jurisdictions, extra), (_, token)) in PRINCIPALS.iter().zip(&tokens) {
             let _ = writeln!(
                 principals,
-                "[[principal]]\nname = \"dev-{name}\"\nrole = \"{role}\"\njurisdictions = [{jurisdictions}]\ntoken_blake3 = \"{}\"\n",
+                "[[principal]]\nname = \"dev-{name}\"\nrole = \"{role}\"\njurisdictions = [{jurisdictions}]\ntoken_blake3 = \"{}\"\n{extra}",
                 token_hash(token).to_hex()
             );
         }

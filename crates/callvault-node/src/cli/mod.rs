@@ -12,6 +12,7 @@ mod audit;
 mod client;
 mod cluster;
 mod dev;
+mod lifecycle;
 mod load;
 mod policy;
 mod policy_admin;
@@ -49,6 +50,8 @@ enum Command {
     Query(query::QueryCommand),
     #[command(flatten)]
     Admin(admin::AdminCommand),
+    #[command(flatten)]
+    Lifecycle(lifecycle::LifecycleCommand),
     /// Streams synthetic calls to Ingest and reports what the cluster did with them.
     Load(load::LoadArgs),
     /// Runs a local three-node cluster (every role, dev secrets and tokens) until Ctrl-C.
@@ -126,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(command) => policy::run(command),
         Command::Query(command) => block_on(query::run(command)),
         Command::Admin(command) => block_on(admin::run(command)),
+        Command::Lifecycle(command) => block_on(lifecycle::run(command)),
         Command::Load(args) => runtime()?.block_on(load::run(args)),
         Command::Dev(args) => block_on(dev::run(args)),
     }
