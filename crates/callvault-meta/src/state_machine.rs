@@ -856,4 +856,204 @@ mod tests {
         std::fs::write(dir.path().join("sm/CURRENT"), b"7").unwrap();
         assert!(StateMachineStore::open(dir.path()).is_err());
     }
+
+    const DAY_MS: i64 = callvault_core::time::MILLIS_PER_DAY;
+
+    fn call_id(id: &str) -> callvault_core::CallId {
+        callvault_core::CallId::new(id).unwrap()
+    }
+
+    fn due(h: &Harness, as_of: i64) -> Vec<String> {
+        let db = h.sm.db();
+        crate::reads::due_for_expiry(&db, Jurisdiction::Tx, UnixMillis(as_of), &policy(30), 100)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.as_str().to_string())
+            .collect()
+    }
+
+    fn place_hold(id: &str, issuer: &str, at: i64) -> Command {
+        Command::PlaceHold {
+            jurisdiction: Jurisdiction::Tx,
+            call_id: call_id(id),
+            issuer: issuer.into(),
+            agency: format!("{issuer}-agency"),
+            case_number: "2026-CR-1".into(),
+            reason: "trial".into(),
+            review_date: None,
+            at: UnixMillis(at),
+        }
+    }
+
+    fn release(id: &str, hold_id: u64, by: &str) -> Command {
+        Command::ReleaseHold {
+            jurisdiction: Jurisdiction::Tx,
+            call_id: call_id(id),
+            hold_id,
+            principal: by.into(),
+            agency: format!("{by}-agency"),
+            at: UnixMillis(99 * DAY_MS),
+        }
+    }
+
+    fn expire(as_of: i64, ids: &[&str]) -> Command {
+        Command::Expire {
+            jurisdiction: Jurisdiction::Tx,
+            as_of: UnixMillis(as_of),
+            calls: ids.iter().map(|id| call_id(id)).collect(),
+        }
+    }
+
+    #[test]
+    fn expiry_rechecks_deadlines_and_holds_in_apply() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("old", 1, 0), commit("young", 2, 10 * DAY_MS)]);
+        // 30-day policy: at day 31 only the old call is due, whatever the sweeper proposes.
+        assert_eq!(due(&h, 31 * DAY_MS), ["old"]);
+        assert_eq!(
+            h.apply(vec![expire(31 * DAY_MS, &["old", "young"])]),
+            vec![CommandResult::Expired {
+                expired: 1,
+                skipped: 1
+            }]
+        );
+        assert!(matches!(
+            h.call("old").unwrap().lifecycle,
+            Lifecycle::Expired { .. }
+        ));
+        let db = h.sm.db();
+        let old_key = crate::keys::call(Jurisdiction::Tx, &call_id("old"));
+        assert!(
+            Txn::new(&db)
+                .get(crate::keys::CF_KEYS, &old_key)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            crate::lifecycle::shred_record(&Txn::new(&db), &old_key)
+                .unwrap()
+                .is_some()
+        );
+
+        // A held call leaves the expiry index and survives any expiry.
+        let placed = h.apply(vec![place_hold("young", "da", 11 * DAY_MS)]);
+        let CommandResult::HoldPlaced { hold_id } = placed[0] else {
+            panic!("{placed:?}")
+        };
+        assert_eq!(hold_id, h.index, "the hold's id is its entry's index");
+        assert!(due(&h, 99 * DAY_MS).is_empty());
+        assert_eq!(
+            h.apply(vec![expire(99 * DAY_MS, &["young"])]),
+            vec![CommandResult::Expired {
+                expired: 0,
+                skipped: 1
+            }]
+        );
+        assert_eq!(h.counters().held, 1);
+        // Only the issuer (or its agency) releases it; then it is due again.
+        assert_eq!(
+            h.apply(vec![release("young", hold_id, "pd")]),
+            vec![CommandResult::Refused(Refusal::NotIssuer)]
+        );
+        assert_eq!(
+            h.apply(vec![release("young", hold_id, "da")]),
+            vec![CommandResult::HoldReleased { purged: false }]
+        );
+        assert_eq!(due(&h, 99 * DAY_MS), ["young"]);
+        let c = h.counters();
+        assert_eq!((c.live, c.held, c.expired), (1, 0, 1));
+    }
+
+    #[test]
+    fn a_shred_completes_with_every_receipt_and_only_then() {
+        let mut h = Harness::new();
+        h.apply(vec![
+            commit("a-1", 1, 1000),
+            register("(512) 555-0100", 1, 5),
+        ]);
+        assert_eq!(h.counters().purges_pending, 1);
+        let calls = vec![(Jurisdiction::Tx, call_id("a-1"))];
+        let meta_receipt = Command::KeysShredded {
+            node_id: 1,
+            calls: calls.clone(),
+            at: UnixMillis(6),
+        };
+        assert_eq!(
+            h.apply(vec![meta_receipt.clone(), meta_receipt]),
+            vec![
+                CommandResult::ReceiptsRecorded { completed: 0 },
+                CommandResult::ReceiptsRecorded { completed: 0 }
+            ]
+        );
+        assert_eq!(
+            h.counters().purges_pending,
+            1,
+            "the chunks are not gone yet"
+        );
+        let blob_receipt = Command::ChunksCollected {
+            shards: vec!["blob-1".into()],
+            calls,
+            at: UnixMillis(7),
+        };
+        assert_eq!(
+            h.apply(vec![blob_receipt]),
+            vec![CommandResult::ReceiptsRecorded { completed: 1 }]
+        );
+        assert_eq!(h.counters().purges_pending, 0);
+        let db = h.sm.db();
+        assert!(
+            crate::reads::shred_of(&db, Jurisdiction::Tx, &call_id("a-1"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn access_is_decided_recorded_and_charged_per_principal_hour() {
+        use crate::command::{AccessDecision, AccessQuota, AccessRequest};
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000)]);
+        let access = |id: &str, at: i64, denial: Option<&str>| {
+            Command::RecordAccess(AccessRequest {
+                jurisdiction: Jurisdiction::Tx,
+                call_id: call_id(id),
+                principal: "agency-tx".into(),
+                case_number: "2026-CR-9".into(),
+                reason: "review".into(),
+                elevated: false,
+                denial: denial.map(str::to_string),
+                quota: AccessQuota {
+                    calls_per_hour: 2,
+                    bytes_per_hour: u64::MAX,
+                },
+                at: UnixMillis(at),
+            })
+        };
+        let decisions: Vec<AccessDecision> = h
+            .apply(vec![
+                access("c-1", 10, None),
+                access("c-1", 20, None),
+                access("c-1", 30, None),
+                access("c-1", 40, Some("no case number")),
+                access("nope", 50, None),
+                access("c-1", 3_600_000 + 1, None),
+            ])
+            .into_iter()
+            .map(|r| match r {
+                CommandResult::AccessDecided { decision, .. } => decision,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            decisions,
+            [
+                AccessDecision::Allowed { sealed: false },
+                AccessDecision::Allowed { sealed: false },
+                AccessDecision::QuotaExceeded,
+                AccessDecision::Refused("no case number".into()),
+                AccessDecision::NotFound,
+                AccessDecision::Allowed { sealed: false },
+            ]
+        );
+    }
 }
