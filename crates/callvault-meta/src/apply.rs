@@ -351,6 +351,8 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
                 ("evidence", evidence.chars().take(200).collect()),
             ],
         },
+        // One entry per source, appended by `decide`.
+        Command::RecordAuthFailures(_) => return None,
         Command::Batch(_) => return None,
     })
 }
@@ -437,6 +439,10 @@ fn decide(
                 principal,
             },
         ),
+        Command::RecordAuthFailures(report) => {
+            crate::auth_failures::apply(txn, report)?;
+            Ok(CommandResult::Empty)
+        }
         Command::Batch(_) => unreachable!("batches are unrolled by apply_command"),
     }
 }
