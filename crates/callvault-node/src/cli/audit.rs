@@ -259,28 +259,20 @@ async fn tail(node: &str, from: Option<u64>) -> anyhow::Result<ExitCode> {
     let mut client = client(node).await?;
     let mut next = match from {
         Some(n) => n,
+        // The end of the log: the size the node reports with an empty range.
         None => {
-            // The end of the log: the first entry not yet written.
-            let mut probe = 0u64;
-            loop {
-                let got = client
-                    .get_entries(pb::GetEntriesRequest {
-                        start: probe,
-                        end: probe + 1000,
-                    })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
-                match got.entries.last() {
-                    Some(last) => probe = last.sequence + 1,
-                    None => break probe,
-                }
-            }
+            client
+                .get_entries(pb::GetEntriesRequest { start: 0, end: 0 })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tree_size
         }
     };
     loop {
+        let end = next.saturating_add(1000);
         let got = tokio::select! {
-            got = client.get_entries(pb::GetEntriesRequest { start: next, end: next + 1000 }) => got.map_err(status)?.into_inner(),
+            got = client.get_entries(pb::GetEntriesRequest { start: next, end }) => got.map_err(status)?.into_inner(),
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
         for e in &got.entries {
@@ -298,13 +290,17 @@ async fn tail(node: &str, from: Option<u64>) -> anyhow::Result<ExitCode> {
                 e.subject,
                 e.outcome
             );
-            next = e.sequence + 1;
         }
-        if got.entries.is_empty() {
+        // An agency sees only its jurisdictions' entries: the sequence numbers between them are
+        // other entries, so go on from the end of what the node had, not from the last shown.
+        let after_last = got.entries.last().map_or(next, |e| e.sequence + 1);
+        let advanced = after_last.max(end.min(got.tree_size)).max(next);
+        if advanced == next {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
             }
         }
+        next = advanced;
     }
 }
