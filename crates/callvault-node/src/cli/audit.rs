@@ -95,23 +95,30 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn keygen(name: &str, out: &PathBuf) -> anyhow::Result<ExitCode> {
+/// A new log key named `name`: the private key text (`PRIVATE+KEY+…`) and its verifier key.
+pub(super) fn new_log_key(name: &str) -> anyhow::Result<(String, String)> {
     let mut seed = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
         .map_err(|_| anyhow::anyhow!("no system randomness"))?;
     let signer = NoteSigner::from_seed(name, &seed).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut raw = vec![0x01];
     raw.extend_from_slice(&seed);
+    seed.fill(0);
     let skey = format!(
         "PRIVATE+KEY+{name}+{:08x}+{}",
         signer.key_id(),
         STANDARD.encode(&raw)
     );
+    raw.fill(0);
     // The check that from_encoded accepts what we wrote guards the format.
     NoteSigner::from_encoded(&skey).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((skey, signer.verifier().vkey()))
+}
+
+fn keygen(name: &str, out: &PathBuf) -> anyhow::Result<ExitCode> {
+    let (skey, vkey) = new_log_key(name)?;
     write_private(out, skey.as_bytes())?;
-    seed.fill(0);
-    println!("{}", signer.verifier().vkey());
+    println!("{vkey}");
     eprintln!(
         "private key written to {}; pin the line above in auditors' `callvault audit verify --vkey`",
         out.display()
