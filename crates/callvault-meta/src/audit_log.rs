@@ -133,22 +133,28 @@ pub struct Event {
 }
 
 /// Appends `event` as the next entry: its bytes under its sequence and its leaf in the tree.
+///
+/// Every text field goes through [`bounded_text`] first: principals, reasons and evidence come
+/// from callers, and a newline or an over-long field would otherwise fail the entry, the apply,
+/// and with it the state machine on every replica.
 pub fn append(txn: &mut Txn<'_>, event: Event) -> Result<AuditEntry, AuditError> {
+    use callvault_audit::entry::{MAX_DETAIL_VALUE, MAX_OUTCOME, MAX_PRINCIPAL, MAX_SUBJECT};
     let sequence = tree_size(txn)?;
-    let principal = if event.principal.is_empty() {
+    let principal = bounded_text(&event.principal, MAX_PRINCIPAL);
+    let principal = if principal.is_empty() {
         "unknown".to_string()
     } else {
-        event.principal
+        principal
     };
     let mut builder: AuditEntryBuilder =
         AuditEntry::builder(sequence, event.time, event.event, principal)
-            .subject(event.subject)
-            .outcome(event.outcome);
+            .subject(bounded_text(&event.subject, MAX_SUBJECT))
+            .outcome(bounded_text(&event.outcome, MAX_OUTCOME));
     if let Some(j) = event.jurisdiction {
         builder = builder.jurisdiction(j);
     }
     for (key, value) in event.details {
-        builder = builder.detail(key, value);
+        builder = builder.detail(key, bounded_text(&value, MAX_DETAIL_VALUE));
     }
     let entry = builder.build()?;
     MerkleTree::new(TreeNodes(txn)).append_entry(&entry)?;
@@ -416,6 +422,54 @@ mod tests {
         assert_eq!(bounded_text("", 5), "");
         let long = "x".repeat(5000);
         assert_eq!(bounded_text(&long, 1024).len(), 1024);
+    }
+
+    #[test]
+    fn caller_text_with_newlines_or_over_its_limit_does_not_fail_the_apply() {
+        use callvault_core::{Jurisdiction, PrivilegeKind, RegistryEntry, normalize};
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachineStore::open(dir.path()).unwrap();
+        let db = sm.db();
+        let mut txn = Txn::new(&db);
+        // The admin API passes evidence through as given; a newline in it once failed the apply.
+        let register = Command::RegisterPrivileged {
+            entry: RegistryEntry {
+                jurisdiction: Jurisdiction::Tx,
+                number: normalize("(512) 555-0100").unwrap(),
+                kind: PrivilegeKind::Attorney,
+                registrant: "tx\tregistry".into(),
+                evidence: "bar card 1\nsecond line".into(),
+                registered_at: UnixMillis(5),
+            },
+            fingerprint: [1; 32],
+        };
+        crate::apply::apply_command(
+            &mut txn,
+            &register,
+            crate::apply::LogPosition { term: 1, index: 1 },
+        )
+        .unwrap();
+        let logged = append(
+            &mut txn,
+            Event {
+                event: AuditEvent::CallFlagged,
+                time: UnixMillis(6),
+                principal: "p".repeat(300),
+                jurisdiction: None,
+                subject: "s".repeat(300),
+                outcome: "o\n".repeat(300),
+                details: vec![("reason", "r".repeat(2000))],
+            },
+        )
+        .unwrap();
+        db.write(txn.into_batch()).unwrap();
+        let stored = entries(&sm);
+        assert_eq!(stored[0].details()["evidence"], "bar card 1?second line");
+        assert_eq!(stored[0].principal(), "tx?registry");
+        assert_eq!(logged.principal().len(), 256);
+        assert_eq!(logged.subject().len(), 256);
+        assert_eq!(logged.outcome().len(), 512);
+        assert_eq!(logged.details()["reason"].len(), 1024);
     }
 
     #[test]
