@@ -68,6 +68,10 @@ pub fn run_callvault_as(token: &str, args: &[&str]) -> Output {
 pub const OPERATOR_TOKEN: &str = "test-operator-token-000000000000";
 /// The auditor token every test node accepts.
 pub const AUDITOR_TOKEN: &str = "test-auditor-token-0000000000000";
+/// The token of a Texas agency every test node accepts.
+pub const AGENCY_TX_TOKEN: &str = "test-agency-tx-token-00000000000";
+/// The token of a California agency every test node accepts.
+pub const AGENCY_CA_TOKEN: &str = "test-agency-ca-token-00000000000";
 /// The peer token of every test cluster.
 pub const PEER_TOKEN: &str = "test-peer-token-0000000000000000";
 
@@ -82,9 +86,13 @@ fn shared_secrets(dir: &Path) -> String {
             &principals,
             format!(
                 "[[principal]]\nname = \"test-operator\"\nrole = \"operator\"\ntoken_blake3 = \"{}\"\n\
-                 [[principal]]\nname = \"test-auditor\"\nrole = \"auditor\"\njurisdictions = [\"*\"]\ntoken_blake3 = \"{}\"\n",
+                 [[principal]]\nname = \"test-auditor\"\nrole = \"auditor\"\njurisdictions = [\"*\"]\ntoken_blake3 = \"{}\"\n\
+                 [[principal]]\nname = \"test-agency-tx\"\nrole = \"agency\"\njurisdictions = [\"US-TX\"]\ntoken_blake3 = \"{}\"\n\
+                 [[principal]]\nname = \"test-agency-ca\"\nrole = \"agency\"\njurisdictions = [\"US-CA\"]\ntoken_blake3 = \"{}\"\n",
                 hash(OPERATOR_TOKEN),
-                hash(AUDITOR_TOKEN)
+                hash(AUDITOR_TOKEN),
+                hash(AGENCY_TX_TOKEN),
+                hash(AGENCY_CA_TOKEN),
             ),
         )
         .expect("principals written");
@@ -419,6 +427,7 @@ pub struct DevCluster {
     pub shard_addrs: Vec<String>,
     tokens: std::collections::HashMap<String, String>,
     peer_token: String,
+    audit_vkey: String,
     _dir: tempfile::TempDir,
 }
 
@@ -474,6 +483,10 @@ impl DevCluster {
                 std::fs::write(&path, config).expect("node config");
             }
         }
+        let audit_vkey = std::fs::read_to_string(dir.path().join("audit.vkey"))
+            .expect("audit.vkey")
+            .trim()
+            .to_string();
         let mut nodes: Vec<NodeProcess> = (1..=3u64)
             .map(|id| {
                 NodeProcess::from_config(
@@ -494,6 +507,7 @@ impl DevCluster {
                 .collect(),
             tokens,
             peer_token,
+            audit_vkey,
             _dir: dir,
         };
         cluster.form().await;
@@ -556,6 +570,16 @@ impl DevCluster {
             .unwrap_or_else(|| panic!("no dev token {name}"))
     }
 
+    /// The verifier key of the cluster's audit log, as `callvault dev` publishes it.
+    pub fn audit_vkey(&self) -> &str {
+        &self.audit_vkey
+    }
+
+    /// The Audit client of node `id` presenting `token`.
+    pub fn audit(&self, id: u64, token: &str) -> pb::audit_client::AuditClient<AuthChannel> {
+        pb::audit_client::AuditClient::new(self.nodes[id as usize - 1].with_token(token))
+    }
+
     /// The Ingest client of node `id` presenting `token`.
     pub fn ingest(&self, id: u64, token: &str) -> pb::ingest_client::IngestClient<AuthChannel> {
         pb::ingest_client::IngestClient::new(self.nodes[id as usize - 1].with_token(token))
@@ -574,11 +598,6 @@ impl DevCluster {
     /// The Content client of node `id` presenting `token`.
     pub fn content(&self, id: u64, token: &str) -> pb::content_client::ContentClient<AuthChannel> {
         pb::content_client::ContentClient::new(self.nodes[id as usize - 1].with_token(token))
-    }
-
-    /// The Audit client of node `id` presenting `token`.
-    pub fn audit(&self, id: u64, token: &str) -> pb::audit_client::AuditClient<AuthChannel> {
-        pb::audit_client::AuditClient::new(self.nodes[id as usize - 1].with_token(token))
     }
 
     /// Puts a Texas policy keeping recordings `days` days, swept every `sweep_seconds`.

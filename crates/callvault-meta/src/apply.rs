@@ -405,6 +405,7 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
         | Command::RecordAccess(_)
         | Command::KeysShredded { .. }
         | Command::ChunksCollected { .. }
+        | Command::RecordAuthFailures(_)
         | Command::Batch(_) => return None,
     })
 }
@@ -543,6 +544,10 @@ fn decide(
         }
         Command::ChunksCollected { shards, calls, at } => {
             lifecycle::record_receipts(txn, lifecycle::Receipt::Blob(shards), calls, *at)
+        }
+        Command::RecordAuthFailures(report) => {
+            crate::auth_failures::apply(txn, report)?;
+            Ok(CommandResult::Empty)
         }
         Command::Batch(_) => unreachable!("batches are unrolled by apply_command"),
     }

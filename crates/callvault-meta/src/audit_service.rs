@@ -1,8 +1,15 @@
 //! The `Audit` gRPC service: signed checkpoints, entries, and inclusion and consistency proofs,
 //! read from this node's state machine. Any replica serves a valid prefix of the one log; a
 //! checkpoint is signed by the node that serves it with the cluster's log key.
+//!
+//! Who sees what: the node's gate authenticates the caller and attaches an [`AuditScope`] to the
+//! request. Checkpoints and proofs are hashes only and are served to any authenticated caller;
+//! entries are filtered here, on the server, to the caller's scope.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use callvault_core::Jurisdiction;
 
 use callvault_audit::{AuditEntry, Checkpoint, MerkleTree, NoteSigner};
 use callvault_core::codec::VersionedRecord;
@@ -16,6 +23,50 @@ use crate::txn::Txn;
 
 /// Most entries one `GetEntries` call returns.
 pub const MAX_ENTRIES_PER_CALL: u64 = 1000;
+
+/// Which entries a caller may read. The node's gate derives it from the caller's principal and
+/// puts it in the request's extensions; a request without one is refused, so a service mounted
+/// without the gate serves no entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditScope {
+    /// Auditors: every entry, including cluster-wide ones (membership, failed authentications).
+    Everything,
+    /// Agencies: the entries of these jurisdictions only; cluster-wide entries are not theirs.
+    Jurisdictions(BTreeSet<Jurisdiction>),
+    /// Any other principal: checkpoints and proofs only.
+    ProofsOnly,
+}
+
+impl AuditScope {
+    /// Whether an entry of `jurisdiction` (`None`: cluster-wide) is visible.
+    pub fn sees(&self, jurisdiction: Option<Jurisdiction>) -> bool {
+        match (self, jurisdiction) {
+            (AuditScope::Everything, _) => true,
+            (AuditScope::Jurisdictions(set), Some(j)) => set.contains(&j),
+            _ => false,
+        }
+    }
+
+    /// The scope the gate attached to `request`, or `PERMISSION_DENIED`.
+    pub fn of<T>(request: &Request<T>) -> Result<AuditScope, Status> {
+        request
+            .extensions()
+            .get::<AuditScope>()
+            .cloned()
+            .ok_or_else(|| {
+                Status::permission_denied("no audit scope: the caller was not authenticated")
+            })
+    }
+
+    fn require_entries(&self) -> Result<(), Status> {
+        if *self == AuditScope::ProofsOnly {
+            return Err(Status::permission_denied(
+                "audit entries are for auditors and agencies; checkpoints and proofs are open to any principal",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// The log's signing identity: its origin line and key.
 pub struct LogIdentity {
@@ -105,12 +156,22 @@ impl pb::audit_server::Audit for AuditService {
         &self,
         request: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        let scope = AuditScope::of(&request)?;
+        scope.require_entries()?;
         let r = request.into_inner();
         if r.end < r.start {
             return Err(Status::invalid_argument("end is before start"));
         }
         let end = r.end.min(r.start.saturating_add(MAX_ENTRIES_PER_CALL));
         let db = self.state_machine.db();
+        // Read the size first: entries below it are all stored, so a caller that goes on from
+        // min(end, tree_size) skips nothing it may see.
+        let tree_size = {
+            let mut txn = Txn::new(&db);
+            MerkleTree::new(TreeNodes(&mut txn))
+                .size()
+                .map_err(internal)?
+        };
         let cf = db.cf_handle(CF_AUDIT_ENTRIES).expect("created at open");
         let mut entries = Vec::new();
         for item in db.iterator_cf(
@@ -123,9 +184,11 @@ impl pb::audit_server::Audit for AuditService {
                 break;
             }
             let entry = AuditEntry::decode(&value).map_err(internal)?;
-            entries.push(entry_to_pb(&entry, value.to_vec()));
+            if scope.sees(entry.jurisdiction()) {
+                entries.push(entry_to_pb(&entry, value.to_vec()));
+            }
         }
-        Ok(Response::new(pb::GetEntriesResponse { entries }))
+        Ok(Response::new(pb::GetEntriesResponse { entries, tree_size }))
     }
 
     async fn get_inclusion_proof(
@@ -162,9 +225,18 @@ impl pb::audit_server::Audit for AuditService {
         &self,
         request: Request<pb::CallAccessHistoryRequest>,
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        let scope = AuditScope::of(&request)?;
+        scope.require_entries()?;
         let r = request.into_inner();
         let jurisdiction = callvault_core::Jurisdiction::from_code(&r.jurisdiction)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // About the jurisdiction as a whole, so it reveals nothing about whether the call exists.
+        if !scope.sees(Some(jurisdiction)) {
+            return Err(Status::permission_denied(format!(
+                "the caller may not read the audit history of {} calls",
+                jurisdiction.code()
+            )));
+        }
         let call_id = callvault_core::CallId::new(&r.call_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let db = self.state_machine.db();
@@ -187,6 +259,10 @@ impl pb::audit_server::Audit for AuditService {
                 entries.push(entry_to_pb(&entry, value));
             }
         }
-        Ok(Response::new(pb::GetEntriesResponse { entries }))
+        let mut txn = Txn::new(&db);
+        let tree_size = MerkleTree::new(TreeNodes(&mut txn))
+            .size()
+            .map_err(internal)?;
+        Ok(Response::new(pb::GetEntriesResponse { entries, tree_size }))
     }
 }

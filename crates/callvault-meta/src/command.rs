@@ -89,6 +89,9 @@ pub enum Command {
         /// When.
         at: UnixMillis,
     },
+    /// One node's failed authentications over a window, coalesced per source address (tag 16):
+    /// `apply` appends one audit entry per source. See [`crate::auth_failures`].
+    RecordAuthFailures(crate::auth_failures::AuthFailureReport),
     /// Concurrent proposals the leader gathered into one log entry, so one append, one fsync and
     /// one apply serve them all. Applied in order; each has its own result. Never nested.
     Batch(Vec<Command>),
@@ -408,6 +411,9 @@ impl VersionedRecord for Command {
                     .str(principal)
                     .i64(at.0);
             }
+            Command::RecordAuthFailures(report) => {
+                w.u8(16).blob(&report.encode());
+            }
             Command::Batch(commands) => {
                 w.u8(4).u32(commands.len() as u32);
                 for command in commands {
@@ -657,6 +663,9 @@ impl VersionedRecord for Command {
                     at: UnixMillis(r.i64()?),
                 }
             }
+            16 => Command::RecordAuthFailures(crate::auth_failures::AuthFailureReport::decode(
+                &r.blob("auth failures", crate::auth_failures::MAX_REPORT_BYTES)?,
+            )?),
             tag => return Err(r.invalid("command", format!("unknown tag {tag}"))),
         };
         r.finish()?;
@@ -706,6 +715,7 @@ impl Command {
             Command::RegisterPrivileged { .. } => "register_privileged",
             Command::RegisterSensitive { .. } => "register_sensitive",
             Command::FlagPrivileged { .. } => "flag_privileged",
+            Command::RecordAuthFailures(_) => "record_auth_failures",
             Command::Batch(_) => "batch",
             Command::Expire { .. } => "expire",
             Command::PlaceHold { .. } => "place_hold",
@@ -995,6 +1005,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn auth_failure_reports_are_tag_16_and_bounded() {
+        let command = Command::RecordAuthFailures(crate::auth_failures::tests::sample());
+        let bytes = command.encode();
+        assert_eq!(bytes[1], 16, "tag 16 is the auth-failure report");
+        assert_eq!(command.kind(), "record_auth_failures");
+        // A blob longer than a report may be is refused before the report is decoded.
+        let mut w = Writer::with_version(COMMAND_VERSION);
+        w.u8(16)
+            .blob(&vec![1; crate::auth_failures::MAX_REPORT_BYTES + 1]);
+        assert!(Command::decode(&w.finish()).is_err());
+    }
+
+    #[test]
     fn nested_batches_do_not_decode() {
         let nested = Command::Batch(vec![Command::Batch(vec![])]);
         assert!(Command::decode(&nested.encode()).is_err());
@@ -1029,6 +1052,11 @@ pub(crate) mod tests {
                 principal: "tx-registry".into(),
                 at: UnixMillis(8),
             },
+            Command::RecordAuthFailures(crate::auth_failures::tests::sample()),
+            Command::Batch(vec![
+                commit("c-3", 3, 0),
+                Command::RecordAuthFailures(crate::auth_failures::tests::sample()),
+            ]),
         ];
         let lifecycle = [
             Command::Expire {

@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod audit_log;
 pub mod audit_service;
+pub mod auth_failures;
 pub mod client;
 pub mod command;
 pub mod convert;

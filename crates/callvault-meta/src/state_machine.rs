@@ -384,6 +384,9 @@ fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, St
                 })?
             }
             EntryPayload::Membership(m) => {
+                // Membership changes are audited in the same write as the membership itself.
+                crate::audit_log::append_membership(&mut txn, entry.log_id.index, &m)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                 membership = Some(StoredMembership::new(Some(entry.log_id), m));
                 CommandResult::Empty
             }

@@ -13,10 +13,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use callvault_core::Jurisdiction;
+use callvault_meta::audit_service::AuditScope;
+use callvault_meta::auth_failures::FailureKind;
 use callvault_proto::auth::{bearer_token, token_hash};
 use serde::Deserialize;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
+
+use crate::auth_failures::AuthFailureLog;
 
 /// What a principal is for. Roles do not nest: an operator administers the cluster but reads no
 /// call data; an agency reads its jurisdiction's calls but cannot ingest.
@@ -137,6 +141,8 @@ struct PrincipalEntry {
 #[derive(Clone, Default)]
 pub struct Authenticator {
     by_hash: Arc<HashMap<[u8; 32], Arc<Principal>>>,
+    /// Where failed authentications are counted for the audit log, if anywhere.
+    failures: Option<AuthFailureLog>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -234,6 +240,7 @@ impl Authenticator {
         }
         Ok(Authenticator {
             by_hash: Arc::new(by_hash),
+            failures: None,
         })
     }
 
@@ -247,15 +254,42 @@ impl Authenticator {
         self.by_hash.is_empty()
     }
 
-    /// The principal a request's token belongs to.
+    /// Counts every failed authentication in `log`, for the audit log.
+    pub fn with_failure_log(mut self, log: AuthFailureLog) -> Self {
+        self.failures = Some(log);
+        self
+    }
+
+    fn failed<T>(&self, request: &Request<T>, kind: FailureKind, hash: Option<&[u8; 32]>) {
+        if let Some(log) = &self.failures {
+            let peer = request.remote_addr().map(|a| a.ip());
+            log.record(peer, kind, hash, crate::ingest::now());
+        }
+    }
+
+    /// The principal a request's token belongs to. Failures are counted in the failure log.
     pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Arc<Principal>, Status> {
-        let token = bearer_token(request)?.ok_or_else(|| {
-            Status::unauthenticated("send a bearer token: `authorization: Bearer <token>`")
-        })?;
-        self.by_hash
-            .get(token_hash(token).as_bytes())
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("unknown token"))
+        let token = match bearer_token(request) {
+            Ok(Some(token)) => token,
+            Ok(None) => {
+                self.failed(request, FailureKind::MissingToken, None);
+                return Err(Status::unauthenticated(
+                    "send a bearer token: `authorization: Bearer <token>`",
+                ));
+            }
+            Err(status) => {
+                self.failed(request, FailureKind::MalformedToken, None);
+                return Err(status);
+            }
+        };
+        let hash = token_hash(token);
+        match self.by_hash.get(hash.as_bytes()) {
+            Some(principal) => Ok(Arc::clone(principal)),
+            None => {
+                self.failed(request, FailureKind::UnknownToken, Some(hash.as_bytes()));
+                Err(Status::unauthenticated("unknown token"))
+            }
+        }
     }
 }
 
@@ -295,6 +329,49 @@ impl Interceptor for RoleGate {
     }
 }
 
+impl Principal {
+    /// Which audit entries this principal may read. Auditors: every entry, unless the principals
+    /// file names their jurisdictions, then those only (a state's own auditor). Agencies: their
+    /// jurisdictions' entries, never cluster-wide ones. Anyone else: checkpoints and proofs only.
+    pub fn audit_scope(&self) -> AuditScope {
+        let jurisdictions = |scope: &Scope| match scope {
+            Scope::All => Jurisdiction::ALL.iter().copied().collect(),
+            Scope::Only(set) => set.clone(),
+        };
+        match (self.role, &self.scope) {
+            (AccessRole::Auditor, Scope::All) => AuditScope::Everything,
+            (AccessRole::Auditor, Scope::Only(set)) if set.is_empty() => AuditScope::Everything,
+            (AccessRole::Auditor | AccessRole::Agency, scope) => {
+                AuditScope::Jurisdictions(jurisdictions(scope))
+            }
+            _ => AuditScope::ProofsOnly,
+        }
+    }
+}
+
+/// Admits every authenticated principal to the `Audit` service and attaches its
+/// [`AuditScope`], which the service filters entries by.
+#[derive(Clone, Debug)]
+pub struct AuditGate {
+    auth: Authenticator,
+}
+
+impl Authenticator {
+    /// The interceptor of the `Audit` service.
+    pub fn audit_gate(&self) -> AuditGate {
+        AuditGate { auth: self.clone() }
+    }
+}
+
+impl Interceptor for AuditGate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let principal = self.auth.authenticate(&request)?;
+        request.extensions_mut().insert(principal.audit_scope());
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}
+
 /// The principal the [`Authenticator`] attached to `request`.
 pub fn caller<T>(request: &Request<T>) -> Result<Arc<Principal>, Status> {
     request
@@ -307,6 +384,7 @@ pub fn caller<T>(request: &Request<T>) -> Result<Arc<Principal>, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callvault_core::codec::VersionedRecord as _;
     use callvault_proto::auth::Bearer;
 
     const TOKEN: &str = "tx-agency-token-0123456789";
@@ -353,6 +431,97 @@ mod tests {
         assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
         let missing = auth.call(Request::new(())).unwrap_err();
         assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn failed_authentications_are_counted_without_the_token() {
+        let log = AuthFailureLog::new(callvault_core::UnixMillis(0));
+        let mut auth = Authenticator::parse(&file())
+            .unwrap()
+            .with_failure_log(log.clone());
+        auth.call(request_with(TOKEN)).unwrap();
+        assert_eq!(
+            log.take(1, callvault_core::UnixMillis(1)),
+            None,
+            "success is no failure"
+        );
+        let sprayed = "sprayed-token-0123456789abcdef";
+        for _ in 0..3 {
+            auth.call(request_with(sprayed)).unwrap_err();
+        }
+        auth.call(Request::new(())).unwrap_err();
+        let mut malformed = Request::new(());
+        malformed
+            .metadata_mut()
+            .insert("authorization", "Basic dXNlcg==".parse().unwrap());
+        auth.call(malformed).unwrap_err();
+        let report = log.take(1, callvault_core::UnixMillis(2)).unwrap();
+        // In-process requests have no peer address; served ones carry the TCP peer's.
+        assert_eq!(report.sources.len(), 1);
+        let source = &report.sources[0];
+        assert_eq!(
+            (
+                source.peer,
+                source.unknown,
+                source.missing,
+                source.malformed
+            ),
+            (None, 3, 1, 1)
+        );
+        let hash = token_hash(sprayed);
+        assert_eq!(
+            source.token_hash_prefix.as_ref(),
+            Some(&hash.as_bytes()[..4].try_into().unwrap())
+        );
+        assert_eq!(source.distinct_tokens, 1);
+        let encoded = callvault_meta::Command::RecordAuthFailures(report).encode();
+        assert!(
+            !encoded
+                .windows(sprayed.len())
+                .any(|w| w == sprayed.as_bytes()),
+            "the token itself never leaves the node"
+        );
+    }
+
+    #[test]
+    fn the_audit_gate_scopes_entries_by_role_and_jurisdiction() {
+        let text = format!(
+            "{}[[principal]]\nname = \"all-auditor\"\nrole = \"auditor\"\njurisdictions = [\"*\"]\n\
+             token_blake3 = \"{}\"\n\
+             [[principal]]\nname = \"ca-auditor\"\nrole = \"auditor\"\njurisdictions = [\"US-CA\"]\n\
+             token_blake3 = \"{}\"\n",
+            file(),
+            token_hash("auditor-token-0123456789").to_hex(),
+            token_hash("ca-auditor-token-0123456789").to_hex(),
+        );
+        let mut gate = Authenticator::parse(&text).unwrap().audit_gate();
+        let scope = |gate: &mut AuditGate, token: &str| {
+            AuditScope::of(&gate.call(request_with(token)).unwrap()).unwrap()
+        };
+        assert_eq!(
+            scope(&mut gate, "auditor-token-0123456789"),
+            AuditScope::Everything
+        );
+        assert_eq!(
+            scope(&mut gate, "ca-auditor-token-0123456789"),
+            AuditScope::Jurisdictions([Jurisdiction::Ca].into())
+        );
+        let agency = scope(&mut gate, TOKEN);
+        assert_eq!(agency, AuditScope::Jurisdictions([Jurisdiction::Tx].into()));
+        assert!(agency.sees(Some(Jurisdiction::Tx)));
+        assert!(!agency.sees(Some(Jurisdiction::Ok)));
+        assert!(!agency.sees(None), "cluster-wide entries are the auditors'");
+        // An operator is admitted (checkpoints and proofs) but reads no entry.
+        assert_eq!(
+            scope(&mut gate, "operator-token-0123456789"),
+            AuditScope::ProofsOnly
+        );
+        assert_eq!(
+            gate.call(request_with("unknown-token-0123456789"))
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]

@@ -229,9 +229,21 @@ pub struct AuditSection {
     /// A file holding the log's private key (`PRIVATE+KEY+…`, from `callvault audit keygen`).
     /// Mount it from a secret; never commit it.
     pub signing_key_file: Option<PathBuf>,
+    /// Seconds over which failed authentications are coalesced, per source address, into one
+    /// audit entry (default 60).
+    pub auth_failure_window_seconds: Option<u64>,
 }
 
 impl AuditSection {
+    /// The window of failed-authentication reports: 1 second to 1 hour.
+    pub fn auth_failure_window(&self) -> anyhow::Result<std::time::Duration> {
+        match self.auth_failure_window_seconds {
+            None => Ok(crate::auth_failures::DEFAULT_WINDOW),
+            Some(s @ 1..=3600) => Ok(std::time::Duration::from_secs(s)),
+            Some(s) => bail!("[audit] auth_failure_window_seconds = {s}: must be 1 to 3600"),
+        }
+    }
+
     /// The log identity, if configured.
     pub fn identity(&self) -> anyhow::Result<Option<callvault_meta::audit_service::LogIdentity>> {
         let (origin, file) = match (&self.origin, &self.signing_key_file) {

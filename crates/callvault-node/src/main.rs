@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod api;
 mod auth;
+mod auth_failures;
 mod cli;
 mod config;
 mod content;

@@ -45,6 +45,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         Some(file) => Authenticator::load(file)?,
         None => Authenticator::default(),
     };
+    // Failed authentications are counted here and reported to the audit log once per window.
+    let auth_failures = crate::auth_failures::AuthFailureLog::new(crate::ingest::now());
+    let auth = auth.with_failure_log(auth_failures.clone());
     if auth.is_empty() {
         tracing::warn!(
             "no principals configured (auth.principals_file): public APIs refuse every request"
@@ -82,10 +85,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 node.service.cluster_server(),
                 auth.requiring(&[AccessRole::Operator]),
             ))
-            .add_service(InterceptedService::new(
-                audit.server(),
-                auth.requiring(&[AccessRole::Auditor]),
-            ));
+            .add_service(InterceptedService::new(audit.server(), auth.audit_gate()));
         health_reporter
             .set_serving::<callvault_proto::v1::meta_store_server::MetaStoreServer<
                 callvault_meta::service::MetaService,
@@ -174,6 +174,19 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let auth_failure_reporter = match MetaClient::new(&config.meta_addrs(), &peer) {
+        Ok(meta_client) => Some(crate::auth_failures::spawn_reporter(
+            auth_failures,
+            meta_client,
+            config.node_id,
+            config.audit.auth_failure_window()?,
+            stopped.clone(),
+        )),
+        Err(e) => {
+            tracing::warn!("failed authentications are not reported to the audit log: {e}");
+            None
+        }
+    };
     let mut shard_task = None;
     if config.roles.contains(&Role::Blob) {
         let shard_config = config.shard_config()?;
@@ -227,6 +240,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             .context("blob shard")?;
     }
     served?;
+    if let Some(reporter) = auth_failure_reporter {
+        let _ = reporter.await;
+    }
 
     for task in lifecycle_tasks {
         let _ = task.await;

@@ -95,23 +95,30 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn keygen(name: &str, out: &PathBuf) -> anyhow::Result<ExitCode> {
+/// A new log key named `name`: the private key text (`PRIVATE+KEY+…`) and its verifier key.
+pub(super) fn new_log_key(name: &str) -> anyhow::Result<(String, String)> {
     let mut seed = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
         .map_err(|_| anyhow::anyhow!("no system randomness"))?;
     let signer = NoteSigner::from_seed(name, &seed).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut raw = vec![0x01];
     raw.extend_from_slice(&seed);
+    seed.fill(0);
     let skey = format!(
         "PRIVATE+KEY+{name}+{:08x}+{}",
         signer.key_id(),
         STANDARD.encode(&raw)
     );
+    raw.fill(0);
     // The check that from_encoded accepts what we wrote guards the format.
     NoteSigner::from_encoded(&skey).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((skey, signer.verifier().vkey()))
+}
+
+fn keygen(name: &str, out: &PathBuf) -> anyhow::Result<ExitCode> {
+    let (skey, vkey) = new_log_key(name)?;
     write_private(out, skey.as_bytes())?;
-    seed.fill(0);
-    println!("{}", signer.verifier().vkey());
+    println!("{vkey}");
     eprintln!(
         "private key written to {}; pin the line above in auditors' `callvault audit verify --vkey`",
         out.display()
@@ -259,28 +266,20 @@ async fn tail(node: &str, from: Option<u64>) -> anyhow::Result<ExitCode> {
     let mut client = client(node).await?;
     let mut next = match from {
         Some(n) => n,
+        // The end of the log: the size the node reports with an empty range.
         None => {
-            // The end of the log: the first entry not yet written.
-            let mut probe = 0u64;
-            loop {
-                let got = client
-                    .get_entries(pb::GetEntriesRequest {
-                        start: probe,
-                        end: probe + 1000,
-                    })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
-                match got.entries.last() {
-                    Some(last) => probe = last.sequence + 1,
-                    None => break probe,
-                }
-            }
+            client
+                .get_entries(pb::GetEntriesRequest { start: 0, end: 0 })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tree_size
         }
     };
     loop {
+        let end = next.saturating_add(1000);
         let got = tokio::select! {
-            got = client.get_entries(pb::GetEntriesRequest { start: next, end: next + 1000 }) => got.map_err(status)?.into_inner(),
+            got = client.get_entries(pb::GetEntriesRequest { start: next, end }) => got.map_err(status)?.into_inner(),
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
         for e in &got.entries {
@@ -298,13 +297,17 @@ async fn tail(node: &str, from: Option<u64>) -> anyhow::Result<ExitCode> {
                 e.subject,
                 e.outcome
             );
-            next = e.sequence + 1;
         }
-        if got.entries.is_empty() {
+        // An agency sees only its jurisdictions' entries: the sequence numbers between them are
+        // other entries, so go on from the end of what the node had, not from the last shown.
+        let after_last = got.entries.last().map_or(next, |e| e.sequence + 1);
+        let advanced = after_last.max(end.min(got.tree_size)).max(next);
+        if advanced == next {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
             }
         }
+        next = advanced;
     }
 }

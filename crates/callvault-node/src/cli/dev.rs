@@ -42,6 +42,9 @@ pub struct DevArgs {
     pub init_only: bool,
 }
 
+/// The origin line of the dev cluster's audit log.
+pub const DEV_AUDIT_ORIGIN: &str = "callvault.dev/audit";
+
 /// The dev principals: name, role, jurisdictions, extra principal-file lines.
 const PRINCIPALS: &[(&str, &str, &str, &str)] = &[
     ("platform", "platform", "\"*\"", ""),
@@ -126,6 +129,19 @@ impl Layout {
             let _ = writeln!(keks, "{:?} = {:?}", j.code(), random_hex(32)?);
         }
         write_secret_once(&secrets.join("keks.toml"), &keks)?;
+        // The audit log's signing key, and beside the cluster its public key for auditors to pin.
+        let audit_key = secrets.join("audit.key");
+        if !audit_key.exists() {
+            write_secret_once(&audit_key, &super::audit::new_log_key(DEV_AUDIT_ORIGIN)?.0)?;
+        }
+        let signer = std::fs::read_to_string(&audit_key)
+            .ok()
+            .and_then(|text| callvault_audit::NoteSigner::from_encoded(text.trim()).ok())
+            .with_context(|| format!("{} is not a log key", audit_key.display()))?;
+        std::fs::write(
+            self.dir.join("audit.vkey"),
+            format!("{}\n", signer.verifier().vkey()),
+        )?;
 
         let mut tokens_env = String::new();
         for (name, _, _, _) in PRINCIPALS {
@@ -171,6 +187,7 @@ impl Layout {
                  [cluster]\npeer_token_file = {peer:?}\nindex_key_file = {index:?}\nkek_file = {keks:?}\n\
                  meta_addrs = [{meta}]\n\n\
                  [auth]\nprincipals_file = {principals:?}\n\n\
+                 [audit]\norigin = \"{DEV_AUDIT_ORIGIN}\"\nsigning_key_file = {audit_key:?}\n\n\
                  [blob]\nlisten_addr = \"127.0.0.1:{blob_port}\"\nshards = [{shards}]\nreplicas = 3\n",
                 data = abs(self.dir.join(format!("node-{node}"))),
                 addr = self.addr(node),
@@ -179,6 +196,7 @@ impl Layout {
                 keks = abs(secrets.join("keks.toml")),
                 meta = meta_addrs.join(", "),
                 principals = abs(secrets.join("principals.toml")),
+                audit_key = abs(secrets.join("audit.key")),
                 blob_port = self.blob_ports[node - 1],
                 shards = shards.join(", "),
             );
@@ -389,8 +407,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         summary.unchanged.len()
     );
     println!(
-        "\nready. try:\n  source {env}\n  callvault load --token $CALLVAULT_DEV_PLATFORM_TOKEN --registry-token $CALLVAULT_DEV_REGISTRY_TOKEN --calls 200\n  callvault status US-TX --token $CALLVAULT_DEV_AGENCY_TX_TOKEN\n\nCtrl-C stops the cluster (data stays in {dir}).",
+        "\nready. try:\n  source {env}\n  callvault load --token $CALLVAULT_DEV_PLATFORM_TOKEN --registry-token $CALLVAULT_DEV_REGISTRY_TOKEN --calls 200\n  callvault status US-TX --token $CALLVAULT_DEV_AGENCY_TX_TOKEN\n  CALLVAULT_TOKEN=$CALLVAULT_DEV_AUDITOR_TOKEN callvault audit verify --node {node} --vkey \"$(cat {vkey})\" --origin {DEV_AUDIT_ORIGIN}\n\nCtrl-C stops the cluster (data stays in {dir}).",
         env = dir.join("tokens.env").display(),
+        node = layout.addr(1),
+        vkey = dir.join("audit.vkey").display(),
         dir = dir.display()
     );
 
