@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod api;
 mod auth;
+mod bootstrap;
 mod cli;
 mod config;
 mod ingest;
