@@ -19,6 +19,11 @@ use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
 use callvault_proto::v1::meta_store_client::MetaStoreClient;
 use tonic::transport::{Channel, Endpoint};
+pub use tonic_health::pb::health_check_response::ServingStatus;
+
+/// The health service whose status is a meta node's readiness (the binary's
+/// `bootstrap::READINESS_SERVICE`, which the Kubernetes readiness probes name too).
+pub const META_READINESS_SERVICE: &str = "callvault.v1.MetaStore";
 
 /// The `callvault` binary under test.
 pub fn callvault_bin() -> PathBuf {
@@ -173,6 +178,40 @@ impl NodeProcess {
             log,
             child: None,
         }
+    }
+
+    /// Appends `toml` to the node's config file (before it starts), e.g. a `[bootstrap]` section
+    /// that names nodes created after it.
+    pub fn append_config(&self, toml: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .expect("config exists");
+        writeln!(file, "\n{toml}").expect("config appended");
+    }
+
+    /// The node's config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The gRPC health status the node reports for `service` (`""`: the process), or `None` if
+    /// it does not answer or does not know the service.
+    pub async fn health(&self, service: &str) -> Option<ServingStatus> {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(self.channel());
+        let response = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .ok()?;
+        ServingStatus::try_from(response.into_inner().status).ok()
+    }
+
+    /// Whether the node reports itself ready: a caught-up metadata-store voter.
+    pub async fn is_ready(&self) -> bool {
+        self.health(META_READINESS_SERVICE).await == Some(ServingStatus::Serving)
     }
 
     /// The node's data directory (as the harness lays it out).

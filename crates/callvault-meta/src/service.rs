@@ -662,4 +662,34 @@ impl pb::cluster_server::Cluster for MetaService {
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         Ok(Response::new(MetaService::status(self).await))
     }
+
+    async fn read_index(
+        &self,
+        _request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        self.leader_read_index().await.map(Response::new)
+    }
+}
+
+impl MetaService {
+    /// The leader's commit index, confirmed by a quorum now: from Raft on the leader, forwarded
+    /// to the leader from any other member. A member whose applied index reaches it has caught
+    /// up with every write acknowledged before the call, which is what readiness means.
+    pub async fn leader_read_index(&self) -> Result<pb::ReadIndexResponse, Status> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(pb::ReadIndexResponse {
+                leader_id: self.node_id,
+                read_index: read_log_id.map_or(0, |l| l.index),
+            }),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                let channel = self.leader_channel(&forward)?;
+                ClusterClient::new(channel)
+                    .read_index(pb::ReadIndexRequest {})
+                    .await
+                    .map(Response::into_inner)
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
 }

@@ -349,6 +349,30 @@ impl Principal {
     }
 }
 
+/// Admits principals with one of `roles`, or cluster peers presenting the peer token: for the
+/// `Cluster` service, which members call on each other (a follower forwards membership changes
+/// to the leader; a node joining by itself asks to be added). A peer can already append to the
+/// Raft log, so this grants it nothing more. Without a peer token configured, only `roles`.
+#[derive(Clone, Debug)]
+pub struct RoleOrPeerGate {
+    roles: RoleGate,
+    peer: callvault_proto::auth::PeerGate,
+}
+
+impl Authenticator {
+    /// An interceptor admitting `roles` or the cluster's peers.
+    pub fn requiring_or_peer(
+        &self,
+        roles: &'static [AccessRole],
+        peer: callvault_proto::auth::PeerGate,
+    ) -> RoleOrPeerGate {
+        RoleOrPeerGate {
+            roles: self.requiring(roles),
+            peer,
+        }
+    }
+}
+
 /// Admits every authenticated principal to the `Audit` service and attaches its
 /// [`AuditScope`], which the service filters entries by.
 #[derive(Clone, Debug)]
@@ -369,6 +393,15 @@ impl Interceptor for AuditGate {
         request.extensions_mut().insert(principal.audit_scope());
         request.extensions_mut().insert(principal);
         Ok(request)
+    }
+}
+
+impl Interceptor for RoleOrPeerGate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if !self.peer.is_open() && self.peer.check(&request).is_ok() {
+            return Ok(request);
+        }
+        self.roles.call(request)
     }
 }
 
@@ -522,6 +555,31 @@ mod tests {
                 .code(),
             tonic::Code::Unauthenticated
         );
+    }
+
+    #[test]
+    fn the_cluster_gate_admits_operators_and_peers_only() {
+        let auth = Authenticator::parse(&file()).unwrap();
+        let peer = "cluster-peer-token-0123456789";
+        let mut gate = auth.requiring_or_peer(
+            &[AccessRole::Operator],
+            callvault_proto::auth::PeerGate::new(peer).unwrap(),
+        );
+        assert!(gate.call(request_with(peer)).is_ok());
+        assert!(gate.call(request_with("operator-token-0123456789")).is_ok());
+        let agency = gate.call(request_with(TOKEN)).unwrap_err();
+        assert_eq!(agency.code(), tonic::Code::PermissionDenied);
+        let unknown = gate
+            .call(request_with("another-token-0123456789"))
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+        // Without a peer token configured, nobody gets in as a "peer".
+        let mut open = auth.requiring_or_peer(
+            &[AccessRole::Operator],
+            callvault_proto::auth::PeerGate::open(),
+        );
+        assert!(open.call(request_with(peer)).is_err());
+        assert!(open.call(Request::new(())).is_err());
     }
 
     #[test]

@@ -21,7 +21,36 @@ const ENV_KEYS: &[&str] = &[
     "cluster",
     "auth",
     "ingest",
+    "bootstrap",
+    "blob",
+    "audit",
+    "playback",
+    "lifecycle",
 ];
+
+/// `CALLVAULT_*` variables the binary reads that are not configuration keys.
+const OTHER_ENV_VARS: &[&str] = &[
+    "CALLVAULT_LOG",            // log filter of `serve`
+    "CALLVAULT_TOKEN",          // bearer token of the client commands
+    "CALLVAULT_ADDR",           // node address of the client commands
+    "CALLVAULT_REGISTRY_TOKEN", // `load`'s registry token
+    "CALLVAULT_KEKS",           // key-encryption keys, for library users (`KeyRing::from_env`)
+];
+
+/// The `CALLVAULT_*` variables among `vars` that callvault would silently ignore: neither a
+/// configuration key nor a variable it reads. A typo such as `CALLVAULT_ADVERTISE_ADR` would
+/// otherwise leave a pod running on defaults.
+pub fn unknown_env_vars<'a>(vars: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    vars.into_iter()
+        .filter_map(|name| {
+            let key = name.strip_prefix("CALLVAULT_")?;
+            let top = key.split("__").next().unwrap_or_default();
+            let known = ENV_KEYS.iter().any(|k| top.eq_ignore_ascii_case(k))
+                || OTHER_ENV_VARS.contains(&name);
+            (!known).then(|| name.to_string())
+        })
+        .collect()
+}
 
 /// A role a node plays. A laptop runs every role in one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -77,6 +106,9 @@ pub struct NodeConfig {
     /// The retention sweeper, the shredder and the collector (meta role).
     #[serde(default)]
     pub lifecycle: LifecycleSection,
+    /// How a meta node forms or joins the cluster.
+    #[serde(default)]
+    pub bootstrap: BootstrapSection,
 }
 
 /// `[playback]`: per-principal limits on content access, counted cluster-wide by the metadata
@@ -96,6 +128,45 @@ impl Default for PlaybackSection {
         PlaybackSection {
             calls_per_hour: 60,
             bytes_per_hour: 1 << 30,
+        }
+    }
+}
+
+/// How a meta node becomes a voter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootstrapMode {
+    /// An operator runs `callvault cluster init` and `add-voter`.
+    #[default]
+    Manual,
+    /// The node does it itself: with an empty store, node `init_node_id` initializes a new
+    /// cluster once a majority of the seeds (itself included) answer that they have none, and
+    /// every other node asks a seed that has one to add it as a learner and promote it.
+    Auto,
+}
+
+/// `[bootstrap]`: forming the metadata store without a manual step (Kubernetes StatefulSets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapSection {
+    /// `"manual"` (default) or `"auto"`.
+    pub mode: BootstrapMode,
+    /// `host:port` of meta members to ask (this node's own address may be among them). They need
+    /// not be every member: one that is part of the cluster is enough to join.
+    pub seeds: Vec<String>,
+    /// The node that initializes a new cluster (default 1: ordinal 0 of a StatefulSet).
+    pub init_node_id: u64,
+    /// Give up, and exit non-zero, if this node is not a voter after this long (default 600).
+    pub join_timeout_seconds: u64,
+}
+
+impl Default for BootstrapSection {
+    fn default() -> Self {
+        BootstrapSection {
+            mode: BootstrapMode::Manual,
+            seeds: Vec::new(),
+            init_node_id: 1,
+            join_timeout_seconds: 600,
         }
     }
 }
@@ -129,6 +200,23 @@ impl Default for LifecycleSection {
             collect_tick_ms: 2000,
         }
     }
+}
+
+/// The node id of a StatefulSet pod: its ordinal (the number after the last `-` of its name)
+/// plus one, since node ids start at 1. `callvault-meta-0` is node 1.
+pub fn node_id_from_ordinal(pod_name: &str) -> anyhow::Result<u64> {
+    let ordinal = pod_name
+        .rsplit_once('-')
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .with_context(|| {
+            format!("{pod_name:?} does not end in -<ordinal> like a StatefulSet pod's name")
+        })?;
+    ordinal
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .with_context(|| format!("ordinal of {pod_name:?} is too large"))
 }
 
 /// `[cluster]`: secrets every node shares (mount them from a Kubernetes secret; never commit
@@ -298,6 +386,16 @@ impl Default for MetaSection {
 impl NodeConfig {
     /// Loads `file` (if given) under `CALLVAULT_*` environment overrides and checks it.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_inner(file, None)
+    }
+
+    /// [`NodeConfig::load`], with `node_id` (from `--node-id-from-ordinal`) overriding the file
+    /// and the environment; the file may then leave `node_id` out.
+    pub fn load_with_node_id(file: Option<&Path>, node_id: u64) -> anyhow::Result<Self> {
+        Self::load_inner(file, Some(node_id))
+    }
+
+    fn load_inner(file: Option<&Path>, node_id: Option<u64>) -> anyhow::Result<Self> {
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
@@ -305,23 +403,24 @@ impl NodeConfig {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: NodeConfig = figment
-            .merge(
-                Env::prefixed("CALLVAULT_")
-                    .filter(|key| {
-                        let top = key.as_str().split("__").next().unwrap_or_default();
-                        ENV_KEYS.iter().any(|k| top.eq_ignore_ascii_case(k))
-                    })
-                    .split("__"),
-            )
-            .extract()
-            .with_context(|| match file {
-                Some(f) => format!(
-                    "invalid configuration in {} or CALLVAULT_* variables",
-                    f.display()
-                ),
-                None => "invalid configuration in CALLVAULT_* variables".to_string(),
-            })?;
+        figment = figment.merge(
+            Env::prefixed("CALLVAULT_")
+                .filter(|key| {
+                    let top = key.as_str().split("__").next().unwrap_or_default();
+                    ENV_KEYS.iter().any(|k| top.eq_ignore_ascii_case(k))
+                })
+                .split("__"),
+        );
+        if let Some(id) = node_id {
+            figment = figment.merge(figment::providers::Serialized::global("node_id", id));
+        }
+        let config: NodeConfig = figment.extract().with_context(|| match file {
+            Some(f) => format!(
+                "invalid configuration in {} or CALLVAULT_* variables",
+                f.display()
+            ),
+            None => "invalid configuration in CALLVAULT_* variables".to_string(),
+        })?;
         config.check()?;
         Ok(config)
     }
@@ -342,6 +441,18 @@ impl NodeConfig {
         }
         if m.snapshot_after_entries == 0 {
             bail!("meta.snapshot_after_entries must be greater than 0");
+        }
+        let b = &self.bootstrap;
+        if b.mode == BootstrapMode::Auto {
+            if !self.roles.contains(&Role::Meta) {
+                bail!("bootstrap.mode = \"auto\" needs the meta role");
+            }
+            if b.seeds.is_empty() {
+                bail!("bootstrap.mode = \"auto\" needs bootstrap.seeds (meta members' host:port)");
+            }
+            if b.init_node_id == 0 || b.join_timeout_seconds == 0 {
+                bail!("bootstrap.init_node_id and bootstrap.join_timeout_seconds must be > 0");
+            }
         }
         let stateless = self.roles.contains(&Role::Ingest) || self.roles.contains(&Role::Api);
         if stateless && self.cluster.index_key_file.is_none() {
@@ -492,11 +603,75 @@ mod tests {
         for i in 1..=3 {
             let config = NodeConfig::load(Some(&dir.join(format!("node-{i}.toml")))).unwrap();
             assert_eq!(config.node_id, i);
-            assert_eq!(config.roles, vec![Role::Meta, Role::Blob]);
-            let shard = config.shard_config().unwrap();
-            assert_eq!(shard.shards.len(), 3);
-            assert_eq!(shard.shard_id.to_string(), format!("blob-{i}"));
+            assert_eq!(
+                config.roles,
+                vec![Role::Meta, Role::Blob, Role::Ingest, Role::Api]
+            );
+            assert_eq!(config.bootstrap.mode, BootstrapMode::Auto);
+            assert_eq!(config.bootstrap.seeds.len(), 3);
+            assert_eq!(config.meta_addrs().len(), 3);
+            // The shard's id defaults to blob-<node_id>, which the shard set must name.
+            assert_eq!(config.blob.shards.len(), 3);
+            assert!(config.blob.shard_id.is_none());
+            assert_eq!(
+                config.blob.shards[i as usize - 1].id.to_string(),
+                format!("blob-{i}")
+            );
         }
+    }
+
+    #[test]
+    fn misspelt_environment_variables_are_named() {
+        let vars = [
+            "CALLVAULT_ADVERTISE_ADDR",
+            "CALLVAULT_META__HEARTBEAT_MS",
+            "CALLVAULT_LOG",
+            "CALLVAULT_ADVERTISE_ADR",
+            "CALLVAULT_BOOTSTRAPP__MODE",
+            "HOME",
+        ];
+        assert_eq!(
+            unknown_env_vars(vars),
+            ["CALLVAULT_ADVERTISE_ADR", "CALLVAULT_BOOTSTRAPP__MODE"]
+        );
+    }
+
+    #[test]
+    fn node_ids_come_from_statefulset_ordinals() {
+        assert_eq!(node_id_from_ordinal("callvault-meta-0").unwrap(), 1);
+        assert_eq!(node_id_from_ordinal("callvault-meta-4").unwrap(), 5);
+        assert_eq!(node_id_from_ordinal("x-17").unwrap(), 18);
+        for bad in ["callvault-meta", "meta-", "meta-1a", "7", "meta-+1", ""] {
+            assert!(node_id_from_ordinal(bad).is_err(), "{bad}");
+        }
+        assert!(node_id_from_ordinal(&format!("m-{}", u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn a_pod_config_may_leave_node_id_to_the_ordinal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"d\"\nlisten_addr = \"0.0.0.0:7101\"\n\
+             [bootstrap]\nmode = \"auto\"\nseeds = [\"m-0.m:7101\"]\n",
+        )
+        .unwrap();
+        assert!(
+            NodeConfig::load(Some(&path)).is_err(),
+            "node_id is required"
+        );
+        let config = NodeConfig::load_with_node_id(Some(&path), 3).unwrap();
+        assert_eq!(config.node_id, 3);
+        assert_eq!(config.bootstrap.init_node_id, 1);
+        std::fs::write(
+            &path,
+            "node_id = 1\ndata_dir = \"d\"\nlisten_addr = \"0.0.0.0:7101\"\n\
+             roles = [\"blob\"]\n[bootstrap]\nmode = \"auto\"\nseeds = [\"m:1\"]\n",
+        )
+        .unwrap();
+        let err = NodeConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("meta role"), "{err}");
     }
 
     #[test]

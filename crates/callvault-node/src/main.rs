@@ -7,6 +7,7 @@ use clap::Parser;
 mod api;
 mod auth;
 mod auth_failures;
+mod bootstrap;
 mod cli;
 mod config;
 mod content;

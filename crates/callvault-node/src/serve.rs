@@ -20,6 +20,9 @@ use crate::ingest::{IngestLimits, IngestService};
 use crate::lifecycle::Lifecycle;
 use callvault_meta::command::AccessQuota;
 
+/// The gRPC health service name that is SERVING once this node's blob shard has opened its store.
+pub const BLOB_READINESS_SERVICE: &str = "callvault.v1.BlobShard";
+
 /// Runs the node described by `config` until a shutdown signal.
 pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen_addr)
@@ -83,13 +86,16 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             ))
             .add_service(InterceptedService::new(
                 node.service.cluster_server(),
-                auth.requiring(&[AccessRole::Operator]),
+                // Members call each other's Cluster service too (forwarding, joining).
+                auth.requiring_or_peer(&[AccessRole::Operator], gate.clone()),
             ))
             .add_service(InterceptedService::new(audit.server(), auth.audit_gate()));
+        // SERVING once this node is a caught-up voter (see `bootstrap::readiness`).
         health_reporter
-            .set_serving::<callvault_proto::v1::meta_store_server::MetaStoreServer<
-                callvault_meta::service::MetaService,
-            >>()
+            .set_service_status(
+                crate::bootstrap::READINESS_SERVICE,
+                tonic_health::ServingStatus::NotServing,
+            )
             .await;
         meta = Some(node);
     }
@@ -187,6 +193,27 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             None
         }
     };
+    let mut bootstrap_task = None;
+    if let Some(node) = &meta {
+        tokio::spawn(crate::bootstrap::readiness(
+            node.clone(),
+            config.node_id,
+            health_reporter.clone(),
+            stopped.clone(),
+        ));
+        if config.bootstrap.mode == crate::config::BootstrapMode::Auto {
+            let plan = crate::bootstrap::BootstrapPlan::from_config(&config)?;
+            let (node, stopped, stop_node) = (node.clone(), stopped.clone(), stop.clone());
+            bootstrap_task = Some(tokio::spawn(async move {
+                let result = crate::bootstrap::run(node, plan, stopped).await;
+                // A node that cannot join exits non-zero, so its supervisor shows and retries it.
+                if result.is_err() {
+                    let _ = stop_node.send(true);
+                }
+                result
+            }));
+        }
+    }
     let mut shard_task = None;
     if config.roles.contains(&Role::Blob) {
         let shard_config = config.shard_config()?;
@@ -202,8 +229,25 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         );
         let shutdown = wait_stop(stopped.clone());
         let stop_node = stop.clone();
+        let health = health_reporter.clone();
         shard_task = Some(tokio::spawn(async move {
-            let result = callvault_blob::serve_shard_on(shard_config, listener, shutdown).await;
+            let result = async {
+                let shard =
+                    tokio::task::spawn_blocking(move || callvault_blob::Shard::open(shard_config))
+                        .await
+                        .map_err(|e| {
+                            callvault_blob::ServeError::Config(format!("opening the shard: {e}"))
+                        })??;
+                // Readiness of a blob pod: its store is open.
+                health
+                    .set_service_status(
+                        BLOB_READINESS_SERVICE,
+                        tonic_health::ServingStatus::Serving,
+                    )
+                    .await;
+                shard.serve(listener, shutdown).await
+            }
+            .await;
             // A shard that cannot run takes the node down rather than leave it half-serving.
             let _ = stop_node.send(true);
             result
@@ -234,6 +278,9 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(incoming, signal)
         .await
         .context("gRPC server");
+    if let Some(task) = bootstrap_task {
+        task.await.context("bootstrap task")??;
+    }
     if let Some(task) = shard_task {
         task.await
             .context("blob shard task")?

@@ -36,7 +36,13 @@ enum Command {
         /// Roles to run, overriding the config (comma-separated).
         #[arg(long, value_delimiter = ',')]
         roles: Vec<Role>,
+        /// Takes node_id from a StatefulSet pod name: its ordinal plus one (`meta-0` is node 1).
+        #[arg(long, value_name = "POD_NAME")]
+        node_id_from_ordinal: Option<String>,
     },
+    /// Node configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Membership of the metadata store.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -56,6 +62,43 @@ enum Command {
     Load(load::LoadArgs),
     /// Runs a local three-node cluster (every role, dev secrets and tokens) until Ctrl-C.
     Dev(dev::DevArgs),
+}
+
+/// `callvault config …`.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Loads a node configuration exactly as `serve` would (the file, CALLVAULT_* variables, the
+    /// same flags), checks it, prints what the node would run, and exits: non-zero, naming the
+    /// key, for an unknown key or a bad value. Secret files are not read.
+    Check {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Roles to run, overriding the config (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<Role>,
+        /// Takes node_id from a StatefulSet pod name: its ordinal plus one.
+        #[arg(long, value_name = "POD_NAME")]
+        node_id_from_ordinal: Option<String>,
+    },
+}
+
+/// The node configuration `serve` and `config check` run with.
+fn node_config(
+    file: Option<&std::path::Path>,
+    roles: Vec<Role>,
+    node_id_from_ordinal: Option<&str>,
+) -> anyhow::Result<NodeConfig> {
+    let mut config = match node_id_from_ordinal {
+        Some(pod) => {
+            NodeConfig::load_with_node_id(file, crate::config::node_id_from_ordinal(pod)?)?
+        }
+        None => NodeConfig::load(file)?,
+    };
+    if !roles.is_empty() {
+        config.roles = roles;
+    }
+    Ok(config)
 }
 
 /// A connected channel to a node's gRPC endpoint at `addr` (`host:port`), for CLI commands.
@@ -112,13 +155,44 @@ fn init_logging() {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, roles } => {
+        Command::Serve {
+            config,
+            roles,
+            node_id_from_ordinal,
+        } => {
             init_logging();
-            let mut config = NodeConfig::load(config.as_deref())?;
-            if !roles.is_empty() {
-                config.roles = roles;
-            }
+            let config = node_config(config.as_deref(), roles, node_id_from_ordinal.as_deref())?;
             runtime()?.block_on(crate::serve::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check {
+            config: file,
+            roles,
+            node_id_from_ordinal,
+        }) => {
+            let config = node_config(file.as_deref(), roles, node_id_from_ordinal.as_deref())?;
+            let env: Vec<String> = std::env::vars_os()
+                .filter_map(|(k, _)| k.into_string().ok())
+                .collect();
+            let unknown = crate::config::unknown_env_vars(env.iter().map(String::as_str));
+            if !unknown.is_empty() {
+                anyhow::bail!(
+                    "{} would be ignored: neither a configuration key nor a variable callvault reads",
+                    unknown.join(", ")
+                );
+            }
+            let name = file
+                .as_deref()
+                .map_or("(no file)".into(), |f| f.display().to_string());
+            println!(
+                "{name}: valid: node {} roles {:?} listen {} advertise {} bootstrap {:?} data {}",
+                config.node_id,
+                config.roles,
+                config.listen_addr,
+                config.advertise(),
+                config.bootstrap.mode,
+                config.data_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster(command) => {
