@@ -9,7 +9,9 @@ mod auth;
 mod cli;
 mod config;
 mod ingest;
+mod metrics;
 mod serve;
+mod telemetry;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
