@@ -65,6 +65,16 @@ fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
         .and_then(|kv| text(&kv.value))
 }
 
+/// Attributes as sorted `(key, value)` text pairs.
+fn sorted(attributes: &[KeyValue]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = attributes
+        .iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value).unwrap_or_default()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
 fn node_of(resource: &Option<Resource>) -> String {
     resource
         .as_ref()
@@ -159,12 +169,7 @@ impl Collector {
             };
             assert!(sum.is_monotonic, "{name} is a counter");
             for point in &sum.data_points {
-                let mut attributes: Vec<(String, String)> = point
-                    .attributes
-                    .iter()
-                    .map(|kv| (kv.key.clone(), text(&kv.value).unwrap_or_default()))
-                    .collect();
-                attributes.sort();
+                let attributes = sorted(&point.attributes);
                 let value = match point.value {
                     Some(number_data_point::Value::AsInt(v)) => v,
                     Some(number_data_point::Value::AsDouble(v)) => v as i64,
@@ -190,12 +195,7 @@ impl Collector {
                 panic!("{name} is not a histogram: {metric:?}");
             };
             for point in &histogram.data_points {
-                let mut attributes: Vec<(String, String)> = point
-                    .attributes
-                    .iter()
-                    .map(|kv| (kv.key.clone(), text(&kv.value).unwrap_or_default()))
-                    .collect();
-                attributes.sort();
+                let attributes = sorted(&point.attributes);
                 latest.insert((node.clone(), attributes), point.count);
             }
         }
@@ -359,53 +359,29 @@ async fn one_calls_spans_and_the_decision_counters_reach_an_otlp_collector() {
         .await
         .expect("registration");
 
-    let recorded = TestParent::new("recorded-1");
-    let answer = send_traced(
-        &cluster,
-        2,
-        &TestCall::new("tx-otel-1", "US-TX", "(512) 555-7788", CHUNKS, 1),
-        &recorded,
-    )
-    .await;
-    assert_eq!(
-        answer.decision,
-        pb::Decision::Recorded as i32,
-        "{}",
-        answer.reason
-    );
-    let second = TestParent::new("recorded-2");
-    let answer = send_traced(
-        &cluster,
-        2,
-        &TestCall::new("tx-otel-2", "US-TX", "(512) 555-7789", CHUNKS, 2),
-        &second,
-    )
-    .await;
-    assert_eq!(
-        answer.decision,
-        pb::Decision::Recorded as i32,
-        "{}",
-        answer.reason
-    );
-    let privileged = TestParent::new("privileged-1");
-    let answer = send_traced(
-        &cluster,
-        2,
-        &TestCall::new("tx-otel-3", "US-TX", ATTORNEY, CHUNKS, 3),
-        &privileged,
-    )
-    .await;
-    assert_eq!(
-        answer.decision,
-        pb::Decision::NotRecordedPrivileged as i32,
-        "{}",
-        answer.reason
-    );
+    let calls = [
+        ("tx-otel-1", "(512) 555-7788", pb::Decision::Recorded),
+        ("tx-otel-2", "(512) 555-7789", pb::Decision::Recorded),
+        ("tx-otel-3", ATTORNEY, pb::Decision::NotRecordedPrivileged),
+    ];
+    let mut parents = Vec::new();
+    for (seed, (call_id, number, expected)) in calls.into_iter().enumerate() {
+        let parent = TestParent::new(call_id);
+        let call = TestCall::new(call_id, "US-TX", number, CHUNKS, seed as u8 + 1);
+        let answer = send_traced(&cluster, 2, &call, &parent).await;
+        assert_eq!(
+            answer.decision, expected as i32,
+            "{call_id}: {}",
+            answer.reason
+        );
+        parents.push(parent);
+    }
+    let (recorded, privileged) = (&parents[0], &parents[2]);
 
-    check_recorded_trace(&collector, &recorded).await;
-    check_privileged_trace(&collector, &privileged).await;
+    check_recorded_trace(&collector, recorded).await;
+    check_privileged_trace(&collector, privileged).await;
     check_counters(&collector).await;
-    check_json_log(&cluster, &recorded);
+    check_json_log(&cluster, recorded);
     check_scrub_findings(&collector, &mut cluster, "tx-otel-1").await;
 
     drop(cluster);
