@@ -2,7 +2,6 @@
 //! survive a shard crash and regain three replicas, a byte flipped on disk is read around and
 //! scrubbed, and collection removes a dead call's chunks everywhere.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use callvault_blob::{
     ReplicationConfig, SealedChunk, ShardId, ShardInfo,
 };
 use callvault_core::{CallId, Jurisdiction};
-use callvault_tests::{NodeProcess, eventually, free_port};
+use callvault_tests::{NodeProcess, eventually, flip_on_disk, free_port};
 
 struct Shards {
     nodes: Vec<NodeProcess>,
@@ -109,41 +108,6 @@ fn sealed(call: &str, n: u64) -> Vec<SealedChunk> {
             sealer.seal(seq, &audio)
         })
         .collect()
-}
-
-fn blob_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(blob_files(&path));
-            } else if path.extension().is_some_and(|e| e == "blob") {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
-/// Flips one byte inside every on-disk copy of `needle` in `dir`'s blob files.
-fn flip_on_disk(dir: &Path, needle: &[u8]) -> usize {
-    let mut flipped = 0;
-    for path in blob_files(dir) {
-        let mut bytes = std::fs::read(&path).unwrap();
-        let mut at = 0;
-        let mut changed = false;
-        while let Some(pos) = bytes[at..].windows(needle.len()).position(|w| w == needle) {
-            bytes[at + pos + needle.len() / 2] ^= 0x01;
-            at += pos + needle.len();
-            changed = true;
-            flipped += 1;
-        }
-        if changed {
-            std::fs::write(&path, bytes).unwrap();
-        }
-    }
-    flipped
 }
 
 /// Invariant 4 for blobs: acknowledged chunks survive the loss of R−W replicas.

@@ -133,6 +133,42 @@ where
     }
 }
 
+fn blob_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(blob_files(&path));
+            } else if path.extension().is_some_and(|e| e == "blob") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Flips one byte inside every on-disk copy of `needle` in the blob files under `dir` (a
+/// stopped shard's data, so everything is flushed to blob files); returns the copies changed.
+pub fn flip_on_disk(dir: &Path, needle: &[u8]) -> usize {
+    let mut flipped = 0;
+    for path in blob_files(dir) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut at = 0;
+        let mut changed = false;
+        while let Some(pos) = bytes[at..].windows(needle.len()).position(|w| w == needle) {
+            bytes[at + pos + needle.len() / 2] ^= 0x01;
+            at += pos + needle.len();
+            changed = true;
+            flipped += 1;
+        }
+        if changed {
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+    flipped
+}
+
 /// One `callvault serve` process with its own data directory and port. Killed when dropped.
 pub struct NodeProcess {
     /// The node id.
@@ -142,6 +178,8 @@ pub struct NodeProcess {
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Extra environment variables of the process (e.g. `OTEL_*`).
+    env: Vec<(String, String)>,
 }
 
 impl NodeProcess {
@@ -177,6 +215,7 @@ impl NodeProcess {
             config,
             log,
             child: None,
+            env: Vec::new(),
         }
     }
 
@@ -214,6 +253,11 @@ impl NodeProcess {
         self.health(META_READINESS_SERVICE).await == Some(ServingStatus::Serving)
     }
 
+    /// Sets an environment variable for the process's next starts.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// The node's data directory (as the harness lays it out).
     pub fn data_dir(&self) -> PathBuf {
         self.config.with_file_name(format!("node-{}", self.id))
@@ -231,6 +275,7 @@ impl NodeProcess {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("CALLVAULT_LOG", "info,openraft=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .stdin(Stdio::null())
@@ -477,12 +522,26 @@ impl DevCluster {
     /// Writes the layout with `callvault dev --init-only`, starts the nodes, forms the cluster and
     /// puts the default policies in force. Holds a slot of [`DEV_CLUSTERS`] until dropped.
     pub async fn start() -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::start_with("").await
+        Self::launch("", &[]).await
     }
 
     /// [`DevCluster::start`], with `extra` TOML appended to every node's config (new sections
     /// only, e.g. `[playback]`).
     pub async fn start_with(extra: &str) -> (Self, tokio::sync::SemaphorePermit<'static>) {
+        Self::launch(extra, &[]).await
+    }
+
+    /// [`DevCluster::start`], with extra environment variables for every node process.
+    pub async fn start_with_env(
+        env: &[(&str, &str)],
+    ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
+        Self::launch("", env).await
+    }
+
+    async fn launch(
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
         let permit = DEV_CLUSTERS.acquire().await.expect("semaphore open");
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -536,6 +595,9 @@ impl DevCluster {
             })
             .collect();
         for node in &mut nodes {
+            for (key, value) in env {
+                node.set_env(key, value);
+            }
             node.start();
         }
         let cluster = DevCluster {

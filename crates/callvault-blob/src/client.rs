@@ -21,6 +21,7 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tonic::transport::Endpoint;
 use tonic::{Code, Status};
+use tracing::Instrument as _;
 
 use crate::chunk::{ChunkId, MAX_CHUNK_BYTES, MAX_IDS_PER_REQUEST};
 use crate::envelope::SealedChunk;
@@ -166,6 +167,7 @@ impl ShardClient {
     }
 
     /// Stores a chunk; `Ok(true)` when the shard already had it.
+    #[tracing::instrument(name = "blob.shard.put", skip_all, fields(otel.kind = "client", shard = %self.info.id, chunk = %id))]
     pub async fn put(&self, id: ChunkId, bytes: &[u8]) -> Result<bool, Status> {
         let mut messages = Vec::with_capacity(1 + bytes.len().div_ceil(PIECE_BYTES));
         messages.push(PutChunkRequest {
@@ -377,6 +379,7 @@ impl ReplicatedBlobClient {
     /// Writes `bytes` (named `id`) to its R placement targets concurrently and returns once W
     /// have it durable. Writes to the remaining targets continue in the background; a target
     /// that misses the chunk is filled in later by read repair or the scrubber.
+    #[tracing::instrument(name = "blob.put", skip_all, fields(chunk = %id, write_quorum = self.write_quorum))]
     pub async fn put(
         &self,
         id: ChunkId,
@@ -390,7 +393,9 @@ impl ReplicatedBlobClient {
                 let client = self.clients[&t.id].clone();
                 let bytes = bytes.clone();
                 // Spawned, so a write still in flight when the quorum is reached completes.
-                let task = tokio::spawn(async move { client.put(id, &bytes).await });
+                // In the caller's span, so each replica write is part of the call's trace.
+                let task =
+                    tokio::spawn(async move { client.put(id, &bytes).await }.in_current_span());
                 let shard = t.id.clone();
                 async move {
                     let result = match task.await {

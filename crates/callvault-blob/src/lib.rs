@@ -36,6 +36,7 @@ pub mod chunk;
 pub mod client;
 pub mod collect;
 pub mod envelope;
+pub mod metrics;
 pub mod placement;
 pub mod scrub;
 pub mod service;

@@ -204,6 +204,7 @@ impl<S: ChunkStore> Scrubber<S> {
         self.counters
             .last_pass_unix
             .store((now().0 / 1000).max(0) as u64, Ordering::Relaxed);
+        crate::metrics::scrub_pass(&self.shard, &report);
         Ok(report)
     }
 

@@ -151,6 +151,14 @@ impl<S: ChunkStore> BlobShard for BlobShardService<S> {
         let outcome = self
             .blocking(move |store| store.put(id, &bytes, now()))
             .await?;
+        crate::metrics::chunk_written(
+            match outcome {
+                PutOutcome::AlreadyPresent => "already_present",
+                PutOutcome::Repaired => "repaired",
+                PutOutcome::Stored => "stored",
+            },
+            length as u64,
+        );
         if outcome == PutOutcome::Repaired {
             tracing::info!(%id, "a corrupt or missing local copy was replaced");
         }

@@ -252,6 +252,8 @@ impl Shard {
         tracing::info!(shard = %self.config.shard_id, addr = ?listener.local_addr().ok(), "blob shard serving");
         let served = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // A span per request, a child of the trace context the writer sent (when tracing is on).
+            .trace_fn(callvault_proto::trace_context::server_span)
             .add_service(server)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await;

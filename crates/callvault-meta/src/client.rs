@@ -122,6 +122,7 @@ impl MetaClient {
     }
 
     /// Proposes `command` and waits until it applied.
+    #[tracing::instrument(name = "meta.client.propose", skip_all, fields(otel.kind = "client", command = command.kind()))]
     pub async fn propose(&self, command: &Command) -> Result<(Committed, CommandResult), Status> {
         let bytes = command.encode();
         let response = self
@@ -142,6 +143,7 @@ impl MetaClient {
     }
 
     /// A number's standing, and `call_id`'s existing record if given (linearizable).
+    #[tracing::instrument(name = "meta.client.read_standing", skip_all, fields(otel.kind = "client"))]
     pub async fn standing(
         &self,
         jurisdiction: Jurisdiction,

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod apply_trace;
 pub mod audit_log;
 pub mod audit_service;
 pub mod auth_failures;
@@ -22,6 +23,7 @@ pub mod convert;
 pub mod keys;
 pub mod lifecycle;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proposer;

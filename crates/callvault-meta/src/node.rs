@@ -154,6 +154,13 @@ impl MetaNode {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        // Stops by itself when Raft reports `Shutdown`, releasing its handles on the stores.
+        crate::metrics::watch_raft(
+            config.node_id,
+            raft.metrics(),
+            log.clone(),
+            state_machine.clone(),
+        );
         let service = MetaService::new(
             raft.clone(),
             state_machine.clone(),

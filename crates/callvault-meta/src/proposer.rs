@@ -4,11 +4,14 @@
 //! proposal waits for nobody.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::BasicNode;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument;
 
+use crate::apply_trace::{ApplyTimes, record_apply_span};
 use crate::command::{Command, CommandResult, MAX_BATCH};
 use crate::types::{LogId, NodeId, Raft};
 
@@ -33,17 +36,30 @@ pub type Committed = (LogId, CommandResult);
 
 type Reply = oneshot::Sender<Result<Committed, ProposeError>>;
 
+/// One queued proposal.
+struct Proposal {
+    command: Command,
+    /// Its encoded size.
+    size: usize,
+    reply: Reply,
+    /// The proposal's `meta.propose` span: the apply is recorded under it.
+    span: tracing::Span,
+    /// When it arrived, for the commit latency.
+    queued: Instant,
+}
+
 /// The handle proposers use; cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
-    queue: mpsc::Sender<(Command, usize, Reply)>,
+    queue: mpsc::Sender<Proposal>,
 }
 
 impl Proposer {
-    /// Starts the batching task for `raft`.
-    pub fn start(raft: Raft) -> Self {
+    /// Starts the batching task for `raft`, whose state machine notes its apply times in
+    /// `apply_times` (for the apply spans of traced proposals).
+    pub fn start(raft: Raft, apply_times: Arc<ApplyTimes>) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(batch_loop(raft, receiver));
+        tokio::spawn(batch_loop(raft, receiver, apply_times));
         Proposer { queue }
     }
 
@@ -54,21 +70,43 @@ impl Proposer {
         command: Command,
         encoded_len: usize,
     ) -> Result<Committed, ProposeError> {
-        let size = encoded_len;
+        let span = tracing::info_span!(
+            "meta.propose",
+            otel.kind = "internal",
+            command = command.kind(),
+            raft.term = tracing::field::Empty,
+            raft.index = tracing::field::Empty,
+            meta.batch.size = tracing::field::Empty,
+        );
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((command, size, reply))
-            .await
-            .map_err(|_| ProposeError::Failed("the proposer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| ProposeError::Failed("the proposer stopped".into()))?
+        let proposal = Proposal {
+            command,
+            size: encoded_len,
+            reply,
+            span: span.clone(),
+            queued: Instant::now(),
+        };
+        async {
+            self.queue
+                .send(proposal)
+                .await
+                .map_err(|_| ProposeError::Failed("the proposer stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| ProposeError::Failed("the proposer stopped".into()))?
+        }
+        .instrument(span)
+        .await
     }
 }
 
-async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(Command, usize, Reply)>) {
+async fn batch_loop(
+    raft: Raft,
+    mut receiver: mpsc::Receiver<Proposal>,
+    apply_times: Arc<ApplyTimes>,
+) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut carried: Option<(Command, usize, Reply)> = None;
+    let mut carried: Option<Proposal> = None;
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
@@ -80,27 +118,33 @@ async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(Command, usize, Re
                 None => return,
             },
         };
-        let mut bytes = first.1;
+        let mut bytes = first.size;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(item) if bytes + item.1 > MAX_BATCH_BYTES => {
+                Ok(item) if bytes + item.size > MAX_BATCH_BYTES => {
                     carried = Some(item);
                     break;
                 }
                 Ok(item) => {
-                    bytes += item.1;
+                    bytes += item.size;
                     batch.push(item);
                 }
                 Err(_) => break,
             }
         }
         let raft = raft.clone();
+        let apply_times = apply_times.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (commands, replies): (Vec<Command>, Vec<Reply>) =
-                batch.into_iter().map(|(c, _, r)| (c, r)).unzip();
-            let single = commands.len() == 1;
+            let mut commands = Vec::with_capacity(batch.len());
+            let mut waiting = Vec::with_capacity(batch.len());
+            for proposal in batch {
+                commands.push(proposal.command);
+                waiting.push((proposal.reply, proposal.span, proposal.queued));
+            }
+            let batch_size = commands.len();
+            let single = batch_size == 1;
             let command = if single {
                 commands.into_iter().next().expect("one command")
             } else {
@@ -112,7 +156,13 @@ async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(Command, usize, Re
                         CommandResult::Batch(results) if !single => results,
                         result => vec![result],
                     };
-                    for (reply, result) in replies.into_iter().zip(results) {
+                    let (term, index) = (response.log_id.leader_id.term, response.log_id.index);
+                    for ((reply, span, queued), result) in waiting.into_iter().zip(results) {
+                        crate::metrics::commit_latency(queued.elapsed());
+                        span.record("raft.term", term);
+                        span.record("raft.index", index);
+                        span.record("meta.batch.size", batch_size);
+                        record_apply_span(&span, &apply_times, term, index, batch_size);
                         let _ = reply.send(Ok((response.log_id, result)));
                     }
                 }
@@ -123,7 +173,7 @@ async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(Command, usize, Re
                         }
                         other => ProposeError::Failed(other.to_string()),
                     };
-                    for reply in replies {
+                    for (reply, _, _) in waiting {
                         let _ = reply.send(Err(error.clone()));
                     }
                 }

@@ -51,7 +51,7 @@ impl MetaService {
         advertise_addr: String,
     ) -> Self {
         MetaService {
-            proposer: Proposer::start(raft.clone()),
+            proposer: Proposer::start(raft.clone(), state_machine.apply_times()),
             raft,
             state_machine,
             pool,

@@ -70,6 +70,8 @@ struct Shared {
     snapshot_lock: tokio::sync::Mutex<u64>,
     /// The number of the last snapshot build that finished (numbers count up as builds start).
     last_built: std::sync::atomic::AtomicU64,
+    /// When recent apply calls ran, for tracing (in memory only; see `apply_trace`).
+    apply_times: Arc<crate::apply_trace::ApplyTimes>,
 }
 
 /// The state machine. Cheap to clone: clones share the database (one of them is openraft's).
@@ -136,6 +138,7 @@ impl StateMachineStore {
                 db: RwLock::new((generation, Arc::new(db))),
                 snapshot_lock: tokio::sync::Mutex::new(0),
                 last_built: std::sync::atomic::AtomicU64::new(0),
+                apply_times: Arc::default(),
             }),
         })
     }
@@ -226,6 +229,18 @@ impl StateMachineStore {
     /// The last applied log id, read from the store.
     pub fn applied(&self) -> Result<Option<LogId>, StorageError> {
         Ok(Self::read_applied(&self.db())?.0)
+    }
+
+    /// When recent apply calls ran (for the proposer's trace spans).
+    pub fn apply_times(&self) -> Arc<crate::apply_trace::ApplyTimes> {
+        self.shared.apply_times.clone()
+    }
+
+    /// Size in bytes of the current snapshot file, if there is one (for metrics).
+    pub fn current_snapshot_bytes(&self) -> Option<u64> {
+        std::fs::metadata(self.current_snapshot_path())
+            .ok()
+            .map(|m| m.len())
     }
 
     fn current_snapshot_path(&self) -> PathBuf {
@@ -432,10 +447,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let indexes = entries.first().zip(entries.last());
+        let indexes = indexes.map(|(first, last)| (first.log_id.index, last.log_id.index));
+        let started = std::time::SystemTime::now();
         let db = self.db();
-        tokio::task::spawn_blocking(move || apply_blocking(&db, entries))
+        let results = tokio::task::spawn_blocking(move || apply_blocking(&db, entries))
             .await
-            .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
+            .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
+        // Wall-clock times for trace spans only: nothing applied depends on them.
+        if let Some((first, last)) = indexes {
+            self.shared
+                .apply_times
+                .record(crate::apply_trace::ApplyCall {
+                    first,
+                    last,
+                    started,
+                    finished: std::time::SystemTime::now(),
+                });
+        }
+        Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -154,6 +154,7 @@ impl pb::content_server::Content for ContentService {
                 ));
             }
             AccessDecision::QuotaExceeded => {
+                crate::metrics::quota_denied(j, &who.name);
                 return Err(Status::resource_exhausted(format!(
                     "{} is over its playback quota ({} calls or {} bytes per hour)",
                     who.name, self.quota.calls_per_hour, self.quota.bytes_per_hour

@@ -23,6 +23,8 @@ use callvault_proto::v1::record_call_request::Part;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::auth::{AccessRole, caller};
 
@@ -357,6 +359,7 @@ impl IngestService {
                         )));
                     }
                     total += chunk.data.len() as u64;
+                    crate::metrics::audio_received(start.jurisdiction, chunk.data.len());
                     if total > self.limits.max_call_bytes {
                         return Err(Status::invalid_argument(format!(
                             "the call exceeds {} bytes of audio; nothing was committed",
@@ -381,11 +384,13 @@ impl IngestService {
                         .await
                         .map_err(|_| Status::unavailable("ingest is shutting down"))?;
                     let (sealer, blobs) = (sealer.clone(), self.blobs.clone());
+                    // The call's span: each chunk write is part of the call's trace.
+                    let span = tracing::Span::current();
                     writes.push_back(tokio::spawn(async move {
                         let sealed = sealer.seal(u64::from(chunk.seq), &chunk.data);
                         drop(chunk);
                         let id = sealed.id;
-                        let written = blobs.put(id, Arc::new(sealed.bytes)).await;
+                        let written = blobs.put(id, Arc::new(sealed.bytes)).instrument(span).await;
                         drop(permit);
                         written.map(|_| *id.as_bytes())
                     }));
@@ -507,11 +512,12 @@ impl IngestService {
     }
 }
 
-#[tonic::async_trait]
-impl pb::ingest_server::Ingest for IngestService {
-    async fn record_call(
+impl IngestService {
+    /// Answers one `RecordCall` stream, noting in `seen` what its metrics need.
+    async fn answer_call(
         &self,
         request: Request<Streaming<pb::RecordCallRequest>>,
+        seen: &mut Seen,
     ) -> Result<Response<pb::RecordCallResponse>, Status> {
         let principal = caller(&request)?;
         principal.require_role(&[AccessRole::Platform])?;
@@ -532,10 +538,12 @@ impl pb::ingest_server::Ingest for IngestService {
             None => return Err(Status::invalid_argument("an empty stream")),
         };
         let start = validate_start(start, &principal, &self.index_key, &self.limits)?;
+        seen.jurisdiction = Some(start.jurisdiction);
         let standing = self
             .meta
             .standing(start.jurisdiction, &start.fingerprint, Some(&start.call_id))
             .await?;
+        seen.retry = standing.existing.is_some();
         let Some(policy) = standing.policy else {
             return Err(Status::failed_precondition(format!(
                 "{} has no retention policy; nothing can be recorded for it",
@@ -579,5 +587,39 @@ impl pb::ingest_server::Ingest for IngestService {
                 .await
             }
         }
+    }
+}
+
+/// What `RecordCall` learned of a call before answering, for its metrics and its span.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Known once the `CallStart` validated.
+    jurisdiction: Option<Jurisdiction>,
+    /// The call id was committed before this stream: an answer is not a new decision.
+    retry: bool,
+}
+
+#[tonic::async_trait]
+impl pb::ingest_server::Ingest for IngestService {
+    async fn record_call(
+        &self,
+        request: Request<Streaming<pb::RecordCallRequest>>,
+    ) -> Result<Response<pb::RecordCallResponse>, Status> {
+        let mut seen = Seen::default();
+        let answered = self.answer_call(request, &mut seen).await;
+        let outcome = crate::metrics::CallOutcome::of(&answered, seen.retry);
+        crate::metrics::call_answered(seen.jurisdiction, outcome);
+        // On the request's span (no call id or number: traces leave the cluster's trust zone).
+        let span = tracing::Span::current();
+        if let Some(jurisdiction) = seen.jurisdiction {
+            span.set_attribute("callvault.jurisdiction", jurisdiction.code().to_string());
+        }
+        span.set_attribute("callvault.ingest.outcome", outcome.label());
+        tracing::debug!(
+            outcome = %outcome.label(),
+            jurisdiction = seen.jurisdiction.map(|j| j.code()),
+            "RecordCall answered"
+        );
+        answered
     }
 }

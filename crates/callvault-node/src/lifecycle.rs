@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callvault_blob::{ChunkId, ReplicatedBlobClient};
+use callvault_core::retention::recording_deadline;
 use callvault_core::{CallId, Jurisdiction};
 use callvault_meta::MetaNode;
 use callvault_meta::client::MetaClient;
 use callvault_meta::command::{MAX_EXPIRE_BATCH, MAX_RECEIPT_BATCH};
+use callvault_meta::lifecycle::ShredKind;
 use callvault_meta::reads::{self, PendingShred};
 use callvault_meta::{Command, CommandResult};
 use tokio::sync::watch;
@@ -127,6 +129,8 @@ impl Lifecycle {
             return state;
         }
         let db = self.node.state_machine.db();
+        let mut pending_purges = 0;
+        let mut lag = Duration::ZERO;
         for &jurisdiction in Jurisdiction::ALL {
             let Ok(Some(policy)) = reads::policy(&db, jurisdiction, 0) else {
                 continue;
@@ -190,7 +194,18 @@ impl Lifecycle {
             if complete {
                 state.last.insert(jurisdiction, Instant::now());
             }
+            // What is still due after the sweep: the lag and the overdue alarm.
+            if let Ok(status) = reads::jurisdiction_status(&db, jurisdiction, now()) {
+                pending_purges += status.counters.purges_pending;
+                callvault_meta::metrics::overdue_recordings(jurisdiction, status.overdue);
+                if let Some(oldest) = status.oldest_live_started_at {
+                    let behind = now().0 - recording_deadline(oldest, &policy.policy).0;
+                    lag = lag.max(Duration::from_millis(behind.max(0) as u64));
+                }
+            }
         }
+        callvault_meta::metrics::sweep_lag(lag);
+        callvault_meta::metrics::pending_purges(pending_purges);
         state
     }
 
@@ -260,6 +275,7 @@ impl Lifecycle {
                 at: now(),
             })
             .await?;
+        record_completed(&db, &mine);
         tracing::info!(
             calls = count,
             applied,
@@ -351,12 +367,31 @@ impl Lifecycle {
                 at: now(),
             })
             .await?;
+        record_completed(&db, &batch);
         tracing::info!(
             calls = batch.len(),
             chunks = ids.len(),
             "removed shredded calls' chunks from every shard"
         );
         Ok(())
+    }
+}
+
+/// Records the latency of the shreds in `batch` that the receipt just proposed completed (those
+/// whose record this node no longer has).
+fn record_completed(db: &rocksdb::DB, batch: &[PendingShred]) {
+    for shred in batch {
+        if let Ok(None) = reads::shred_of(db, shred.jurisdiction, &shred.call_id) {
+            let reason = match shred.record.kind {
+                ShredKind::Purge => "privilege",
+                ShredKind::Expiry => "expiry",
+            };
+            let latency = now().0 - shred.record.started_at.0;
+            callvault_meta::metrics::purge_completed(
+                reason,
+                Duration::from_millis(latency.max(0) as u64),
+            );
+        }
     }
 }
 

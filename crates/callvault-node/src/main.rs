@@ -13,7 +13,9 @@ mod config;
 mod content;
 mod ingest;
 mod lifecycle;
+mod metrics;
 mod serve;
+mod telemetry;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -63,6 +63,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     }
 
     let mut router = Server::builder()
+        // A span per request, a child of the trace context the caller sent (when tracing is on).
+        .trace_fn(callvault_proto::trace_context::server_span)
         .add_service(health_service)
         .add_service(reflection);
 

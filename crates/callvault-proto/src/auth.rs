@@ -94,7 +94,7 @@ impl PeerToken {
 }
 
 /// Client side: adds `authorization: Bearer <token>` to every request (or nothing, when built
-/// with [`Bearer::none`]).
+/// with [`Bearer::none`]), and the current span's W3C trace context (see [`crate::trace_context`]).
 #[derive(Clone)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
 
@@ -135,6 +135,8 @@ impl Interceptor for Bearer {
         if let Some(value) = &self.0 {
             request.metadata_mut().insert(AUTHORIZATION, value.clone());
         }
+        // Every client goes through this interceptor, so it also carries the trace context.
+        crate::trace_context::inject(request.metadata_mut());
         Ok(request)
     }
 }

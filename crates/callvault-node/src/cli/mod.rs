@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{NodeConfig, Role};
@@ -143,15 +144,6 @@ fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CALLVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -160,9 +152,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             roles,
             node_id_from_ordinal,
         } => {
-            init_logging();
             let config = node_config(config.as_deref(), roles, node_id_from_ordinal.as_deref())?;
-            runtime()?.block_on(crate::serve::serve(config))?;
+            runtime()?.block_on(async {
+                // Logs, and OTLP export when OTEL_* asks for it (see `telemetry`).
+                let telemetry = crate::telemetry::init(config.node_id)?;
+                let served = crate::serve::serve(config).await;
+                // The exporters flush through this runtime: wait for them off its workers.
+                tokio::task::spawn_blocking(move || {
+                    telemetry.shutdown(crate::telemetry::SHUTDOWN_FLUSH_LIMIT)
+                })
+                .await
+                .context("telemetry shutdown")?;
+                served
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check {
