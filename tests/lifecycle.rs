@@ -440,7 +440,7 @@ async fn the_leader_killed_during_a_sweep_and_during_a_purge_both_complete_after
     cluster.nodes[leader as usize - 1].start();
     let mut all = due.clone();
     all.extend(privileged.iter().cloned());
-    wait_shred_done(&cluster, survivor, &all, Duration::from_secs(120)).await;
+    wait_shred_done(&cluster, survivor, &all, Duration::from_secs(240)).await;
 }
 
 fn playback_request(id: &str, case: &str) -> pb::PlaybackRequest {
