@@ -151,13 +151,9 @@ pub fn sweep_lag(lag: Duration) {
 /// For the retention sweeper (or the status reader), after each sweep, once per jurisdiction:
 /// live recordings past their deadline. Anything above zero is an alarm.
 pub fn overdue_recordings(jurisdiction: Jurisdiction, count: u64) {
-    instruments().overdue.record(
-        count,
-        &[KeyValue::new(
-            "jurisdiction",
-            jurisdiction.code().to_string(),
-        )],
-    );
+    instruments()
+        .overdue
+        .record(count, &[KeyValue::new("jurisdiction", jurisdiction.code())]);
 }
 
 /// For the purge tracker, when a purge completes on every replica: its latency from the command

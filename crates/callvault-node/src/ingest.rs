@@ -612,7 +612,7 @@ impl pb::ingest_server::Ingest for IngestService {
         // On the request's span (no call id or number: traces leave the cluster's trust zone).
         let span = tracing::Span::current();
         if let Some(jurisdiction) = seen.jurisdiction {
-            span.set_attribute("callvault.jurisdiction", jurisdiction.code().to_string());
+            span.set_attribute("callvault.jurisdiction", jurisdiction.code());
         }
         span.set_attribute("callvault.ingest.outcome", outcome.label());
         tracing::debug!(

@@ -110,7 +110,7 @@ pub fn call_answered(jurisdiction: Option<Jurisdiction>, outcome: CallOutcome) {
         m.decisions.add(
             1,
             &[
-                KeyValue::new("jurisdiction", jurisdiction.code().to_string()),
+                KeyValue::new("jurisdiction", jurisdiction.code()),
                 KeyValue::new("decision", decision),
             ],
         );
@@ -121,10 +121,7 @@ pub fn call_answered(jurisdiction: Option<Jurisdiction>, outcome: CallOutcome) {
 pub fn audio_received(jurisdiction: Jurisdiction, bytes: usize) {
     instruments().bytes.add(
         bytes as u64,
-        &[KeyValue::new(
-            "jurisdiction",
-            jurisdiction.code().to_string(),
-        )],
+        &[KeyValue::new("jurisdiction", jurisdiction.code())],
     );
 }
 
@@ -135,7 +132,7 @@ pub fn quota_denied(jurisdiction: Jurisdiction, principal: &str) {
     instruments().quota_denials.add(
         1,
         &[
-            KeyValue::new("jurisdiction", jurisdiction.code().to_string()),
+            KeyValue::new("jurisdiction", jurisdiction.code()),
             KeyValue::new("principal", principal.to_string()),
         ],
     );

@@ -218,9 +218,16 @@ pub fn init(node_id: u64) -> anyhow::Result<Telemetry> {
     };
     // Spans of callvault's own crates only, whatever the log filter says: openraft's internal
     // spans would swamp a trace, and a quiet log should not silence traces.
+    // Per-span extras off (busy/idle timing, code location, thread, context activation on every
+    // poll): ingest opens several spans per audio chunk, and callvault reads span contexts
+    // explicitly (`OpenTelemetrySpanExt::context`), never `opentelemetry::Context::current()`.
     let spans = tracer.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("callvault"))
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_context_activation(false)
             .with_filter(
                 tracing_subscriber::filter::Targets::new()
                     .with_target("callvault", tracing::Level::INFO),
