@@ -54,13 +54,12 @@ fn verify_as(token: &str, origin: &str, node: &str, vkey: &str, extra: &[&str]) 
     (out.status.success(), text)
 }
 
-/// A one-node cluster with a log key. Its fixture calls started long ago, so the retention
-/// sweeper is off: these tests count exactly the entries they cause.
+/// A one-node cluster with a log key (the harness turns the retention sweeper off, so these
+/// tests count exactly the entries they cause).
 async fn logged_cluster(key: &Path) -> MetaCluster {
     let extra = format!(
         "[meta]\nheartbeat_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n\
-         [audit]\norigin = \"{ORIGIN}\"\nsigning_key_file = {key:?}\nauth_failure_window_seconds = 1\n\
-         [lifecycle]\nenabled = false\n"
+         [audit]\norigin = \"{ORIGIN}\"\nsigning_key_file = {key:?}\nauth_failure_window_seconds = 1\n"
     );
     MetaCluster::start(1, &extra).await
 }

@@ -399,8 +399,11 @@ impl MetaCluster {
     /// appended to every node's config.
     pub async fn start(size: u64, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        // The fixture calls ([`commit`]) started long ago: with the retention sweeper on they
+        // would expire under the tests that count them. Retention is tested on dev clusters.
+        let extra = format!("{extra}\n[lifecycle]\nenabled = false\n");
         let mut nodes: Vec<NodeProcess> = (1..=size)
-            .map(|id| NodeProcess::new(dir.path(), id, extra))
+            .map(|id| NodeProcess::new(dir.path(), id, &extra))
             .collect();
         for node in &mut nodes {
             node.start();
