@@ -617,7 +617,7 @@ async fn check_scrub_findings(collector: &Collector, cluster: &mut DevCluster, c
     }
     assert!(cluster.nodes[2].stop(), "node 3 stops cleanly");
     let flipped = flip_on_disk(&cluster.nodes[2].data_dir(), &copy[200..264]);
-    assert_eq!(flipped, 1, "node 3's copy is on disk once");
+    assert!(flipped >= 1, "node 3's copy is on disk");
     cluster.nodes[2].start();
     let finding = |kind: &str| attributes(&[("finding", kind), ("shard", "blob-3")]);
     eventually(
