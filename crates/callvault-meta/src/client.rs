@@ -187,23 +187,10 @@ impl MetaClient {
         jurisdiction: Jurisdiction,
         call_id: &CallId,
     ) -> Result<Option<CallRecord>, Status> {
-        let request = pb::ReadCallRequest {
-            jurisdiction: jurisdiction.code().to_string(),
-            call_id: call_id.as_str().to_string(),
-            local: false,
-        };
-        let r = self
-            .retrying(|mut c| {
-                let request = request.clone();
-                async move { c.read_call(request).await }
-            })
-            .await?;
-        if r.record.is_empty() {
-            return Ok(None);
-        }
-        CallRecord::decode(&r.record)
-            .map(Some)
-            .map_err(|e| corrupt("call record", e))
+        Ok(self
+            .call_with_shred(jurisdiction, call_id)
+            .await?
+            .map(|(call, _)| call))
     }
 
     /// One call and, when a shred of its content is still waiting for receipts, when that shred

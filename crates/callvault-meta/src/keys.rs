@@ -144,6 +144,14 @@ pub fn by_party(
     key
 }
 
+/// The chunk ids of a `chunks` value: 32 bytes each, in order.
+pub fn chunk_ids(value: &[u8]) -> Vec<[u8; 32]> {
+    value
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("chunks_exact yields 32 bytes"))
+        .collect()
+}
+
 /// `jur | version`.
 pub fn policy_version(jurisdiction: Jurisdiction, version: u32) -> Vec<u8> {
     let mut key = vec![jurisdiction.index()];

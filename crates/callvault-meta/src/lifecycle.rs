@@ -165,13 +165,9 @@ pub(crate) fn shred(
     txn.delete(CF_KEYS, call_key.to_vec());
     let chunk_ids = match chunk_ids {
         Some(ids) => ids,
-        None => match txn.get(CF_CHUNKS, call_key)? {
-            Some(bytes) => bytes
-                .chunks_exact(32)
-                .map(|c| c.try_into().expect("32-byte chunks"))
-                .collect(),
-            None => Vec::new(),
-        },
+        None => txn
+            .get(CF_CHUNKS, call_key)?
+            .map_or_else(Vec::new, |bytes| keys::chunk_ids(&bytes)),
     };
     txn.delete(CF_CHUNKS, call_key.to_vec());
     let key_entry = match txn.get(CF_COMMITS, call_key)? {

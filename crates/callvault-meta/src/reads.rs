@@ -329,14 +329,10 @@ pub fn content(
     else {
         return Ok(None);
     };
-    let chunk_ids = chunks
-        .chunks_exact(32)
-        .map(|c| c.try_into().expect("32-byte chunks"))
-        .collect();
     Ok(Some(LiveContent {
         call,
         wrapped_key: key,
-        chunk_ids,
+        chunk_ids: keys::chunk_ids(&chunks),
     }))
 }
 

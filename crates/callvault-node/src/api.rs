@@ -200,6 +200,17 @@ fn page_token(token: &str) -> Result<Vec<u8>, Status> {
         .map_err(|_| Status::invalid_argument("page_token is not one this service issued"))
 }
 
+/// Holds are an agency's: `PERMISSION_DENIED` for another role, and another jurisdiction's call
+/// is indistinguishable from no call.
+fn require_agency_of_call(who: &Principal, j: Jurisdiction, call_id: &str) -> Result<(), Status> {
+    who.require_role(&[AccessRole::Agency])?;
+    if who.may(AccessRole::Agency, j) {
+        Ok(())
+    } else {
+        Err(no_call(j, call_id))
+    }
+}
+
 /// The status for a refused hold placement or release.
 fn hold_refusal(refusal: Refusal, j: Jurisdiction, call_id: &str) -> Status {
     match refusal {
@@ -595,11 +606,7 @@ impl pb::admin_server::Admin for ApiService {
         let j = jurisdiction(&r.jurisdiction)?;
         let call_id =
             CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        who.require_role(&[AccessRole::Agency])?;
-        // Another jurisdiction's call is indistinguishable from no call.
-        if !who.may(AccessRole::Agency, j) {
-            return Err(no_call(j, &r.call_id));
-        }
+        require_agency_of_call(&who, j, &r.call_id)?;
         let case_number = text("case_number", &r.case_number, true)?;
         if case_number.chars().count() > callvault_core::call::MAX_HOLD_TEXT {
             return Err(Status::invalid_argument(format!(
@@ -639,10 +646,7 @@ impl pb::admin_server::Admin for ApiService {
             r.hold_id.trim().parse().map_err(|_| {
                 Status::invalid_argument("hold_id is the number PlaceHold returned")
             })?;
-        who.require_role(&[AccessRole::Agency])?;
-        if !who.may(AccessRole::Agency, j) {
-            return Err(no_call(j, &r.call_id));
-        }
+        require_agency_of_call(&who, j, &r.call_id)?;
         let command = Command::ReleaseHold {
             jurisdiction: j,
             call_id,
