@@ -606,6 +606,9 @@ impl pb::cluster_server::Cluster for MetaService {
                 "node_id must be > 0 and addr host:port",
             ));
         }
+        if self.already_member(&r) {
+            return Ok(Response::new(self.status().await));
+        }
         let forward = match self
             .raft
             .add_learner(r.node_id, BasicNode::new(r.addr.clone()), true)
@@ -672,6 +675,26 @@ impl pb::cluster_server::Cluster for MetaService {
 }
 
 impl MetaService {
+    /// True when this node leads and its membership (not in a joint change) already has the
+    /// node at the same address in the role asked for. openraft would append a membership entry
+    /// anyway, and with it an audit entry, every time a node that lost its volume asks to join
+    /// again: the leader brings such a node back by replication alone.
+    fn already_member(&self, r: &pb::AddMemberRequest) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.node_id) {
+            return false;
+        }
+        let membership = metrics.membership_config.membership();
+        if membership.get_joint_config().len() != 1 {
+            return false;
+        }
+        let same_addr = membership
+            .get_node(&r.node_id)
+            .is_some_and(|node| node.addr == r.addr);
+        let is_voter = membership.voter_ids().any(|id| id == r.node_id);
+        same_addr && (is_voter || r.learner_only)
+    }
+
     /// The leader's commit index, confirmed by a quorum now: from Raft on the leader, forwarded
     /// to the leader from any other member. A member whose applied index reaches it has caught
     /// up with every write acknowledged before the call, which is what readiness means.
