@@ -704,6 +704,30 @@ impl DevCluster {
         pb::content_client::ContentClient::new(self.nodes[id as usize - 1].with_token(token))
     }
 
+    /// Waits until node `node` reports every Texas call of `ids` purged with all its receipts in
+    /// (`CallStatus.purge_progress` DONE).
+    pub async fn wait_purge_done(&self, node: u64, ids: &[String], timeout: Duration) {
+        let query = self.query(node, self.token("agency-tx"));
+        for id in ids {
+            eventually("the shred's receipts", timeout, || {
+                let mut query = query.clone();
+                let call_id = id.clone();
+                async move {
+                    let status = query
+                        .call_status(pb::CallStatusRequest {
+                            call_id,
+                            jurisdiction: "US-TX".into(),
+                        })
+                        .await
+                        .expect("call status")
+                        .into_inner();
+                    (status.purge_progress == pb::PurgeProgress::Done as i32).then_some(())
+                }
+            })
+            .await;
+        }
+    }
+
     /// Puts a Texas policy keeping recordings `days` days, swept every `sweep_seconds`.
     pub async fn put_tx_policy(&self, days: u32, sweep_seconds: u32) {
         let mut admin = self.admin(1, self.token("operator"));

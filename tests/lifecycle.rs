@@ -68,16 +68,6 @@ async fn expires_between(cluster: &DevCluster, id: &str, deadline: f64, latest: 
     }
 }
 
-async fn wait_shred_done(cluster: &DevCluster, node: u64, ids: &[String], timeout: Duration) {
-    for id in ids {
-        eventually("the shred's receipts", timeout, || async {
-            let s = status(cluster, node, id).await;
-            (s.purge_progress == pb::PurgeProgress::Done as i32).then_some(())
-        })
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_retention_expires_calls_within_one_interval_of_the_deadline_and_none_before() {
     let (cluster, _slot) = DevCluster::start().await;
@@ -104,13 +94,13 @@ async fn a_short_retention_expires_calls_within_one_interval_of_the_deadline_and
     expires_between(&cluster, "exp-2", deadline(&second), limit(&second)).await;
 
     // The content is gone from every replica: the shred's receipts all come in.
-    wait_shred_done(
-        &cluster,
-        1,
-        &["exp-1".into(), "exp-2".into()],
-        Duration::from_secs(60),
-    )
-    .await;
+    cluster
+        .wait_purge_done(
+            1,
+            &["exp-1".into(), "exp-2".into()],
+            Duration::from_secs(60),
+        )
+        .await;
     let status = cluster
         .query(1, cluster.token("agency-tx"))
         .jurisdiction_status(pb::JurisdictionStatusRequest {
@@ -350,7 +340,9 @@ async fn registering_an_attorney_number_after_fifty_calls_purges_them_on_every_r
         "registration to purge complete (50 calls, 3 replicas): {:.2}s",
         registered.elapsed().as_secs_f64()
     );
-    wait_shred_done(&cluster, 1, &ids, Duration::from_secs(5)).await;
+    cluster
+        .wait_purge_done(1, &ids, Duration::from_secs(5))
+        .await;
     assert_eq!(cluster.chunk_counts().await, before);
 
     // Nothing of the keys is left in any file of any node, nor of the chunks in any data file
@@ -440,7 +432,9 @@ async fn the_leader_killed_during_a_sweep_and_during_a_purge_both_complete_after
     cluster.nodes[leader as usize - 1].start();
     let mut all = due.clone();
     all.extend(privileged.iter().cloned());
-    wait_shred_done(&cluster, survivor, &all, Duration::from_secs(240)).await;
+    cluster
+        .wait_purge_done(survivor, &all, Duration::from_secs(240))
+        .await;
 }
 
 fn playback_request(id: &str, case: &str) -> pb::PlaybackRequest {
