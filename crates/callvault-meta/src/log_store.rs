@@ -32,7 +32,25 @@ const KEY_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    syncer: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    syncer: Arc<Syncer>,
+}
+
+/// The syncer thread and the queue into it. The thread holds the database; the last handle of
+/// the log stops it and waits for it, so the database is closed before that drop returns. A
+/// process that exits while a RocksDB database is still closing in another thread aborts
+/// ("pthread lock: Invalid argument") as C++ static destructors run under it.
+struct Syncer {
+    queue: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// fsyncs the WAL for every waiting append, then reports them flushed, in order.
@@ -77,15 +95,19 @@ impl LogStore {
             ColumnFamilyDescriptor::new(CF_LOG_META, Options::default()),
         ];
         let db = Arc::new(open_db(dir, cfs)?);
-        let (syncer, pending) = std::sync::mpsc::channel();
+        let (queue, pending) = std::sync::mpsc::channel();
         let sync_db = Arc::clone(&db);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || sync_loop(sync_db, pending))
             .map_err(|source| crate::storage::OpenError::Io {
                 path: dir.to_path_buf(),
                 source,
             })?;
+        let syncer = Arc::new(Syncer {
+            queue: Some(queue),
+            thread: Some(thread),
+        });
         Ok(LogStore { db, syncer })
     }
 
@@ -267,6 +289,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Err(write_err(e));
         }
         self.syncer
+            .queue
+            .as_ref()
+            .expect("the queue lives until the last handle drops")
             .send(callback)
             .map_err(|_| write_err(std::io::Error::other("the log syncer stopped")))
     }
