@@ -13,9 +13,7 @@ use callvault_core::codec::VersionedRecord;
 use callvault_meta::Command;
 use callvault_proto::auth::Bearer;
 use callvault_proto::v1 as pb;
-use callvault_tests::{
-    NodeProcess, PEER_TOKEN, commit, eventually, free_port, repo_root, run_callvault, tx_policy,
-};
+use callvault_tests::{LocalSet, NodeProcess, PEER_TOKEN, commit, eventually, tx_policy};
 
 /// Fast elections so a test's restarts fit its time.
 const FAST_RAFT: &str =
@@ -276,61 +274,21 @@ async fn a_first_node_that_lost_its_volume_rejoins_instead_of_forming_a_second_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_config_set_runs_as_three_processes_that_form_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("local");
-    let out = run_callvault(&["dev", "--init-only", "--dir", state.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let blob: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes = Vec::new();
-    for id in 1..=3usize {
-        let mut text =
-            std::fs::read_to_string(repo_root().join(format!("deploy/local/node-{id}.toml")))
-                .unwrap();
-        for i in 0..3 {
-            text = text
-                .replace(
-                    &format!("127.0.0.1:{}", 7101 + i),
-                    &format!("127.0.0.1:{}", grpc[i]),
-                )
-                .replace(
-                    &format!("127.0.0.1:{}", 7401 + i),
-                    &format!("127.0.0.1:{}", blob[i]),
-                );
-        }
-        let text = text.replace(".callvault/local", state.to_str().unwrap());
-        assert!(
-            !text.contains(":710") && !text.contains(":740"),
-            "a port was not moved"
-        );
-        let config = dir.path().join(format!("node-{id}.toml"));
-        std::fs::write(&config, text).unwrap();
-        let mut node =
-            NodeProcess::from_config(config, id as u64, format!("127.0.0.1:{}", grpc[id - 1]));
+    let mut set = LocalSet::write(dir.path());
+    for node in &mut set.nodes {
         node.start();
-        nodes.push(node);
     }
-    let tokens: std::collections::HashMap<String, String> =
-        std::fs::read_to_string(state.join("tokens.env"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    let token = |name: &str| tokens[&format!("CALLVAULT_DEV_{name}_TOKEN")].clone();
+    let nodes = &set.nodes;
+    let token = |name: &str| set.token(name);
 
     // No `cluster init`: the processes form the cluster; the harness's operator token is not
     // this cluster's, so readiness and the voter set come from health and a peer's view.
-    let peer = std::fs::read_to_string(state.join("secrets/peer.token")).unwrap();
+    let peer = set.peer_token();
     eventually(
         "the three local nodes ready",
         Duration::from_secs(90),
         || async {
-            for node in &nodes {
+            for node in nodes {
                 if !node.is_ready().await {
                     return None;
                 }

@@ -400,6 +400,15 @@ fn every_overlay_runs_flags_config_and_secrets_the_binary_has() {
                     "{owner}: unexpanded variable in {args:?}"
                 );
 
+                // The CA a client command trusts is a mounted secret. The commands this test
+                // runs here do not dial, and the file exists only in the pod: drop it.
+                if let Some(ca) = env.remove("CALLVAULT_TLS_CA_FILE") {
+                    assert!(
+                        matches!(pod.resolve(&ca), Mounted::SecretFile),
+                        "{owner}: CALLVAULT_TLS_CA_FILE {ca} is not a mounted secret"
+                    );
+                }
+
                 // Every flag is one the subcommand has.
                 let subcommand: Vec<&str> = args
                     .iter()
@@ -598,11 +607,27 @@ fn check_probes(owner: &str, container: &Value, config: &str, services: &BTreeSe
             "{owner}"
         );
     }
+    // With TLS on, the kubelet (which cannot speak it) probes the plaintext health port.
+    let tls = table.get("tls");
+    let probed = match tls.and_then(|t| t.get("health_listen_addr")) {
+        Some(addr) => {
+            let port = port_of(addr.as_str().unwrap());
+            assert_eq!(ports.get("health"), Some(&port), "{owner}: health port");
+            port
+        }
+        None => {
+            assert!(
+                tls.is_none(),
+                "{owner}: TLS on without tls.health_listen_addr: the probes cannot reach it"
+            );
+            listen
+        }
+    };
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         let grpc = s(container, &[probe, "grpc"])
             .unwrap_or_else(|| panic!("{owner}: {probe} must be a gRPC health probe"));
         let port = s(grpc, &["port"]).and_then(Value::as_i64).unwrap();
-        assert_eq!(port, listen, "{owner}: {probe} port");
+        assert_eq!(port, probed, "{owner}: {probe} port");
         let service = s(grpc, &["service"]).and_then(Value::as_str).unwrap_or("");
         if probe == "readinessProbe" {
             assert!(

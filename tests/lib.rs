@@ -18,7 +18,7 @@ use callvault_proto::auth::{AuthChannel, Bearer};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
 use callvault_proto::v1::meta_store_client::MetaStoreClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 pub use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The health service whose status is a meta node's readiness (the binary's
@@ -180,6 +180,8 @@ pub struct NodeProcess {
     child: Option<Child>,
     /// Extra environment variables of the process (e.g. `OTEL_*`).
     env: Vec<(String, String)>,
+    /// How the harness reaches a node that serves TLS.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl NodeProcess {
@@ -216,6 +218,7 @@ impl NodeProcess {
             log,
             child: None,
             env: Vec::new(),
+            tls: None,
         }
     }
 
@@ -345,10 +348,21 @@ impl NodeProcess {
         self.child.is_some()
     }
 
+    /// From now on, reach the node over TLS, trusting `ca_pem`.
+    pub fn use_tls(&mut self, ca_pem: &str) {
+        self.tls = Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)));
+    }
+
     /// A channel to the node.
     pub fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.addr))
-            .expect("valid uri")
+        let endpoint = match &self.tls {
+            Some(tls) => Endpoint::from_shared(format!("https://{}", self.addr))
+                .expect("valid uri")
+                .tls_config(tls.clone())
+                .expect("a valid CA"),
+            None => Endpoint::from_shared(format!("http://{}", self.addr)).expect("valid uri"),
+        };
+        endpoint
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(10))
             .connect_lazy()
@@ -384,6 +398,105 @@ impl NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `deploy/local/` as operators run it, with only its ports and directories moved so tests can
+/// run side by side: secrets (the audit key too) and tokens from `callvault dev --init-only`, and
+/// the three node configs, written but not started.
+pub struct LocalSet {
+    /// Nodes 1, 2 and 3, by position.
+    pub nodes: Vec<NodeProcess>,
+    /// The directory `callvault dev --init-only` filled (`secrets/`, `tokens.env`).
+    pub state: PathBuf,
+    tokens: std::collections::HashMap<String, String>,
+}
+
+impl LocalSet {
+    /// Writes the set under `dir`.
+    pub fn write(dir: &Path) -> Self {
+        let state = dir.join("local");
+        let out = run_callvault(&[
+            "dev",
+            "--init-only",
+            "--dir",
+            state.to_str().expect("utf-8"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let blob: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for id in 1..=3usize {
+            let mut text =
+                std::fs::read_to_string(repo_root().join(format!("deploy/local/node-{id}.toml")))
+                    .expect("deploy/local config");
+            for i in 0..3 {
+                text = text
+                    .replace(
+                        &format!("127.0.0.1:{}", 7101 + i),
+                        &format!("127.0.0.1:{}", grpc[i]),
+                    )
+                    .replace(
+                        &format!("127.0.0.1:{}", 7401 + i),
+                        &format!("127.0.0.1:{}", blob[i]),
+                    );
+            }
+            let text = text.replace(".callvault/local", state.to_str().expect("utf-8"));
+            assert!(
+                !text.contains(":710") && !text.contains(":740"),
+                "a port was not moved"
+            );
+            let config = dir.join(format!("node-{id}.toml"));
+            std::fs::write(&config, text).expect("config written");
+            nodes.push(NodeProcess::from_config(
+                config,
+                id as u64,
+                format!("127.0.0.1:{}", grpc[id - 1]),
+            ));
+        }
+        let tokens = std::fs::read_to_string(state.join("tokens.env"))
+            .expect("tokens.env")
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        LocalSet {
+            nodes,
+            state,
+            tokens,
+        }
+    }
+
+    /// The dev token of `name` (`OPERATOR`, `PLATFORM`, `AGENCY_TX`, …).
+    pub fn token(&self, name: &str) -> String {
+        self.tokens[&format!("CALLVAULT_DEV_{name}_TOKEN")].clone()
+    }
+
+    /// The cluster's peer token.
+    pub fn peer_token(&self) -> String {
+        std::fs::read_to_string(self.state.join("secrets/peer.token"))
+            .expect("peer token")
+            .trim()
+            .to_string()
+    }
+
+    /// The `host:port` of each node's blob shard, from its config.
+    pub fn shard_addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let text = std::fs::read_to_string(node.config_path()).expect("config");
+                let value: toml::Value = toml::from_str(&text).expect("valid TOML");
+                value["blob"]["listen_addr"]
+                    .as_str()
+                    .expect("blob.listen_addr")
+                    .to_string()
+            })
+            .collect()
     }
 }
 

@@ -19,7 +19,6 @@ use callvault_proto::v1::{
 };
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use tracing::Instrument as _;
 
@@ -148,7 +147,7 @@ impl ShardClient {
         info: ShardInfo,
         config: &ReplicationConfig,
     ) -> Result<Self, ReplicationError> {
-        let endpoint = Endpoint::from_shared(format!("http://{}", info.addr))
+        let endpoint = callvault_proto::tls::endpoint(&info.addr)
             .map_err(|e| {
                 ReplicationError::Config(format!("shard {} address {:?}: {e}", info.id, info.addr))
             })?

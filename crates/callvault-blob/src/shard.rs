@@ -250,7 +250,13 @@ impl Shard {
             self.config.peer.gate(),
         );
         tracing::info!(shard = %self.config.shard_id, addr = ?listener.local_addr().ok(), "blob shard serving");
-        let served = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = callvault_proto::tls::server_config() {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| ServeError::Config(format!("tls: {e}")))?;
+        }
+        let served = builder
             .tcp_nodelay(true)
             // A span per request, a child of the trace context the writer sent (when tracing is on).
             .trace_fn(callvault_proto::trace_context::server_span)

@@ -15,7 +15,6 @@ use callvault_proto::auth::{AuthChannel, PeerToken};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::meta_store_client::MetaStoreClient;
 use tonic::Status;
-use tonic::transport::Endpoint;
 
 use crate::apply::{Counters, LogPosition};
 use crate::command::{Command, CommandResult};
@@ -70,7 +69,7 @@ impl MetaClient {
         let members = addrs
             .iter()
             .map(|addr| {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                let endpoint = callvault_proto::tls::endpoint(addr)
                     .map_err(|e| format!("metadata-store address {addr:?}: {e}"))?
                     .connect_timeout(Duration::from_secs(1))
                     .timeout(Duration::from_secs(30))

@@ -19,7 +19,6 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, SnapshotSegmentId};
-use tonic::transport::Endpoint;
 
 use crate::convert::{self, ConvertError};
 use crate::types::{NodeId, TypeConfig};
@@ -57,7 +56,7 @@ impl ChannelPool {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let channel = callvault_proto::tls::endpoint(addr)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

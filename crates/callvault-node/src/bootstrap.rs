@@ -24,7 +24,6 @@ use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
 use callvault_proto::v1::cluster_server::Cluster;
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -198,7 +197,7 @@ async fn client(
     peer: &PeerToken,
     timeout: Duration,
 ) -> anyhow::Result<ClusterClient<AuthChannel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+    let channel = callvault_proto::tls::endpoint(addr)
         .with_context(|| format!("invalid seed address {addr:?}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(timeout)

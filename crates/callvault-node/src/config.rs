@@ -26,15 +26,18 @@ const ENV_KEYS: &[&str] = &[
     "audit",
     "playback",
     "lifecycle",
+    "tls",
 ];
 
 /// `CALLVAULT_*` variables the binary reads that are not configuration keys.
 const OTHER_ENV_VARS: &[&str] = &[
-    "CALLVAULT_LOG",            // log filter of `serve`
-    "CALLVAULT_TOKEN",          // bearer token of the client commands
-    "CALLVAULT_ADDR",           // node address of the client commands
-    "CALLVAULT_REGISTRY_TOKEN", // `load`'s registry token
-    "CALLVAULT_KEKS",           // key-encryption keys, for library users (`KeyRing::from_env`)
+    "CALLVAULT_LOG",             // log filter of `serve`
+    "CALLVAULT_TOKEN",           // bearer token of the client commands
+    "CALLVAULT_ADDR",            // node address of the client commands
+    "CALLVAULT_REGISTRY_TOKEN",  // `load`'s registry token
+    "CALLVAULT_KEKS",            // key-encryption keys, for library users (`KeyRing::from_env`)
+    "CALLVAULT_TLS_CA_FILE",     // CA of the client commands, for a cluster serving TLS
+    "CALLVAULT_TLS_SERVER_NAME", // name the client commands expect in the server's certificate
 ];
 
 /// The `CALLVAULT_*` variables among `vars` that callvault would silently ignore: neither a
@@ -109,6 +112,9 @@ pub struct NodeConfig {
     /// How a meta node forms or joins the cluster.
     #[serde(default)]
     pub bootstrap: BootstrapSection,
+    /// Transport security of every listener and channel.
+    #[serde(default)]
+    pub tls: TlsSection,
 }
 
 /// `[playback]`: per-principal limits on content access, counted cluster-wide by the metadata
@@ -237,6 +243,23 @@ pub struct ClusterSection {
     /// when it has the meta role.
     #[serde(default)]
     pub meta_addrs: Vec<String>,
+}
+
+/// `[tls]`: TLS on every listener and channel of the node (its gRPC port, its blob shard's, and
+/// every connection to a peer), or plaintext when unset. The three files go together.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM of the CA that every peer's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// PEM of this node's certificate (and chain). Its names must include every name peers and
+    /// clients dial it by: the advertised address and the blob shard's address.
+    pub cert_file: Option<PathBuf>,
+    /// PEM of the certificate's private key.
+    pub key_file: Option<PathBuf>,
+    /// A plaintext listener that serves only the gRPC health service, for probes that cannot
+    /// speak TLS (the kubelet's gRPC probes). Health statuses carry no data.
+    pub health_listen_addr: Option<SocketAddr>,
 }
 
 /// `[auth]`: the principals of the public APIs.
@@ -467,6 +490,11 @@ impl NodeConfig {
         if self.roles.contains(&Role::Ingest) && self.blob.shards.is_empty() {
             bail!("the ingest role needs blob.shards, the shard set it writes to");
         }
+        let t = &self.tls;
+        let tls_files = [&t.ca_file, &t.cert_file, &t.key_file];
+        if tls_files.iter().any(|f| f.is_some()) && !tls_files.iter().all(|f| f.is_some()) {
+            bail!("tls.ca_file, tls.cert_file and tls.key_file go together: set all three or none");
+        }
         let i = &self.ingest;
         if i.max_call_seconds == 0 || i.max_call_bytes == 0 || i.max_concurrent_calls == 0 {
             bail!("ingest limits must be greater than 0");
@@ -532,6 +560,27 @@ impl NodeConfig {
             return vec![self.advertise()];
         }
         Vec::new()
+    }
+
+    /// The node's transport security from `[tls]`, or `None` to serve and dial in plaintext.
+    pub fn transport_security(
+        &self,
+    ) -> anyhow::Result<Option<callvault_proto::tls::TransportSecurity>> {
+        let (Some(ca), Some(cert), Some(key)) =
+            (&self.tls.ca_file, &self.tls.cert_file, &self.tls.key_file)
+        else {
+            return Ok(None);
+        };
+        let ca = read_secret(ca, "tls.ca_file")?;
+        let cert = read_secret(cert, "tls.cert_file")?;
+        let key = read_secret(key, "tls.key_file")?;
+        let security = callvault_proto::tls::TransportSecurity::node(
+            ca.as_bytes(),
+            cert.as_bytes(),
+            key.as_bytes(),
+        )
+        .context("[tls]")?;
+        Ok(Some(security))
     }
 
     /// The cluster's peer token, read from `cluster.peer_token_file`.
@@ -686,5 +735,32 @@ mod tests {
         assert!(err.contains("node_id"), "{err}");
         std::fs::write(&path, format!("{base}[meta]\nheartbeat_ms = 5000\n")).unwrap();
         assert!(NodeConfig::load(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn tls_files_go_together_and_bad_pem_fails_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let base = "node_id = 1\ndata_dir = \"d\"\nlisten_addr = \"127.0.0.1:1\"\n";
+        std::fs::write(&path, format!("{base}[tls]\nca_file = \"ca.pem\"\n")).unwrap();
+        let err = format!("{:#}", NodeConfig::load(Some(&path)).unwrap_err());
+        assert!(err.contains("set all three or none"), "{err}");
+
+        for name in ["ca.pem", "node.pem", "node.key"] {
+            std::fs::write(dir.path().join(name), "not PEM").unwrap();
+        }
+        let files = ["ca_file", "cert_file", "key_file"]
+            .iter()
+            .zip(["ca.pem", "node.pem", "node.key"])
+            .map(|(key, name)| format!("{key} = {:?}\n", dir.path().join(name)))
+            .collect::<String>();
+        std::fs::write(&path, format!("{base}[tls]\n{files}")).unwrap();
+        let config = NodeConfig::load(Some(&path)).unwrap();
+        let err = format!("{:#}", config.transport_security().unwrap_err());
+        assert!(err.contains("[tls]") && err.contains("ca"), "{err}");
+
+        std::fs::write(&path, base).unwrap();
+        let config = NodeConfig::load(Some(&path)).unwrap();
+        assert!(config.transport_security().unwrap().is_none());
     }
 }

@@ -25,6 +25,17 @@ pub const BLOB_READINESS_SERVICE: &str = "callvault.v1.BlobShard";
 
 /// Runs the node described by `config` until a shutdown signal.
 pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    // First, before any channel or listener exists: every one of them follows this choice.
+    match config.transport_security()? {
+        Some(security) => {
+            callvault_proto::tls::install(security)?;
+            tracing::info!("TLS on every listener and channel");
+        }
+        None => tracing::warn!(
+            "tls is not configured: gRPC, raft and blob traffic is plaintext; \
+             run it only on a network no one else can reach"
+        ),
+    }
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
@@ -62,10 +73,14 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         );
     }
 
-    let mut router = Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = callvault_proto::tls::server_config() {
+        server = server.tls_config(tls).context("[tls]")?;
+    }
+    let mut router = server
         // A span per request, a child of the trace context the caller sent (when tracing is on).
         .trace_fn(callvault_proto::trace_context::server_span)
-        .add_service(health_service)
+        .add_service(health_service.clone())
         .add_service(reflection);
 
     let mut meta: Option<Arc<MetaNode>> = None;
@@ -267,6 +282,26 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     // Machine-readable line for scripts and tests that start nodes on port 0.
     println!("callvault node {} listening on {local}", config.node_id);
 
+    let health_task = match config.tls.health_listen_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("tls.health_listen_addr cannot listen on {addr}"))?;
+            println!(
+                "callvault node {} health listening on {}",
+                config.node_id,
+                listener.local_addr()?
+            );
+            let shutdown = wait_stop(stopped.clone());
+            Some(tokio::spawn(
+                Server::builder()
+                    .add_service(health_service)
+                    .serve_with_incoming_shutdown(tokio_stream_from(listener), shutdown),
+            ))
+        }
+        None => None,
+    };
+
     let incoming = tokio_stream_from(listener);
     let mut node_stopping = stopped.clone();
     let signal = async move {
@@ -289,6 +324,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             .context("blob shard")?;
     }
     served?;
+    if let Some(task) = health_task {
+        task.await
+            .context("health listener task")?
+            .context("health listener")?;
+    }
     if let Some(reporter) = auth_failure_reporter {
         let _ = reporter.await;
     }

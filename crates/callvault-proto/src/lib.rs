@@ -4,6 +4,7 @@
 //! Internal services (cluster peers only): `Raft`, `BlobShard`, `MetaStore`.
 
 pub mod auth;
+pub mod tls;
 pub mod trace_context;
 
 /// Generated messages, clients and servers of `callvault.v1`.

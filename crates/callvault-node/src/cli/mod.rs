@@ -102,13 +102,34 @@ fn node_config(
     Ok(config)
 }
 
+/// With `CALLVAULT_TLS_CA_FILE` set, the client commands reach nodes over TLS, trusting that CA
+/// and expecting the dialed host's name in the certificate, or `CALLVAULT_TLS_SERVER_NAME`.
+fn install_client_tls_from_env() -> anyhow::Result<()> {
+    let Some(ca_file) = std::env::var_os("CALLVAULT_TLS_CA_FILE").filter(|f| !f.is_empty()) else {
+        return Ok(());
+    };
+    let ca = std::fs::read(&ca_file).with_context(|| {
+        format!(
+            "cannot read CALLVAULT_TLS_CA_FILE {}",
+            std::path::Path::new(&ca_file).display()
+        )
+    })?;
+    let server_name = std::env::var("CALLVAULT_TLS_SERVER_NAME")
+        .ok()
+        .filter(|n| !n.is_empty());
+    let security = callvault_proto::tls::TransportSecurity::client(&ca, server_name.as_deref())
+        .context("CALLVAULT_TLS_CA_FILE")?;
+    callvault_proto::tls::install(security)?;
+    Ok(())
+}
+
 /// A connected channel to a node's gRPC endpoint at `addr` (`host:port`), for CLI commands.
 async fn connect(
     addr: &str,
     request_timeout: std::time::Duration,
 ) -> anyhow::Result<tonic::transport::Channel> {
     use anyhow::Context;
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    callvault_proto::tls::endpoint(addr)
         .with_context(|| format!("invalid address {addr:?}"))?
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(request_timeout)
@@ -146,6 +167,14 @@ fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A node takes its TLS settings from its config; the client commands from the environment.
+    let is_client = !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Config(_) | Command::Dev(_)
+    );
+    if is_client {
+        install_client_tls_from_env()?;
+    }
     match cli.command {
         Command::Serve {
             config,
@@ -183,11 +212,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     unknown.join(", ")
                 );
             }
+            // The TLS files are secrets mounted only where the node runs: named, not read.
+            let tls = if config.tls.ca_file.is_some() {
+                "on"
+            } else {
+                "off"
+            };
             let name = file
                 .as_deref()
                 .map_or("(no file)".into(), |f| f.display().to_string());
             println!(
-                "{name}: valid: node {} roles {:?} listen {} advertise {} bootstrap {:?} data {}",
+                "{name}: valid: node {} roles {:?} listen {} advertise {} bootstrap {:?} tls {tls} data {}",
                 config.node_id,
                 config.roles,
                 config.listen_addr,
