@@ -600,24 +600,17 @@ async fn agencies_read_their_own_entries_and_failed_logins_and_membership_are_lo
 /// when issue 6 lands.)
 /// Plays back Texas call `id` through node 2 as `agency-tx`, with a case number; the audio.
 async fn play_back(cluster: &DevCluster, id: &str) -> Vec<u8> {
-    let mut stream = cluster
-        .content(2, cluster.token("agency-tx"))
-        .playback(pb::PlaybackRequest {
+    callvault_tests::play_back(
+        cluster.content(2, cluster.token("agency-tx")),
+        pb::PlaybackRequest {
             jurisdiction: "US-TX".into(),
             call_id: id.into(),
             case_number: "2026-CR-0101".into(),
             reason: "audit end to end".into(),
-        })
-        .await
-        .expect("playback allowed")
-        .into_inner();
-    let mut audio = Vec::new();
-    while let Some(message) = stream.message().await.expect("playback stream") {
-        if let Some(pb::playback_response::Part::Audio(bytes)) = message.part {
-            audio.extend(bytes);
-        }
-    }
-    audio
+        },
+    )
+    .await
+    .expect("playback allowed")
 }
 
 /// The issue's end-to-end case: a call ingested, a privileged call refused, a call played back

@@ -275,28 +275,11 @@ async fn a_first_node_that_lost_its_volume_rejoins_instead_of_forming_a_second_c
 async fn the_local_config_set_runs_as_three_processes_that_form_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let mut set = LocalSet::write(dir.path());
-    for node in &mut set.nodes {
-        node.start();
-    }
+    set.start_and_wait_ready().await;
     let nodes = &set.nodes;
     let token = |name: &str| set.token(name);
-
-    // No `cluster init`: the processes form the cluster; the harness's operator token is not
-    // this cluster's, so readiness and the voter set come from health and a peer's view.
+    // The harness's operator token is not this cluster's: the voter set comes from a peer's view.
     let peer = set.peer_token();
-    eventually(
-        "the three local nodes ready",
-        Duration::from_secs(90),
-        || async {
-            for node in nodes {
-                if !node.is_ready().await {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
     let status = pb::cluster_client::ClusterClient::new(nodes[2].with_token(peer.trim()))
         .status(pb::StatusRequest {})
         .await

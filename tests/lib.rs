@@ -471,6 +471,28 @@ impl LocalSet {
         }
     }
 
+    /// Starts the three nodes and waits until each reports itself a ready voter. No `cluster
+    /// init`: the processes form the cluster by themselves.
+    pub async fn start_and_wait_ready(&mut self) {
+        for node in &mut self.nodes {
+            node.start();
+        }
+        let nodes = &self.nodes;
+        eventually(
+            "the three local nodes ready",
+            Duration::from_secs(90),
+            || async {
+                for node in nodes {
+                    if !node.is_ready().await {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
+    }
+
     /// The dev token of `name` (`OPERATOR`, `PLATFORM`, `AGENCY_TX`, …).
     pub fn token(&self, name: &str) -> String {
         self.tokens[&format!("CALLVAULT_DEV_{name}_TOKEN")].clone()
@@ -498,6 +520,27 @@ impl LocalSet {
             })
             .collect()
     }
+}
+
+/// Plays back the call `request` names through `content`; the audio, once the whole stream
+/// arrived and its length matched the header's.
+pub async fn play_back(
+    mut content: pb::content_client::ContentClient<AuthChannel>,
+    request: pb::PlaybackRequest,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut stream = content.playback(request).await?.into_inner();
+    let mut header = None;
+    let mut audio = Vec::new();
+    while let Some(message) = stream.message().await? {
+        match message.part {
+            Some(pb::playback_response::Part::Header(h)) => header = Some(h),
+            Some(pb::playback_response::Part::Audio(bytes)) => audio.extend(bytes),
+            None => {}
+        }
+    }
+    let header = header.expect("a header first");
+    assert_eq!(header.byte_length, audio.len() as u64, "audio vs header");
+    Ok(audio)
 }
 
 /// A metadata-store cluster of real processes in a temporary directory.

@@ -452,23 +452,7 @@ async fn play(
     principal: &str,
     request: pb::PlaybackRequest,
 ) -> Result<Vec<u8>, tonic::Status> {
-    let mut stream = cluster
-        .content(2, cluster.token(principal))
-        .playback(request)
-        .await?
-        .into_inner();
-    let mut audio = Vec::new();
-    let mut header = None;
-    while let Some(message) = stream.message().await? {
-        match message.part {
-            Some(pb::playback_response::Part::Header(h)) => header = Some(h),
-            Some(pb::playback_response::Part::Audio(a)) => audio.extend(a),
-            None => {}
-        }
-    }
-    let header = header.expect("a header first");
-    assert_eq!(header.byte_length, audio.len() as u64);
-    Ok(audio)
+    callvault_tests::play_back(cluster.content(2, cluster.token(principal)), request).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

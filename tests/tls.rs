@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use callvault_proto::auth::Bearer;
 use callvault_proto::v1 as pb;
-use callvault_tests::{LocalSet, ServingStatus, TestCall, callvault_bin, eventually, free_port};
+use callvault_tests::{LocalSet, ServingStatus, TestCall, callvault_bin, free_port, play_back};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -82,22 +82,9 @@ async fn the_local_config_set_with_tls_serves_and_dials_tls_only() {
             dir.path().join("node.key"),
         ));
         node.use_tls(&pki.ca_pem);
-        node.start();
     }
+    set.start_and_wait_ready().await;
     let nodes = &set.nodes;
-    eventually(
-        "the three TLS nodes ready",
-        Duration::from_secs(90),
-        || async {
-            for node in nodes {
-                if !node.is_ready().await {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
     let status = pb::cluster_client::ClusterClient::new(nodes[2].with_token(&set.peer_token()))
         .status(pb::StatusRequest {})
         .await
@@ -145,23 +132,17 @@ async fn the_local_config_set_with_tls_serves_and_dials_tls_only() {
     let ack = call.send(&mut ingest).await.expect("ingested over TLS");
     assert_eq!(ack.decision, pb::Decision::Recorded as i32, "{ack:?}");
     // Playback through node 3 reads the chunks back from the shards over TLS.
-    let mut stream =
-        pb::content_client::ContentClient::new(nodes[2].with_token(&set.token("AGENCY_TX")))
-            .playback(pb::PlaybackRequest {
-                jurisdiction: "US-TX".into(),
-                call_id: "tls-1".into(),
-                case_number: "2026-CR-0500".into(),
-                reason: "tls end to end".into(),
-            })
-            .await
-            .expect("playback over TLS")
-            .into_inner();
-    let mut audio = Vec::new();
-    while let Some(message) = stream.message().await.expect("playback stream") {
-        if let Some(pb::playback_response::Part::Audio(bytes)) = message.part {
-            audio.extend(bytes);
-        }
-    }
+    let audio = play_back(
+        pb::content_client::ContentClient::new(nodes[2].with_token(&set.token("AGENCY_TX"))),
+        pb::PlaybackRequest {
+            jurisdiction: "US-TX".into(),
+            call_id: "tls-1".into(),
+            case_number: "2026-CR-0500".into(),
+            reason: "tls end to end".into(),
+        },
+    )
+    .await
+    .expect("playback over TLS");
     assert_eq!(audio, call.audio());
 
     // Plaintext gets nothing from a node's port or its shard's; neither does a client that
