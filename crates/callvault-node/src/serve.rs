@@ -40,6 +40,15 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
     let local = listener.local_addr()?;
+    // Bound now, like the main port, so a taken port fails the start before anything runs.
+    let health_listener = match config.tls.health_listen_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("tls.health_listen_addr cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -282,11 +291,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     // Machine-readable line for scripts and tests that start nodes on port 0.
     println!("callvault node {} listening on {local}", config.node_id);
 
-    let health_task = match config.tls.health_listen_addr {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("tls.health_listen_addr cannot listen on {addr}"))?;
+    let health_task = match health_listener {
+        Some(listener) => {
             println!(
                 "callvault node {} health listening on {}",
                 config.node_id,
