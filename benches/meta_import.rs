@@ -13,13 +13,14 @@
 //! etcd comes from Debian's `etcd-server` and `etcd-client`; the bench installs them when run as
 //! root and says why it skips the comparison otherwise.
 
+mod fixtures;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use callvault_core::call::{CallId, CallRecord, Direction, Lifecycle};
 use callvault_core::codec::VersionedRecord;
 use callvault_core::policy::{PrivilegedRetention, RetentionPolicy};
 use callvault_core::{Jurisdiction, UnixMillis};
@@ -36,39 +37,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 fn commit(i: usize) -> MetaCommand {
     let jurisdiction = Jurisdiction::ALL[i % 8];
-    let started = 1_700_000_000_000 + i as i64 * 997;
-    MetaCommand::CommitCall {
-        call: CallRecord {
-            call_id: CallId::new(&format!(
-                "{}-fac{:03}-{i:010}",
-                jurisdiction.code(),
-                i % 300
-            ))
-            .unwrap(),
-            jurisdiction,
-            facility_id: format!("facility-{:03}", i % 300),
-            inmate_id: format!("inmate-{:07}", i % 200_000),
-            number_fingerprint: *blake3::hash(&(i % 50_000).to_le_bytes()).as_bytes(),
-            direction: Direction::Outbound,
-            started_at: UnixMillis(started),
-            ended_at: UnixMillis(started + 900_000),
-            byte_length: 7_200_000,
-            chunk_count: 28,
-            plaintext_digest: *blake3::hash(&i.to_le_bytes()).as_bytes(),
-            committed_under_policy: 0,
-            sealed: false,
-            lifecycle: Lifecycle::Live,
-            holds: Vec::new(),
-        },
-        wrapped_key: vec![0xAB; 72],
-        chunk_ids: (0..28u32)
-            .map(|c| {
-                *blake3::hash(&[i.to_le_bytes(), (c as usize).to_le_bytes()].concat()).as_bytes()
-            })
-            .collect(),
-        principal: "platform-bench".into(),
-        at: UnixMillis(started + 901_000),
-    }
+    let call_id = format!("{}-fac{:03}-{i:010}", jurisdiction.code(), i % 300);
+    fixtures::realistic_commit(i, jurisdiction, &call_id)
 }
 
 fn policy(jurisdiction: Jurisdiction) -> MetaCommand {

@@ -640,16 +640,7 @@ async fn ingest_refusal_playback_and_expiry_are_logged_in_order_and_verify() {
             pb::Decision::Recorded as i32
         );
     }
-    cluster
-        .admin(1, cluster.token("registry"))
-        .register_privileged_number(pb::RegisterPrivilegedNumberRequest {
-            jurisdiction: "US-TX".into(),
-            number: "(512) 555-0142".into(),
-            kind: pb::PrivilegeKind::Attorney as i32,
-            evidence: "TX bar 24012345".into(),
-        })
-        .await
-        .unwrap();
+    cluster.register_attorney("US-TX", "(512) 555-0142").await;
     let refused = TestCall::new("tx-audit-refused", "US-TX", "512.555.0142", 2, 2);
     assert_eq!(
         refused.send(&mut ingest).await.unwrap().decision,

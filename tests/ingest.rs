@@ -21,21 +21,6 @@ const ATTORNEY_VARIANTS: &[&str] = &[
     "  512 555 0142 ",
 ];
 
-async fn register(cluster: &DevCluster, jurisdiction: &str, number: &str) -> u64 {
-    cluster
-        .admin(1, cluster.token("registry"))
-        .register_privileged_number(pb::RegisterPrivilegedNumberRequest {
-            jurisdiction: jurisdiction.into(),
-            number: number.into(),
-            kind: pb::PrivilegeKind::Attorney as i32,
-            evidence: "TX bar 24012345".into(),
-        })
-        .await
-        .expect("registration")
-        .into_inner()
-        .calls_purged
-}
-
 async fn call_state(cluster: &DevCluster, node: u64, token: &str, id: &str) -> pb::CallState {
     let status = cluster
         .query(node, token)
@@ -56,7 +41,7 @@ fn total(counts: &[Option<u64>]) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attorney_call_in_any_formatting_is_not_recorded_and_writes_no_chunk() {
     let (cluster, _slot) = DevCluster::start().await;
-    register(&cluster, "US-TX", ATTORNEY).await;
+    cluster.register_attorney("US-TX", ATTORNEY).await;
     let mut ingest = cluster.ingest(2, cluster.token("platform"));
 
     // Counting works: an ordinary call adds chunks.
@@ -118,7 +103,7 @@ async fn a_number_registered_mid_stream_turns_the_commit_into_a_purge() {
     )
     .await;
     // ...then the number is registered, and the rest of the call arrives.
-    register(&cluster, "US-TX", "512-555-0177").await;
+    cluster.register_attorney("US-TX", "512-555-0177").await;
     for m in rest {
         tx.send(m.clone()).await.expect("stream open");
     }
@@ -374,7 +359,7 @@ async fn a_platform_ingests_only_where_allowed_and_an_operator_reads_no_calls() 
 #[tokio::test(flavor = "multi_thread")]
 async fn jurisdiction_status_counts_match_the_calls_ingested() {
     let (cluster, _slot) = DevCluster::start().await;
-    register(&cluster, "US-TX", ATTORNEY).await;
+    cluster.register_attorney("US-TX", ATTORNEY).await;
     let mut ingest = cluster.ingest(3, cluster.token("platform"));
     for i in 0..5 {
         let call = TestCall::new(&format!("tx-count-{i}"), "US-TX", "(512) 555-8080", 2, i);

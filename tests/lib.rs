@@ -884,6 +884,22 @@ impl DevCluster {
         }
     }
 
+    /// Registers `number` as an attorney's in `jurisdiction` through node 1, as the registry;
+    /// how many past recordings the registration purged.
+    pub async fn register_attorney(&self, jurisdiction: &str, number: &str) -> u64 {
+        self.admin(1, self.token("registry"))
+            .register_privileged_number(pb::RegisterPrivilegedNumberRequest {
+                jurisdiction: jurisdiction.into(),
+                number: number.into(),
+                kind: pb::PrivilegeKind::Attorney as i32,
+                evidence: "TX bar 24012345".into(),
+            })
+            .await
+            .expect("registration")
+            .into_inner()
+            .calls_purged
+    }
+
     /// Puts a Texas policy keeping recordings `days` days, swept every `sweep_seconds`.
     pub async fn put_tx_policy(&self, days: u32, sweep_seconds: u32) {
         let mut admin = self.admin(1, self.token("operator"));

@@ -310,18 +310,7 @@ async fn registering_an_attorney_number_after_fifty_calls_purges_them_on_every_r
     drop((on_disk, on_shards));
 
     let registered = Instant::now();
-    let purged = cluster
-        .admin(1, cluster.token("registry"))
-        .register_privileged_number(pb::RegisterPrivilegedNumberRequest {
-            jurisdiction: "US-TX".into(),
-            number: "+1 512 555 0199".into(),
-            kind: pb::PrivilegeKind::Attorney as i32,
-            evidence: "TX bar 24099999".into(),
-        })
-        .await
-        .expect("registration")
-        .into_inner()
-        .calls_purged;
+    let purged = cluster.register_attorney("US-TX", "+1 512 555 0199").await;
     assert_eq!(purged, 50);
     assert_eq!(state(&cluster, 3, "atty-07").await, pb::CallState::Purged);
     eventually("every purge receipt", Duration::from_secs(120), || async {
@@ -404,16 +393,7 @@ async fn the_leader_killed_during_a_sweep_and_during_a_purge_both_complete_after
         (state(&cluster, 1, first_due).await == pb::CallState::Expired).then_some(())
     })
     .await;
-    cluster
-        .admin(1, cluster.token("registry"))
-        .register_privileged_number(pb::RegisterPrivilegedNumberRequest {
-            jurisdiction: "US-TX".into(),
-            number: ATTORNEY.into(),
-            kind: pb::PrivilegeKind::Attorney as i32,
-            evidence: "TX bar 24099999".into(),
-        })
-        .await
-        .expect("registration");
+    cluster.register_attorney("US-TX", ATTORNEY).await;
     let leader = cluster.leader().await;
     cluster.nodes[leader as usize - 1].kill();
     let survivor = (1..=3).find(|id| *id != leader).unwrap();

@@ -348,16 +348,7 @@ async fn one_calls_spans_and_the_decision_counters_reach_an_otlp_collector() {
     ])
     .await;
     // Node 1 registers the attorney; calls go in through node 2, so the trace crosses processes.
-    cluster
-        .admin(1, cluster.token("registry"))
-        .register_privileged_number(pb::RegisterPrivilegedNumberRequest {
-            jurisdiction: "US-TX".into(),
-            number: ATTORNEY.into(),
-            kind: pb::PrivilegeKind::Attorney as i32,
-            evidence: "TX bar 24012345".into(),
-        })
-        .await
-        .expect("registration");
+    cluster.register_attorney("US-TX", ATTORNEY).await;
 
     let calls = [
         ("tx-otel-1", "(512) 555-7788", pb::Decision::Recorded),

@@ -51,6 +51,21 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("metadata store sent a malformed {what}: {e}"))
 }
 
+/// A page of stored records as the metadata store sent them; an empty token ends the listing.
+fn decode_page<T: VersionedRecord>(
+    items: &[Vec<u8>],
+    next_page_token: Vec<u8>,
+    what: &str,
+) -> Result<Page<T>, Status> {
+    Ok(Page {
+        items: items
+            .iter()
+            .map(|b| T::decode(b).map_err(|e| corrupt(what, e)))
+            .collect::<Result<_, _>>()?,
+        next_token: (!next_page_token.is_empty()).then_some(next_page_token),
+    })
+}
+
 fn decode_policy(bytes: &[u8]) -> Result<Option<VersionedPolicy>, Status> {
     if bytes.is_empty() {
         return Ok(None);
@@ -336,14 +351,7 @@ impl MetaClient {
                 async move { c.list_call_records(request).await }
             })
             .await?;
-        Ok(Page {
-            items: r
-                .records
-                .iter()
-                .map(|b| CallRecord::decode(b).map_err(|e| corrupt("call record", e)))
-                .collect::<Result<_, _>>()?,
-            next_token: (!r.next_page_token.is_empty()).then_some(r.next_page_token),
-        })
+        decode_page(&r.records, r.next_page_token, "call record")
     }
 
     /// A page of the privileged registry (linearizable).
@@ -365,13 +373,6 @@ impl MetaClient {
                 async move { c.list_registry(request).await }
             })
             .await?;
-        Ok(Page {
-            items: r
-                .entries
-                .iter()
-                .map(|b| RegistryEntry::decode(b).map_err(|e| corrupt("registry entry", e)))
-                .collect::<Result<_, _>>()?,
-            next_token: (!r.next_page_token.is_empty()).then_some(r.next_page_token),
-        })
+        decode_page(&r.entries, r.next_page_token, "registry entry")
     }
 }

@@ -53,8 +53,12 @@ fn millis(t: &Timestamp) -> Result<UnixMillis, Status> {
         .ok_or_else(|| Status::invalid_argument("timestamp out of range"))
 }
 
-fn jurisdiction(code: &str) -> Result<Jurisdiction, Status> {
+pub(crate) fn jurisdiction(code: &str) -> Result<Jurisdiction, Status> {
     Jurisdiction::from_code(code).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+pub(crate) fn call_id(id: &str) -> Result<CallId, Status> {
+    CallId::new(id).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn text(field: &str, value: &str, required: bool) -> Result<String, Status> {
@@ -303,8 +307,7 @@ impl pb::query_server::Query for ApiService {
         let who = caller(&request)?;
         let r = request.into_inner();
         let j = jurisdiction(&r.jurisdiction)?;
-        let call_id =
-            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let call_id = call_id(&r.call_id)?;
         who.require_role(&[AccessRole::Agency, AccessRole::Auditor])?;
         if !may_read_calls(&who, j) {
             return Err(no_call(j, &r.call_id));
@@ -546,8 +549,7 @@ impl pb::admin_server::Admin for ApiService {
         let who = caller(&request)?;
         let r = request.into_inner();
         let j = jurisdiction(&r.jurisdiction)?;
-        let call_id =
-            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let call_id = call_id(&r.call_id)?;
         who.require_role(&[AccessRole::Agency, AccessRole::Registry])?;
         if !(who.may(AccessRole::Agency, j) || who.may(AccessRole::Registry, j)) {
             return Err(no_call(j, &r.call_id));
@@ -604,8 +606,7 @@ impl pb::admin_server::Admin for ApiService {
         let who = caller(&request)?;
         let r = request.into_inner();
         let j = jurisdiction(&r.jurisdiction)?;
-        let call_id =
-            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let call_id = call_id(&r.call_id)?;
         require_agency_of_call(&who, j, &r.call_id)?;
         let case_number = text("case_number", &r.case_number, true)?;
         if case_number.chars().count() > callvault_core::call::MAX_HOLD_TEXT {
@@ -640,8 +641,7 @@ impl pb::admin_server::Admin for ApiService {
         let who = caller(&request)?;
         let r = request.into_inner();
         let j = jurisdiction(&r.jurisdiction)?;
-        let call_id =
-            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let call_id = call_id(&r.call_id)?;
         let hold_id: u64 =
             r.hold_id.trim().parse().map_err(|_| {
                 Status::invalid_argument("hold_id is the number PlaceHold returned")

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use callvault_blob::{CallOpener, ChunkId, KeyRing, ReplicatedBlobClient, WrappedDataKey};
-use callvault_core::{CallId, Jurisdiction};
+use callvault_core::Jurisdiction;
 use callvault_meta::client::MetaClient;
 use callvault_meta::command::{AccessDecision, AccessQuota, AccessRequest, MAX_TEXT};
 use callvault_meta::{Command, CommandResult};
@@ -18,6 +18,7 @@ use callvault_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::api::{call_id, jurisdiction};
 use crate::auth::{AccessRole, caller};
 use crate::ingest::now;
 
@@ -76,10 +77,8 @@ impl pb::content_server::Content for ContentService {
         let who = caller(&request)?;
         let r = request.into_inner();
         // Without a jurisdiction and call id there is nothing an access record could name.
-        let j = Jurisdiction::from_code(&r.jurisdiction)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let call_id =
-            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let j = jurisdiction(&r.jurisdiction)?;
+        let call_id = call_id(&r.call_id)?;
         let case_number = required_text(&r.case_number);
         let reason = required_text(&r.reason);
 
