@@ -1060,6 +1060,26 @@ impl TestCall {
         self
     }
 
+    /// The same audio and call details under `call_id`, sent in chunks of `chunk_bytes` (the
+    /// last one shorter): how another platform might cut the same stream.
+    pub fn rechunked(&self, call_id: &str, chunk_bytes: usize) -> Self {
+        let audio = self.audio();
+        let mut start = self.start.clone();
+        start.call_id = call_id.into();
+        TestCall {
+            start,
+            end: self.end.clone(),
+            chunks: audio
+                .chunks(chunk_bytes)
+                .enumerate()
+                .map(|(seq, data)| pb::AudioChunk {
+                    seq: seq as u32,
+                    data: data.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
     /// The call's audio, as ingested.
     pub fn audio(&self) -> Vec<u8> {
         self.chunks.iter().flat_map(|c| c.data.clone()).collect()

@@ -20,13 +20,16 @@ use callvault_meta::client::MetaClient;
 use callvault_meta::{Command, CommandResult, CommitOutcome, Refusal};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::record_call_request::Part;
-use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::auth::{AccessRole, caller};
+
+mod blocks;
+
+use blocks::{AudioIntake, BlockWriter, Blocks, Received};
+pub use blocks::{MAX_BLOCK_BYTES, MIN_BLOCK_BYTES};
 
 /// Largest audio chunk, in bytes.
 pub const MAX_AUDIO_CHUNK: usize = 1 << 20;
@@ -44,8 +47,11 @@ pub struct IngestLimits {
     pub max_concurrent_calls: usize,
     /// Audio bytes held in memory across all streams.
     pub max_buffered_bytes: u64,
-    /// Chunk writes in flight per call.
+    /// Block writes in flight per call.
     pub chunk_writes_in_flight: usize,
+    /// Size of the blocks the audio is cut into before sealing
+    /// ([`MIN_BLOCK_BYTES`]..=[`MAX_BLOCK_BYTES`]).
+    pub block_bytes: usize,
 }
 
 /// The ingest service of one node.
@@ -89,10 +95,6 @@ fn millis(t: &prost_types::Timestamp) -> Option<i64> {
     t.seconds
         .checked_mul(1000)?
         .checked_add(i64::from(t.nanos / 1_000_000))
-}
-
-fn kib(bytes: usize) -> u32 {
-    bytes.div_ceil(1024).max(1) as u32
 }
 
 /// The receipt's content digest: BLAKE3 over the call's content identity.
@@ -305,110 +307,61 @@ impl IngestService {
         }
     }
 
-    /// Streams, encrypts and writes the audio, then commits the call. `existing` is the call's
-    /// record when this is a retry: then nothing is written and the content is compared.
-    async fn stream_and_commit(
+    /// The call's sealer: a fresh data key, wrapped for the jurisdiction.
+    fn sealer(&self, start: &Start) -> Result<Arc<CallSealer>, Status> {
+        CallSealer::new(&self.keys, &start.call_id, start.jurisdiction)
+            .map(Arc::new)
+            .map_err(|e| Status::failed_precondition(format!("cannot encrypt this call: {e}")))
+    }
+
+    /// Reads the audio until `CallEnd`, writing it as blocks through `writer` (none on a retry,
+    /// whose audio is only hashed), and checks that nothing follows the end.
+    async fn receive_audio(
         &self,
         start: &Start,
-        sealed: bool,
-        existing: Option<(CallRecord, LogPosition)>,
         stream: &mut Streaming<pb::RecordCallRequest>,
-        principal: &str,
-    ) -> Result<Response<pb::RecordCallResponse>, Status> {
-        let sealer = match existing {
-            Some(_) => None,
-            None => Some(Arc::new(
-                CallSealer::new(&self.keys, &start.call_id, start.jurisdiction).map_err(|e| {
-                    Status::failed_precondition(format!("cannot encrypt this call: {e}"))
-                })?,
-            )),
-        };
-        let mut hasher = blake3::Hasher::new();
-        let mut next_seq: u32 = 0;
-        let mut total: u64 = 0;
-        let mut writes = FuturesOrdered::new();
-        let mut chunk_ids: Vec<[u8; 32]> = Vec::new();
+        mut writer: Option<&mut BlockWriter>,
+    ) -> Result<(pb::CallEnd, Received), Status> {
+        let mut intake = AudioIntake::new(start.jurisdiction, &self.limits);
+        let mut blocks = Blocks::new(self.limits.block_bytes, self.buffer.clone());
         let end = loop {
-            match Self::next(stream).await? {
+            let chunk = match Self::next(stream).await? {
+                Some(Part::Chunk(chunk)) => chunk,
+                Some(Part::End(end)) => break end,
+                Some(Part::Start(_)) => return Err(Status::invalid_argument("a second CallStart")),
                 None => {
                     return Err(Status::invalid_argument(
                         "the stream ended without CallEnd; nothing was committed",
                     ));
                 }
-                Some(Part::Start(_)) => {
-                    return Err(Status::invalid_argument("a second CallStart"));
-                }
-                Some(Part::End(end)) => break end,
-                Some(Part::Chunk(chunk)) => {
-                    if chunk.seq != next_seq {
-                        return Err(Status::invalid_argument(format!(
-                            "chunk seq {} {}: expected {next_seq}; nothing was committed",
-                            chunk.seq,
-                            if chunk.seq < next_seq {
-                                "repeated"
-                            } else {
-                                "out of order"
-                            }
-                        )));
-                    }
-                    if chunk.data.is_empty() || chunk.data.len() > MAX_AUDIO_CHUNK {
-                        return Err(Status::invalid_argument(format!(
-                            "chunk {} has {} bytes: chunks carry 1 byte to 1 MiB",
-                            chunk.seq,
-                            chunk.data.len()
-                        )));
-                    }
-                    total += chunk.data.len() as u64;
-                    crate::metrics::audio_received(start.jurisdiction, chunk.data.len());
-                    if total > self.limits.max_call_bytes {
-                        return Err(Status::invalid_argument(format!(
-                            "the call exceeds {} bytes of audio; nothing was committed",
-                            self.limits.max_call_bytes
-                        )));
-                    }
-                    next_seq = next_seq
-                        .checked_add(1)
-                        .ok_or_else(|| Status::invalid_argument("too many chunks in one call"))?;
-                    if next_seq as usize > callvault_meta::command::MAX_CHUNKS_PER_CALL {
-                        return Err(Status::invalid_argument(
-                            "more than 100,000 chunks in one call",
-                        ));
-                    }
-                    hasher.update(&chunk.data);
-                    let Some(sealer) = &sealer else { continue };
-                    // Wait for room in the node's audio budget before holding more.
-                    let permit = self
-                        .buffer
-                        .clone()
-                        .acquire_many_owned(kib(chunk.data.len()))
-                        .await
-                        .map_err(|_| Status::unavailable("ingest is shutting down"))?;
-                    let (sealer, blobs) = (sealer.clone(), self.blobs.clone());
-                    // The call's span: each chunk write is part of the call's trace.
-                    let span = tracing::Span::current();
-                    writes.push_back(tokio::spawn(async move {
-                        let sealed = sealer.seal(u64::from(chunk.seq), &chunk.data);
-                        drop(chunk);
-                        let id = sealed.id;
-                        let written = blobs.put(id, Arc::new(sealed.bytes)).instrument(span).await;
-                        drop(permit);
-                        written.map(|_| *id.as_bytes())
-                    }));
-                    while writes.len() >= self.limits.chunk_writes_in_flight {
-                        chunk_ids.push(Self::written(writes.next().await)?);
-                    }
+            };
+            let audio = intake.accept(chunk)?;
+            if let Some(writer) = writer.as_deref_mut() {
+                for block in blocks.push(&audio).await? {
+                    writer.write(block).await?;
                 }
             }
         };
-        while let Some(done) = writes.next().await {
-            chunk_ids.push(Self::written(Some(done))?);
+        if let (Some(writer), Some(last)) = (writer, blocks.finish()) {
+            writer.write(last).await?;
         }
         if Self::next(stream).await?.is_some() {
             return Err(Status::invalid_argument(
                 "messages after CallEnd; nothing was committed",
             ));
         }
+        Ok((end, intake.finish()))
+    }
 
+    /// The call's record once its end is known, or why the end does not fit what was received.
+    fn finished_record(
+        &self,
+        start: &Start,
+        sealed: bool,
+        end: &pb::CallEnd,
+        received: &Received,
+        blocks: u32,
+    ) -> Result<CallRecord, Status> {
         let ended_at = end
             .ended_at
             .as_ref()
@@ -423,26 +376,49 @@ impl IngestService {
                 self.limits.max_call_seconds
             )));
         }
-        if end.byte_length != total {
+        if end.byte_length != received.total {
             return Err(Status::invalid_argument(format!(
-                "CallEnd says {} bytes but {total} were sent; nothing was committed",
-                end.byte_length
+                "CallEnd says {} bytes but {} were sent; nothing was committed",
+                end.byte_length, received.total
             )));
         }
-        let digest = hasher.finalize();
-        if end.plaintext_blake3.as_slice() != digest.as_bytes() {
+        if end.plaintext_blake3.as_slice() != received.digest.as_bytes() {
             return Err(Status::invalid_argument(
                 "plaintext_blake3 does not match the audio received; nothing was committed",
             ));
         }
-
         let mut call = self.record(start, sealed);
         call.ended_at = UnixMillis(ended_at);
-        call.byte_length = total;
-        call.chunk_count = next_seq;
-        call.plaintext_digest = *digest.as_bytes();
+        call.byte_length = received.total;
+        call.chunk_count = blocks;
+        call.plaintext_digest = *received.digest.as_bytes();
+        Ok(call)
+    }
 
-        if let Some((existing, at)) = existing {
+    /// Streams, encrypts and writes the audio as blocks, then commits the call. `existing` is
+    /// the call's record when this is a retry: then nothing is written and the content is
+    /// compared.
+    async fn stream_and_commit(
+        &self,
+        start: &Start,
+        sealed: bool,
+        existing: Option<(CallRecord, LogPosition)>,
+        stream: &mut Streaming<pb::RecordCallRequest>,
+        principal: &str,
+    ) -> Result<Response<pb::RecordCallResponse>, Status> {
+        let mut writer = match existing {
+            Some(_) => None,
+            None => Some(BlockWriter::new(
+                self.sealer(start)?,
+                self.blobs.clone(),
+                self.limits.chunk_writes_in_flight,
+            )),
+        };
+        let (end, received) = self.receive_audio(start, stream, writer.as_mut()).await?;
+        let Some(writer) = writer else {
+            let (existing, at) = existing.expect("no writer only for a retry");
+            let call =
+                self.finished_record(start, sealed, &end, &received, existing.chunk_count)?;
             // A retry: same content, same receipt; anything else is a conflict.
             return if existing.same_content(&call) {
                 Ok(answer(
@@ -453,12 +429,26 @@ impl IngestService {
             } else {
                 Err(refused(Refusal::CallIdConflict, &call))
             };
-        }
+        };
+        let wrapped_key = writer.sealer().wrapped_key().as_bytes().to_vec();
+        let chunk_ids = writer.finish().await?;
+        let blocks = u32::try_from(chunk_ids.len())
+            .map_err(|_| Status::invalid_argument("too many blocks in one call"))?;
+        let call = self.finished_record(start, sealed, &end, &received, blocks)?;
+        self.commit(call, wrapped_key, chunk_ids, principal).await
+    }
 
-        let sealer = sealer.expect("a new call has a sealer");
+    /// Proposes a recorded call's commit and answers the platform with what apply decided.
+    async fn commit(
+        &self,
+        call: CallRecord,
+        wrapped_key: Vec<u8>,
+        chunk_ids: Vec<[u8; 32]>,
+        principal: &str,
+    ) -> Result<Response<pb::RecordCallResponse>, Status> {
         let command = Command::CommitCall {
             call: call.clone(),
-            wrapped_key: sealer.wrapped_key().as_bytes().to_vec(),
+            wrapped_key,
             chunk_ids,
             principal: principal.to_string(),
             at: now(),
@@ -493,21 +483,6 @@ impl IngestService {
             ))),
             CommandResult::Refused(refusal) => Err(refused(refusal, &call)),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
-        }
-    }
-
-    fn written(
-        done: Option<
-            Result<Result<[u8; 32], callvault_blob::ReplicationError>, tokio::task::JoinError>,
-        >,
-    ) -> Result<[u8; 32], Status> {
-        match done {
-            Some(Ok(Ok(id))) => Ok(id),
-            Some(Ok(Err(e))) => Err(Status::unavailable(format!(
-                "a chunk could not be stored on enough blob replicas: {e}; nothing was committed"
-            ))),
-            Some(Err(e)) => Err(Status::internal(format!("chunk write task: {e}"))),
-            None => Err(Status::internal("no chunk write pending")),
         }
     }
 }
