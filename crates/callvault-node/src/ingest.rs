@@ -309,7 +309,7 @@ impl IngestService {
 
     /// The call's sealer: a fresh data key, wrapped for the jurisdiction.
     fn sealer(&self, start: &Start) -> Result<Arc<CallSealer>, Status> {
-        CallSealer::new(&self.keys, &start.call_id, start.jurisdiction)
+        CallSealer::new(self.keys.as_ref(), &start.call_id, start.jurisdiction)
             .map(Arc::new)
             .map_err(|e| Status::failed_precondition(format!("cannot encrypt this call: {e}")))
     }
