@@ -35,7 +35,6 @@ pub fn commit(i: usize) -> MetaCommand {
 }
 
 /// A year's retention, swept every 30 s: the policy the imported jurisdictions get.
-#[allow(dead_code)] // benches on dev clusters use the default policies instead
 pub fn policy(jurisdiction: Jurisdiction) -> MetaCommand {
     MetaCommand::PutPolicy {
         jurisdiction,

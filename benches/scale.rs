@@ -31,7 +31,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use callvault_core::codec::VersionedRecord;
+use callvault_meta::{CommandResult, Refusal};
+use callvault_proto::auth::AuthChannel;
 use callvault_proto::v1 as pb;
+use callvault_proto::v1::meta_store_client::MetaStoreClient;
 use callvault_tests::{DevCluster, NodeProcess};
 
 /// Stored-call counts at which the status reads are measured.
@@ -149,9 +153,33 @@ struct Import {
     seconds: f64,
 }
 
+/// Puts the bench policy in force for each imported jurisdiction that `deploy/policies/default.toml`
+/// leaves without one (a jurisdiction with a policy refuses it: expected version 0).
+async fn ensure_policies(meta: &MetaStoreClient<AuthChannel>) {
+    for j in &callvault_core::Jurisdiction::ALL[..import::JURISDICTIONS] {
+        let response = meta
+            .clone()
+            .propose(pb::ProposeRequest {
+                command: import::policy(*j).encode(),
+            })
+            .await
+            .expect("policy proposal");
+        let result = CommandResult::decode(&response.into_inner().result).expect("a result");
+        assert!(
+            matches!(
+                result,
+                CommandResult::PolicyPut { .. }
+                    | CommandResult::Refused(Refusal::PolicyVersionMismatch { .. })
+            ),
+            "{j}: {result:?}"
+        );
+    }
+}
+
 async fn run_import(cluster: &DevCluster, calls: usize, clients: usize, samples: usize) -> Import {
     let leader = cluster.leader().await;
     let meta = cluster.meta(leader);
+    ensure_policies(&meta).await;
     let mut busy = [0.0f64; 10];
     let mut reads = Vec::new();
     let mut from = 0;
