@@ -348,9 +348,9 @@ impl IngestService {
         let sealer = match existing {
             Some(_) => None,
             None => Some(Arc::new(
-                CallSealer::new(&self.keys, &start.call_id, start.jurisdiction).map_err(|e| {
-                    Status::failed_precondition(format!("cannot encrypt this call: {e}"))
-                })?,
+                CallSealer::new(self.keys.as_ref(), &start.call_id, start.jurisdiction).map_err(
+                    |e| Status::failed_precondition(format!("cannot encrypt this call: {e}")),
+                )?,
             )),
         };
         // Chunks are written as they arrive, so a stream's wall time bounds how long its chunks
