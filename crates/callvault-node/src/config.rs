@@ -968,7 +968,8 @@ mod tests {
     fn an_orphan_grace_shorter_than_the_longest_stream_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.toml");
-        let base = "node_id = 1\ndata_dir = \"d\"\nlisten_addr = \"127.0.0.1:1\"\nroles = [\"meta\"]\n";
+        let base = "node_id = 1\ndata_dir = \"d\"\nlisten_addr = \"127.0.0.1:1\"\n\
+                    roles = [\"meta\"]\n[identity]\npeers_file = \"p\"\ntoken_files.meta = \"t\"\n";
         let load = |extra: &str| {
             std::fs::write(&path, format!("{base}{extra}")).unwrap();
             NodeConfig::load(Some(&path)).map_err(|e| format!("{e:#}"))
@@ -976,11 +977,18 @@ mod tests {
         // A 60 s call may stream 120 s and commit within 60 s more: 180 s is the floor.
         let short = "[ingest]\nmax_call_seconds = 60\n[lifecycle]\norphan_grace_seconds = 179\n";
         let err = load(short).unwrap_err();
-        assert!(err.contains("orphan_grace_seconds must be at least 180"), "{err}");
+        assert!(
+            err.contains("orphan_grace_seconds must be at least 180"),
+            "{err}"
+        );
         let fits = "[ingest]\nmax_call_seconds = 60\n[lifecycle]\norphan_grace_seconds = 180\n";
         load(fits).unwrap();
         let floor = format!("{fits}[blob]\norphan_min_age_seconds = 100\n");
-        assert!(load(&floor).unwrap_err().contains("blob.orphan_min_age_seconds"));
+        assert!(
+            load(&floor)
+                .unwrap_err()
+                .contains("blob.orphan_min_age_seconds")
+        );
         let skew = "[lifecycle]\nclock_attest_ms = 1000\nmax_clock_skew_ms = 2000\n";
         assert!(load(skew).unwrap_err().contains("max_clock_skew_ms"));
     }
