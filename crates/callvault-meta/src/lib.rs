@@ -21,6 +21,7 @@ pub mod authz;
 pub mod client;
 pub mod command;
 pub mod convert;
+pub mod intents;
 pub mod keys;
 pub mod lifecycle;
 pub mod log_store;
