@@ -100,6 +100,7 @@ pub fn policy_from_pb(p: &pb::RetentionPolicy) -> Result<RetentionPolicy, Status
         hold_max_review_days: p.hold_max_review_days,
         sweep_interval_seconds: p.sweep_interval_seconds,
         source: p.source.clone(),
+        shortening_notice_seconds: p.shortening_notice_seconds,
     };
     policy
         .validate()

@@ -119,6 +119,7 @@ fn policy_to_pb(v: &VersionedPolicy) -> pb::RetentionPolicy {
         hold_max_review_days: p.hold_max_review_days,
         sweep_interval_seconds: p.sweep_interval_seconds,
         source: p.source.clone(),
+        shortening_notice_seconds: p.shortening_notice_seconds,
     }
 }
 

@@ -80,6 +80,23 @@ struct Start {
 }
 
 /// The wall clock, for the times commands carry (`apply` itself reads none).
+/// How much longer than the longest call a stream may take to arrive (network, slow platform).
+pub const STREAM_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long after its stream a commit may still apply: the metadata client's retries, plus
+/// margin.
+pub const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The longest a stream may last, from its start to its commit proposal.
+pub fn longest_stream(max_call_seconds: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(max_call_seconds) + STREAM_SLACK
+}
+
+/// The shortest orphan grace that cannot take a chunk of a call that may still commit: the
+/// longest stream plus the commit window.
+pub fn orphan_grace_floor(max_call_seconds: u64) -> std::time::Duration {
+    longest_stream(max_call_seconds) + COMMIT_WINDOW
+}
+
 pub(crate) fn now() -> UnixMillis {
     UnixMillis(
         SystemTime::now()
@@ -307,6 +324,19 @@ impl IngestService {
         }
     }
 
+    /// Refuses a stream that has lasted longer than the longest call plus [`STREAM_SLACK`]:
+    /// nothing of it is committed, and its chunks are orphans for the sweep.
+    fn check_stream_time(&self, since: std::time::Instant) -> Result<(), Status> {
+        let limit = longest_stream(self.limits.max_call_seconds);
+        if since.elapsed() > limit {
+            return Err(Status::deadline_exceeded(format!(
+                "the stream lasted longer than {}s; nothing was committed",
+                limit.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
     /// The call's sealer: a fresh data key, wrapped for the jurisdiction.
     fn sealer(&self, start: &Start) -> Result<Arc<CallSealer>, Status> {
         CallSealer::new(self.keys.as_ref(), &start.call_id, start.jurisdiction)
@@ -321,6 +351,7 @@ impl IngestService {
         start: &Start,
         stream: &mut Streaming<pb::RecordCallRequest>,
         mut writer: Option<&mut BlockWriter>,
+        streaming_since: std::time::Instant,
     ) -> Result<(pb::CallEnd, Received), Status> {
         let mut intake = AudioIntake::new(start.jurisdiction, &self.limits);
         let mut blocks = Blocks::new(self.limits.block_bytes, self.buffer.clone());
@@ -335,6 +366,7 @@ impl IngestService {
                     ));
                 }
             };
+            self.check_stream_time(streaming_since)?;
             let audio = intake.accept(chunk)?;
             if let Some(writer) = writer.as_deref_mut() {
                 for block in blocks.push(&audio).await? {
@@ -414,7 +446,12 @@ impl IngestService {
                 self.limits.chunk_writes_in_flight,
             )),
         };
-        let (end, received) = self.receive_audio(start, stream, writer.as_mut()).await?;
+        // Blocks are written as they fill, so a stream's wall time bounds how long its chunks
+        // may wait for their commit: the orphan sweep's grace rests on this bound.
+        let streaming_since = std::time::Instant::now();
+        let (end, received) = self
+            .receive_audio(start, stream, writer.as_mut(), streaming_since)
+            .await?;
         let Some(writer) = writer else {
             let (existing, at) = existing.expect("no writer only for a retry");
             let call =
@@ -435,6 +472,7 @@ impl IngestService {
         let blocks = u32::try_from(chunk_ids.len())
             .map_err(|_| Status::invalid_argument("too many blocks in one call"))?;
         let call = self.finished_record(start, sealed, &end, &received, blocks)?;
+        self.check_stream_time(streaming_since)?;
         self.commit(call, wrapped_key, chunk_ids, principal).await
     }
 
