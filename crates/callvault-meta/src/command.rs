@@ -285,7 +285,7 @@ pub enum CommandResult {
         /// True when an identical commit had already applied.
         duplicate: bool,
         /// Where the call's (first) commit sits in the log.
-        committed_at: crate::apply::LogPosition,
+        committed_at: crate::records::LogPosition,
     },
     /// A privileged number was registered.
     NumberRegistered {
@@ -728,7 +728,7 @@ impl Command {
 
     /// Checks what `apply` cannot decide differently on any replica but must refuse: a commit
     /// whose lifecycle is not one ingest can propose.
-    pub(crate) fn check_shape(&self) -> Result<(), Refusal> {
+    pub fn check_shape(&self) -> Result<(), Refusal> {
         if let Command::CommitCall {
             call, chunk_ids, ..
         } = self
@@ -869,7 +869,7 @@ impl VersionedRecord for CommandResult {
                     outcome,
                     policy_version: r.u32()?,
                     duplicate: r.bool("duplicate")?,
-                    committed_at: crate::apply::LogPosition {
+                    committed_at: crate::records::LogPosition {
                         term: r.u64()?,
                         index: r.u64()?,
                     },
@@ -1117,7 +1117,7 @@ pub(crate) mod tests {
                 outcome: CommitOutcome::PurgedAtCommit,
                 policy_version: 2,
                 duplicate: true,
-                committed_at: crate::apply::LogPosition { term: 3, index: 99 },
+                committed_at: crate::records::LogPosition { term: 3, index: 99 },
             },
             CommandResult::NumberRegistered { purged: 50 },
             CommandResult::Refused(Refusal::PolicyVersionMismatch { current: 4 }),
