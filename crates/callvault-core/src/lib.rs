@@ -10,6 +10,7 @@
 
 pub mod call;
 pub mod codec;
+pub mod ingest;
 pub mod jurisdiction;
 pub mod phone;
 pub mod policy;
