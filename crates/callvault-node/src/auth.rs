@@ -6,59 +6,23 @@
 //! jurisdictions learns nothing about a call: the services answer `NOT_FOUND` exactly as for a
 //! call that does not exist.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use callvault_core::Jurisdiction;
+use callvault_core::principals::parse_principals;
 use callvault_meta::audit_service::AuditScope;
 use callvault_meta::auth_failures::FailureKind;
 use callvault_proto::auth::{bearer_token, token_hash};
-use serde::Deserialize;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::auth_failures::AuthFailureLog;
 
-/// What a principal is for. Roles do not nest: an operator administers the cluster but reads no
-/// call data; an agency reads its jurisdiction's calls but cannot ingest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessRole {
-    /// A call platform: ingests calls for its jurisdictions.
-    Platform,
-    /// A state agency: queries its jurisdiction's calls and retention status, sets its policy.
-    Agency,
-    /// A privileged-number registry: registers attorney and other privileged numbers.
-    Registry,
-    /// An auditor: reads the audit log.
-    Auditor,
-    /// A cluster operator: membership and policies; never call data or content.
-    Operator,
-}
-
-impl fmt::Display for AccessRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AccessRole::Platform => "platform",
-            AccessRole::Agency => "agency",
-            AccessRole::Registry => "registry",
-            AccessRole::Auditor => "auditor",
-            AccessRole::Operator => "operator",
-        })
-    }
-}
-
-/// The jurisdictions a principal acts for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Every jurisdiction (`jurisdictions = ["*"]`).
-    All,
-    /// Only these.
-    Only(BTreeSet<Jurisdiction>),
-}
+pub use callvault_core::principals::{AccessRole, Scope};
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,27 +80,6 @@ impl Principal {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PrincipalsFile {
-    #[serde(default)]
-    principal: Vec<PrincipalEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PrincipalEntry {
-    name: String,
-    role: AccessRole,
-    #[serde(default)]
-    jurisdictions: Vec<String>,
-    token_blake3: String,
-    #[serde(default)]
-    agency: Option<String>,
-    #[serde(default)]
-    elevated: bool,
-}
-
 /// The principals of the public APIs, by token hash. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Authenticator {
@@ -153,30 +96,10 @@ impl fmt::Debug for Authenticator {
     }
 }
 
-/// 32 bytes from exactly 64 hex characters (token hashes, the index key).
-pub(crate) fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
+pub(crate) use callvault_core::principals::parse_hex32;
 
 impl Authenticator {
-    /// Loads a principals file:
-    ///
-    /// ```toml
-    /// [[principal]]
-    /// name = "tx-platform"
-    /// role = "platform"            # platform | agency | registry | auditor | operator
-    /// jurisdictions = ["US-TX"]    # or ["*"]; operators and auditors may leave it empty
-    /// token_blake3 = "…"           # 64 hex: `callvault token hash` of the token
-    /// agency = "tx-da"             # optional: its agency (holds); defaults to the name
-    /// elevated = false             # optional, agency only: may play back sealed calls
-    /// ```
+    /// Loads a principals file (its format: [`callvault_core::principals`]).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read principals file {}", path.display()))?;
@@ -185,59 +108,19 @@ impl Authenticator {
 
     /// Parses principals-file text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let file: PrincipalsFile = toml::from_str(text)?;
-        let mut by_hash = HashMap::new();
-        let mut names = BTreeSet::new();
-        for entry in file.principal {
-            let name = entry.name.trim().to_string();
-            if name.is_empty() || name.len() > callvault_meta::command::MAX_PRINCIPAL {
-                bail!("principal name {:?} must be 1 to 256 bytes", entry.name);
-            }
-            if !names.insert(name.clone()) {
-                bail!("principal {name} appears twice");
-            }
-            let hash = parse_hex32(&entry.token_blake3)
-                .with_context(|| format!("principal {name}: token_blake3 must be 64 hex"))?;
-            let scope = if entry.jurisdictions.iter().any(|j| j == "*") {
-                Scope::All
-            } else {
-                Scope::Only(
-                    entry
-                        .jurisdictions
-                        .iter()
-                        .map(|code| Jurisdiction::from_code(code))
-                        .collect::<Result<_, _>>()
-                        .with_context(|| format!("principal {name}"))?,
-                )
-            };
-            let needs_scope = matches!(
-                entry.role,
-                AccessRole::Platform | AccessRole::Agency | AccessRole::Registry
-            );
-            if needs_scope && scope == Scope::Only(BTreeSet::new()) {
-                bail!("principal {name}: role {} needs jurisdictions", entry.role);
-            }
-            let agency = entry
-                .agency
-                .map(|a| a.trim().to_string())
-                .unwrap_or_else(|| name.clone());
-            if agency.is_empty() || agency.len() > callvault_meta::command::MAX_PRINCIPAL {
-                bail!("principal {name}: agency must be 1 to 256 bytes");
-            }
-            if entry.elevated && entry.role != AccessRole::Agency {
-                bail!("principal {name}: only agency principals may be elevated");
-            }
-            let principal = Principal {
-                name: name.clone(),
-                role: entry.role,
-                scope,
-                agency,
-                elevated: entry.elevated,
-            };
-            if by_hash.insert(hash, Arc::new(principal)).is_some() {
-                bail!("principal {name} shares its token with another principal");
-            }
-        }
+        let by_hash = parse_principals(text)?
+            .into_iter()
+            .map(|spec| {
+                let principal = Principal {
+                    name: spec.name,
+                    role: spec.role,
+                    scope: spec.scope,
+                    agency: spec.agency,
+                    elevated: spec.elevated,
+                };
+                (spec.token_blake3, Arc::new(principal))
+            })
+            .collect();
         Ok(Authenticator {
             by_hash: Arc::new(by_hash),
             failures: None,
