@@ -14,8 +14,10 @@
 
 // The pure half: builds without RocksDB (`--no-default-features`), for the fuzz targets.
 pub mod auth_failures;
+pub mod authz;
 pub mod command;
 pub mod convert;
+pub mod principal;
 pub mod records;
 pub mod snapshot;
 pub mod types;

@@ -315,9 +315,9 @@ impl IngestService {
         let sealer = match existing {
             Some(_) => None,
             None => Some(Arc::new(
-                CallSealer::new(&self.keys, &start.call.call_id, jurisdiction).map_err(|e| {
-                    Status::failed_precondition(format!("cannot encrypt this call: {e}"))
-                })?,
+                CallSealer::new(self.keys.as_ref(), &start.call.call_id, jurisdiction).map_err(
+                    |e| Status::failed_precondition(format!("cannot encrypt this call: {e}")),
+                )?,
             )),
         };
         let mut writes = FuturesOrdered::new();
