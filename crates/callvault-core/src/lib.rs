@@ -14,7 +14,6 @@ pub mod ingest;
 pub mod jurisdiction;
 pub mod phone;
 pub mod policy;
-pub mod principals;
 pub mod privilege;
 pub mod records;
 pub mod retention;

@@ -1,7 +1,8 @@
 //! The TOML files an operator hands a node: retention policies and principals.
 
 use callvault_core::policy::parse_policy_file;
-use callvault_core::principals::{AccessRole, Scope, parse_principals};
+use callvault_meta::command::MAX_PRINCIPAL;
+use callvault_meta::principal::{AccessRole, Principals, Scope};
 
 fn text(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(bytes).ok()
@@ -31,21 +32,22 @@ pub fn policy_file(bytes: &[u8]) {
 }
 
 /// The `principals_file` target: the loader never panics, and what it returns keeps the rules:
-/// unique names and tokens, trimmed names within bounds, scopes for the roles that need them,
-/// elevation for agencies only.
+/// one principal per name and per token, each findable both ways, trimmed names within bounds,
+/// scopes for the roles that need them, elevation for agencies only.
 pub fn principals_file(bytes: &[u8]) {
     let Some(text) = text(bytes) else { return };
-    let Ok(principals) = parse_principals(text) else {
+    let Ok(principals) = Principals::parse(text) else {
         return;
     };
-    let mut names = std::collections::BTreeSet::new();
-    let mut tokens = std::collections::BTreeSet::new();
-    for p in &principals {
-        assert!(names.insert(p.name.as_str()), "{} appears twice", p.name);
-        assert!(tokens.insert(p.token_blake3), "{} shares a token", p.name);
+    let mut count = 0;
+    for (hash, p) in principals.iter() {
+        count += 1;
+        let by_name = principals.by_name(&p.name).expect("findable by name");
+        assert_eq!(by_name, p, "{} is two principals", p.name);
+        assert_eq!(principals.by_token_hash(hash), Some(p));
         for name in [&p.name, &p.agency] {
             assert!(
-                !name.is_empty() && name.len() <= 256 && name.trim() == name.as_str(),
+                !name.is_empty() && name.len() <= MAX_PRINCIPAL && name.trim() == name.as_str(),
                 "name {name:?} is not trimmed and bounded"
             );
         }
@@ -66,4 +68,9 @@ pub fn principals_file(bytes: &[u8]) {
             p.name
         );
     }
+    assert_eq!(
+        count,
+        principals.len(),
+        "names and tokens disagree on the count"
+    );
 }

@@ -251,6 +251,11 @@ impl Principals {
         self.by_name.get(name)
     }
 
+    /// Every principal with its token hash, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8; 32], &Arc<Principal>)> {
+        self.by_hash.iter()
+    }
+
     /// How many principals there are.
     pub fn len(&self) -> usize {
         self.by_name.len()
