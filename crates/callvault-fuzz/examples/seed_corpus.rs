@@ -32,6 +32,7 @@ fn policy() -> RetentionPolicy {
         hold_requires_review_date: true,
         hold_max_review_days: 365,
         sweep_interval_seconds: 30,
+        shortening_notice_seconds: 86_400,
         source: "Tex. Gov't Code (example)".into(),
     }
 }

@@ -17,6 +17,7 @@ pub mod auth_failures;
 pub mod authz;
 pub mod command;
 pub mod convert;
+pub mod intents;
 pub mod principal;
 pub mod records;
 pub mod snapshot;

@@ -77,6 +77,23 @@ struct Start {
 }
 
 /// The wall clock, for the times commands carry (`apply` itself reads none).
+/// How much longer than the longest call a stream may take to arrive (network, slow platform).
+pub const STREAM_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long after its stream a commit may still apply: the metadata client's retries, plus
+/// margin.
+pub const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The longest a stream may last, from its start to its commit proposal.
+pub fn longest_stream(max_call_seconds: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(max_call_seconds) + STREAM_SLACK
+}
+
+/// The shortest orphan grace that cannot take a chunk of a call that may still commit: the
+/// longest stream plus the commit window.
+pub fn orphan_grace_floor(max_call_seconds: u64) -> std::time::Duration {
+    longest_stream(max_call_seconds) + COMMIT_WINDOW
+}
+
 pub(crate) fn now() -> UnixMillis {
     UnixMillis(
         SystemTime::now()
@@ -300,6 +317,19 @@ impl IngestService {
         }
     }
 
+    /// Refuses a stream that has lasted longer than the longest call plus [`STREAM_SLACK`]:
+    /// nothing of it is committed, and its chunks are orphans for the sweep.
+    fn check_stream_time(&self, since: std::time::Instant) -> Result<(), Status> {
+        let limit = longest_stream(self.limits.max_call_seconds);
+        if since.elapsed() > limit {
+            return Err(Status::deadline_exceeded(format!(
+                "the stream lasted longer than {}s; nothing was committed",
+                limit.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
     /// Streams, encrypts and writes the audio, then commits the call. `existing` is the call's
     /// record when this is a retry: then nothing is written and the content is compared.
     async fn stream_and_commit(
@@ -320,6 +350,9 @@ impl IngestService {
                 )?,
             )),
         };
+        // Chunks are written as they arrive, so a stream's wall time bounds how long its chunks
+        // may wait for their commit: the orphan sweep's grace rests on this bound.
+        let streaming_since = std::time::Instant::now();
         let mut writes = FuturesOrdered::new();
         let mut chunk_ids: Vec<[u8; 32]> = Vec::new();
         let audio = loop {
@@ -331,6 +364,7 @@ impl IngestService {
                 },
                 _ => return Err(out_of_step()),
             };
+            self.check_stream_time(streaming_since)?;
             crate::metrics::audio_received(jurisdiction, chunk.data.len());
             let Some(sealer) = &sealer else { continue };
             // Wait for room in the node's audio budget before holding more.
@@ -383,6 +417,7 @@ impl IngestService {
         }
 
         let sealer = sealer.expect("a new call has a sealer");
+        self.check_stream_time(streaming_since)?;
         let command = Command::CommitCall {
             call: call.clone(),
             wrapped_key: sealer.wrapped_key().as_bytes().to_vec(),
