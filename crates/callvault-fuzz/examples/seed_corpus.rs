@@ -2,7 +2,7 @@
 //! kinds the tests use, so the fuzzers start from inputs that get past the first checks.
 //!
 //! `cargo run -p callvault-fuzz --example seed_corpus` (from the repository root) rewrites
-//! `fuzz/corpus/<target>/seed-*`; files the fuzzers or people added are left alone.
+//! `fuzz/corpus/<target>/seed-*` (old seeds go); files the fuzzers or people added stay.
 
 use std::path::Path;
 
@@ -10,6 +10,7 @@ use callvault_audit::{AuditEntry, AuditEvent, Checkpoint, leaf_hash};
 use callvault_core::call::{CallId, CallRecord, Direction, Lifecycle};
 use callvault_core::codec::VersionedRecord;
 use callvault_core::policy::{PrivilegedRetention, RetentionPolicy, VersionedPolicy};
+use callvault_core::tombstone::{CallTombstone, TombstoneOutcome};
 use callvault_core::{Jurisdiction, PrivilegeKind, RegistryEntry, UnixMillis, normalize};
 use callvault_fuzz::audit::{ORIGIN, signer};
 use callvault_fuzz::records::RECORDS;
@@ -255,6 +256,13 @@ fn records() -> Vec<Vec<Vec<u8>>> {
             .encode(),
         ],
         vec![report().encode()],
+        vec![
+            CallTombstone {
+                outcome: TombstoneOutcome::Purged,
+                at: UnixMillis(1_764_000_000_000),
+            }
+            .encode(),
+        ],
     ]
 }
 
@@ -458,6 +466,13 @@ fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
 fn write(dir: &Path, target: &str, seeds: impl IntoIterator<Item = Vec<u8>>) {
     let dir = dir.join(target);
     std::fs::create_dir_all(&dir).unwrap();
+    // Seeds of an older encoding go; anything else in the folder stays.
+    for item in std::fs::read_dir(&dir).unwrap() {
+        let path = item.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("seed-") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
     for bytes in seeds {
         let name = format!("seed-{}", &blake3::hash(&bytes).to_hex()[..16]);
         std::fs::write(dir.join(name), bytes).unwrap();

@@ -73,6 +73,7 @@ records! {
     round_trip callvault_meta::records::ShredRecord,
     round_trip callvault_meta::records::QuotaUse,
     round_trip callvault_meta::auth_failures::AuthFailureReport,
+    round_trip callvault_core::tombstone::CallTombstone,
 }
 
 /// The `command` target: a Raft log entry's command, as every replica decodes it.
