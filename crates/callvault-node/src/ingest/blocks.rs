@@ -1,6 +1,6 @@
-//! A call's audio on its way to the blob shards: platform chunks checked in order and hashed
-//! ([`AudioIntake`]), cut into fixed-size blocks ([`Blocks`]), sealed and written to W of R
-//! replicas with a bounded number of writes in flight ([`BlockWriter`]).
+//! A call's audio on its way to the blob shards, once `core::ingest::CallStream` accepted each
+//! chunk: cut into fixed-size blocks ([`Blocks`]), sealed and written to W of R replicas with a
+//! bounded number of writes in flight ([`BlockWriter`]).
 //!
 //! Blocks, not platform chunks, are what is sealed and stored: a platform that sends 16 KB
 //! chunks and one that sends 1 MiB chunks leave the same chunk list, the same number of shard
@@ -9,93 +9,16 @@
 use std::sync::Arc;
 
 use callvault_blob::{CallSealer, ReplicatedBlobClient, ReplicationError};
-use callvault_core::Jurisdiction;
-use callvault_proto::v1 as pb;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tracing::Instrument as _;
 
-use super::{IngestLimits, MAX_AUDIO_CHUNK};
-
 /// Smallest configurable block: below this the chunk list and the fsyncs grow again.
 pub const MIN_BLOCK_BYTES: usize = 256 << 10;
 /// Largest configurable block (and the default): one block per MiB of audio.
 pub const MAX_BLOCK_BYTES: usize = 1 << 20;
-
-/// What the platform's chunks added up to, once `CallEnd` came.
-pub(super) struct Received {
-    /// Plaintext bytes.
-    pub total: u64,
-    /// BLAKE3 of the plaintext.
-    pub digest: blake3::Hash,
-}
-
-/// Checks the platform's chunks (in order, sized, within the call's limit) and hashes them.
-pub(super) struct AudioIntake {
-    jurisdiction: Jurisdiction,
-    max_call_bytes: u64,
-    next_seq: u32,
-    total: u64,
-    hasher: blake3::Hasher,
-}
-
-impl AudioIntake {
-    pub fn new(jurisdiction: Jurisdiction, limits: &IngestLimits) -> Self {
-        AudioIntake {
-            jurisdiction,
-            max_call_bytes: limits.max_call_bytes,
-            next_seq: 0,
-            total: 0,
-            hasher: blake3::Hasher::new(),
-        }
-    }
-
-    /// Accepts the next chunk and returns its audio, or why the call is refused.
-    pub fn accept(&mut self, chunk: pb::AudioChunk) -> Result<Vec<u8>, Status> {
-        let next = self.next_seq;
-        if chunk.seq != next {
-            let how = if chunk.seq < next {
-                "repeated"
-            } else {
-                "out of order"
-            };
-            return Err(Status::invalid_argument(format!(
-                "chunk seq {} {how}: expected {next}; nothing was committed",
-                chunk.seq
-            )));
-        }
-        if chunk.data.is_empty() || chunk.data.len() > MAX_AUDIO_CHUNK {
-            return Err(Status::invalid_argument(format!(
-                "chunk {} has {} bytes: chunks carry 1 byte to 1 MiB",
-                chunk.seq,
-                chunk.data.len()
-            )));
-        }
-        self.total += chunk.data.len() as u64;
-        crate::metrics::audio_received(self.jurisdiction, chunk.data.len());
-        if self.total > self.max_call_bytes {
-            return Err(Status::invalid_argument(format!(
-                "the call exceeds {} bytes of audio; nothing was committed",
-                self.max_call_bytes
-            )));
-        }
-        self.next_seq = next
-            .checked_add(1)
-            .filter(|n| (*n as usize) <= callvault_meta::command::MAX_CHUNKS_PER_CALL)
-            .ok_or_else(|| Status::invalid_argument("more than 100,000 chunks in one call"))?;
-        self.hasher.update(&chunk.data);
-        Ok(chunk.data)
-    }
-
-    pub fn finish(self) -> Received {
-        Received {
-            total: self.total,
-            digest: self.hasher.finalize(),
-        }
-    }
-}
 
 /// Cuts a byte stream into blocks of one size (the last one shorter). Each block's memory is
 /// reserved from the node's audio budget when the block is started, never while it fills: a
