@@ -88,11 +88,19 @@ pub enum AuditEvent {
     QuotaDenied,
     /// The cluster's membership changed.
     MembershipChanged,
+    /// The keys role released a call's data key for a logged, allowed access.
+    KeyReleased,
+    /// A key release was refused (no such access, already released, withheld, call gone).
+    KeyReleaseDenied,
+    /// A principal read call metadata (a listing or a status), with how many records.
+    MetadataRead,
+    /// A proposal acting for a person did not carry that person's valid proof.
+    ProofRefused,
 }
 
 impl AuditEvent {
     /// Every event, in code order.
-    pub const ALL: [AuditEvent; 18] = [
+    pub const ALL: [AuditEvent; 22] = [
         AuditEvent::CallRecorded,
         AuditEvent::CallRefusedPrivileged,
         AuditEvent::CallRejected,
@@ -111,6 +119,10 @@ impl AuditEvent {
         AuditEvent::AuthenticationFailure,
         AuditEvent::QuotaDenied,
         AuditEvent::MembershipChanged,
+        AuditEvent::KeyReleased,
+        AuditEvent::KeyReleaseDenied,
+        AuditEvent::MetadataRead,
+        AuditEvent::ProofRefused,
     ];
 
     /// The stored code. Never reuse or renumber one: old leaves must still decode.
@@ -134,6 +146,11 @@ impl AuditEvent {
             AuditEvent::AuthenticationFailure => 16,
             AuditEvent::QuotaDenied => 17,
             AuditEvent::MembershipChanged => 18,
+            // 60-69: key custody and principal checks (other branches take other ranges).
+            AuditEvent::KeyReleased => 60,
+            AuditEvent::KeyReleaseDenied => 61,
+            AuditEvent::MetadataRead => 62,
+            AuditEvent::ProofRefused => 63,
         }
     }
 
@@ -163,6 +180,10 @@ impl AuditEvent {
             AuditEvent::AuthenticationFailure => "auth.failure",
             AuditEvent::QuotaDenied => "quota.denied",
             AuditEvent::MembershipChanged => "cluster.membership_changed",
+            AuditEvent::KeyReleased => "key.released",
+            AuditEvent::KeyReleaseDenied => "key.release.denied",
+            AuditEvent::MetadataRead => "metadata.read",
+            AuditEvent::ProofRefused => "principal.proof_refused",
         }
     }
 
@@ -504,19 +525,26 @@ mod tests {
 
     #[test]
     fn event_codes_and_names_are_stable_and_unique() {
-        for (i, e) in AuditEvent::ALL.iter().enumerate() {
+        for (i, e) in AuditEvent::ALL.iter().take(18).enumerate() {
             assert_eq!(usize::from(e.code()), i + 1, "{e:?}");
-            assert_eq!(AuditEvent::from_code(e.code()), Some(*e));
-            assert_eq!(AuditEvent::from_name(e.name()), Some(*e));
         }
+        for e in AuditEvent::ALL {
+            assert_eq!(AuditEvent::from_code(e.code()), Some(e));
+            assert_eq!(AuditEvent::from_name(e.name()), Some(e));
+        }
+        let mut codes: Vec<_> = AuditEvent::ALL.iter().map(|e| e.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), AuditEvent::ALL.len(), "a code is used twice");
         let mut names: Vec<_> = AuditEvent::ALL.iter().map(|e| e.name()).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), AuditEvent::ALL.len());
         assert_eq!(AuditEvent::from_code(0), None);
-        assert_eq!(AuditEvent::from_code(19), None);
         assert_eq!(AuditEvent::PurgeReceipt(PurgeReplica::Blob).code(), 9);
         assert_eq!(AuditEvent::MembershipChanged.code(), 18);
+        assert_eq!(AuditEvent::KeyReleased.code(), 60);
+        assert_eq!(AuditEvent::ProofRefused.code(), 63);
     }
 
     #[test]
