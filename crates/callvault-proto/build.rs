@@ -15,6 +15,7 @@ const PROTO_FILES: &[&str] = &[
     "callvault/v1/raft.proto",
     "callvault/v1/blob.proto",
     "callvault/v1/meta.proto",
+    "callvault/v1/keys.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -328,6 +328,16 @@ impl LocalCustodian {
     pub fn new(pairs: JurisdictionKeyPairs, legacy: KeyRing) -> Self {
         LocalCustodian { pairs, legacy }
     }
+
+    /// How many jurisdictions' private keys it holds.
+    pub fn len(&self) -> usize {
+        self.pairs.keys.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.keys.is_empty()
+    }
 }
 
 impl KeyCustodian for LocalCustodian {

@@ -166,6 +166,7 @@ fn commands() -> Vec<Command> {
                 bytes_per_hour: 1 << 30,
             },
             at: UnixMillis(7),
+            recipient: None,
         }),
         Command::KeysShredded {
             node_id: 3,

@@ -106,6 +106,9 @@ pub fn apply_command(
 
 /// The audit entry for a command's result; retries that changed nothing record nothing new.
 fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
+    if let Command::Signed { command, .. } = command {
+        return audit_event(command, result);
+    }
     let outcome = |r: &CommandResult| match r {
         CommandResult::Refused(refusal) => format!("refused: {refusal:?}"),
         _ => "ok".to_string(),
@@ -277,6 +280,10 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
         | Command::KeysShredded { .. }
         | Command::ChunksCollected { .. }
         | Command::RecordAuthFailures(_)
+        | Command::RecordMetadataRead(_)
+        | Command::ReleaseKey(_)
+        | Command::ProofRefused(_)
+        | Command::Signed { .. }
         | Command::Batch(_) => return None,
     })
 }
@@ -420,8 +427,39 @@ fn decide(
             crate::auth_failures::apply(txn, report)?;
             Ok(CommandResult::Empty)
         }
+        Command::Signed { proof, command } => signed(txn, proof, command, position),
+        // Bulk-export approvals are retention's generic approval mechanism, not on main yet:
+        // until then no read beyond the allowance is approved.
+        Command::RecordMetadataRead(read) => crate::metadata::record(txn, read, false),
+        Command::ReleaseKey(release) => crate::custody::release(txn, release),
+        Command::ProofRefused(refusal) => crate::principal_proof::record_refusal(txn, refusal),
         Command::Batch(_) => unreachable!("batches are unrolled by apply_command"),
     }
+}
+
+/// A command acting for a person: its proof is spent (a replay is refused and logged), the
+/// command applies, and an allowed content access opens the grant the keys role releases.
+fn signed(
+    txn: &mut Txn<'_>,
+    proof: &crate::principal_proof::PrincipalProof,
+    command: &Command,
+    position: LogPosition,
+) -> Result<CommandResult, ApplyError> {
+    if !crate::principal_proof::spend(txn, proof)? {
+        return crate::principal_proof::record_replay(txn, proof, command.kind());
+    }
+    let result = decide(txn, command, position)?;
+    if let (
+        Command::RecordAccess(access),
+        CommandResult::AccessDecided {
+            decision: crate::command::AccessDecision::Allowed { .. },
+            record,
+        },
+    ) = (command, &result)
+    {
+        crate::custody::open_grant(txn, *record, access, proof)?;
+    }
+    Ok(result)
 }
 
 fn commit_call(

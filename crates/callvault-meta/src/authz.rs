@@ -27,6 +27,12 @@ pub fn proposers(command: &Command) -> &'static [Role] {
         Command::Expire { .. } | Command::KeysShredded { .. } | Command::ChunksCollected { .. } => {
             &[Meta]
         }
+        // A person's command arrives signed from the api; meta checks the proof.
+        Command::Signed { .. } => &[Meta, Api],
+        // Only the keys role releases keys.
+        Command::ReleaseKey(_) => &[Meta, Keys],
+        // Made by a meta node itself: the store's own reads, and the gate's refusals.
+        Command::RecordMetadataRead(_) | Command::ProofRefused(_) => &[Meta],
         // Formed by the leader from single proposals; never proposed.
         Command::Batch(_) => &[],
     }

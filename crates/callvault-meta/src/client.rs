@@ -19,7 +19,9 @@ use tonic::Status;
 
 use crate::apply::{Counters, LogPosition};
 use crate::command::{Command, CommandResult};
-use crate::reads::{CallFilter, JurisdictionStatus, Page, Standing};
+use crate::custody::AccessGrant;
+use crate::metadata::MetadataDecision;
+use crate::reads::{JurisdictionStatus, Page, Standing};
 
 /// How long a call keeps retrying through elections and restarts before it gives up.
 pub const RETRY_FOR: Duration = Duration::from_secs(20);
@@ -196,56 +198,18 @@ impl MetaClient {
         })
     }
 
-    /// One call (linearizable).
-    pub async fn call(
-        &self,
-        jurisdiction: Jurisdiction,
-        call_id: &CallId,
-    ) -> Result<Option<CallRecord>, Status> {
-        Ok(self
-            .call_with_shred(jurisdiction, call_id)
-            .await?
-            .map(|(call, _)| call))
-    }
-
-    /// One call and, when a shred of its content is still waiting for receipts, when that shred
-    /// started (linearizable).
-    pub async fn call_with_shred(
-        &self,
-        jurisdiction: Jurisdiction,
-        call_id: &CallId,
-    ) -> Result<Option<(CallRecord, Option<UnixMillis>)>, Status> {
-        let request = pb::ReadCallRequest {
-            jurisdiction: jurisdiction.code().to_string(),
-            call_id: call_id.as_str().to_string(),
-            local: false,
-        };
-        let r = self
-            .retrying(|mut c| {
-                let request = request.clone();
-                async move { c.read_call(request).await }
-            })
-            .await?;
-        if r.record.is_empty() {
-            return Ok(None);
-        }
-        let call = CallRecord::decode(&r.record).map_err(|e| corrupt("call record", e))?;
-        Ok(Some((
-            call,
-            r.shred_pending.then_some(UnixMillis(r.shred_started_at_ms)),
-        )))
-    }
-
-    /// A live call's record, wrapped data key and chunk ids (linearizable); `None` when the call
-    /// is unknown or has no readable content.
+    /// A live call's record and chunk ids, for allowed access `access` to it (linearizable);
+    /// `None` when the call is unknown or has no readable content.
     pub async fn content(
         &self,
         jurisdiction: Jurisdiction,
         call_id: &CallId,
+        access: u64,
     ) -> Result<Option<crate::reads::LiveContent>, Status> {
         let request = pb::ReadContentRequest {
             jurisdiction: jurisdiction.code().to_string(),
             call_id: call_id.as_str().to_string(),
+            access_record: access,
         };
         let r = match self
             .retrying(|mut c| {
@@ -267,11 +231,54 @@ impl MetaClient {
                     .map_err(|_| Status::internal(format!("chunk id of {} bytes", id.len())))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Some(crate::reads::LiveContent {
-            call,
-            wrapped_key: r.wrapped_key,
-            chunk_ids,
-        }))
+        Ok(Some(crate::reads::LiveContent { call, chunk_ids }))
+    }
+
+    /// The grant of allowed access `access`, if there is one (linearizable; the keys role's).
+    pub async fn access_grant(&self, access: u64) -> Result<Option<AccessGrant>, Status> {
+        let request = pb::ReadAccessRequest {
+            access_record: access,
+        };
+        match self
+            .retrying(|mut c| async move { c.read_access(request).await })
+            .await
+        {
+            Ok(r) => AccessGrant::decode(&r.grant)
+                .map(Some)
+                .map_err(|e| corrupt("access grant", e)),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// The wrapped data key of released access `access`'s call (linearizable; the keys role's).
+    pub async fn released_key(&self, access: u64) -> Result<Option<Vec<u8>>, Status> {
+        let request = pb::ReadAccessRequest {
+            access_record: access,
+        };
+        match self
+            .retrying(|mut c| async move { c.read_released_key(request).await })
+            .await
+        {
+            Ok(r) => Ok(Some(r.wrapped_key)),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// A principal's signed metadata read (`command`: a `Signed` `RecordMetadataRead`): the
+    /// store checks, reads, records and decides it.
+    pub async fn read_metadata(&self, command: &Command) -> Result<MetadataAnswer, Status> {
+        let request = pb::ReadMetadataRequest {
+            command: command.encode(),
+        };
+        let r = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.read_metadata(request).await }
+            })
+            .await?;
+        MetadataAnswer::from_pb(r)
     }
 
     /// A policy version, 0 for the one in force (linearizable).
@@ -294,67 +301,6 @@ impl MetaClient {
         decode_policy(&r.policy)
     }
 
-    /// A jurisdiction's status as of `as_of` (linearizable).
-    pub async fn status(
-        &self,
-        jurisdiction: Jurisdiction,
-        as_of: UnixMillis,
-    ) -> Result<JurisdictionStatus, Status> {
-        let request = pb::ReadCountersRequest {
-            jurisdiction: jurisdiction.code().to_string(),
-            local: false,
-            as_of_ms: as_of.0,
-        };
-        let r = self
-            .retrying(|mut c| {
-                let request = request.clone();
-                async move { c.read_counters(request).await }
-            })
-            .await?;
-        Ok(JurisdictionStatus {
-            counters: Counters {
-                calls_total: r.calls_total,
-                live: r.live,
-                held: r.held,
-                expired: r.expired,
-                purged: r.purged,
-                blocked_privileged: r.blocked_privileged,
-                purges_pending: r.purges_pending,
-            },
-            policy: decode_policy(&r.policy)?,
-            oldest_live_started_at: r.oldest_live_started_at_ms.map(UnixMillis),
-            overdue: r.overdue,
-            purges_overdue: r.purges_overdue,
-        })
-    }
-
-    /// A page of calls, newest first (linearizable).
-    pub async fn list_calls(
-        &self,
-        jurisdiction: Jurisdiction,
-        filter: &CallFilter,
-        page_size: u32,
-        page_token: Vec<u8>,
-    ) -> Result<Page<CallRecord>, Status> {
-        let request = pb::ListCallRecordsRequest {
-            jurisdiction: jurisdiction.code().to_string(),
-            facility_id: filter.facility_id.clone().unwrap_or_default(),
-            inmate_id: filter.inmate_id.clone().unwrap_or_default(),
-            started_after_ms: filter.started_after.map(|t| t.0),
-            started_before_ms: filter.started_before.map(|t| t.0),
-            page_size,
-            page_token,
-            local: false,
-        };
-        let r = self
-            .retrying(|mut c| {
-                let request = request.clone();
-                async move { c.list_call_records(request).await }
-            })
-            .await?;
-        decode_page(&r.records, r.next_page_token, "call record")
-    }
-
     /// A page of the privileged registry (linearizable).
     pub async fn list_registry(
         &self,
@@ -375,5 +321,80 @@ impl MetaClient {
             })
             .await?;
         decode_page(&r.entries, r.next_page_token, "registry entry")
+    }
+}
+
+/// What the metadata store answered a principal's metadata read.
+#[derive(Debug, Clone)]
+pub struct MetadataAnswer {
+    /// What `apply` decided.
+    pub decision: MetadataDecision,
+    /// The read's audit record (0 when a repeated denial was not logged).
+    pub record: u64,
+    /// `ListCalls`: the page.
+    pub calls: Option<Page<CallRecord>>,
+    /// `CallStatus`: the call and, while its shred waits for receipts, when the shred started.
+    pub call: Option<(CallRecord, Option<UnixMillis>)>,
+    /// `JurisdictionStatus`.
+    pub status: Option<JurisdictionStatus>,
+}
+
+impl MetadataAnswer {
+    fn from_pb(r: pb::ReadMetadataResponse) -> Result<Self, Status> {
+        use pb::read_metadata_response::Answer;
+        let (decision, record) =
+            match CommandResult::decode(&r.result).map_err(|e| corrupt("command result", e))? {
+                CommandResult::MetadataReadDecided { decision, record } => (decision, record),
+                other => {
+                    return Err(Status::internal(format!(
+                        "unexpected result of a metadata read: {other:?}"
+                    )));
+                }
+            };
+        let mut answer = MetadataAnswer {
+            decision,
+            record,
+            calls: None,
+            call: None,
+            status: None,
+        };
+        match r.answer {
+            None => {}
+            Some(Answer::Calls(page)) => {
+                answer.calls = Some(decode_page(
+                    &page.records,
+                    page.next_page_token,
+                    "call record",
+                )?);
+            }
+            Some(Answer::Call(call)) => {
+                if !call.record.is_empty() {
+                    let record =
+                        CallRecord::decode(&call.record).map_err(|e| corrupt("call record", e))?;
+                    let shred = call
+                        .shred_pending
+                        .then_some(UnixMillis(call.shred_started_at_ms));
+                    answer.call = Some((record, shred));
+                }
+            }
+            Some(Answer::Counters(r)) => {
+                answer.status = Some(JurisdictionStatus {
+                    counters: Counters {
+                        calls_total: r.calls_total,
+                        live: r.live,
+                        held: r.held,
+                        expired: r.expired,
+                        purged: r.purged,
+                        blocked_privileged: r.blocked_privileged,
+                        purges_pending: r.purges_pending,
+                    },
+                    policy: decode_policy(&r.policy)?,
+                    oldest_live_started_at: r.oldest_live_started_at_ms.map(UnixMillis),
+                    overdue: r.overdue,
+                    purges_overdue: r.purges_overdue,
+                });
+            }
+        }
+        Ok(answer)
     }
 }

@@ -11,8 +11,8 @@ use callvault_core::{CallId, E164, Jurisdiction, RegistryEntry, UnixMillis, norm
 
 /// Most chunks one call may have: 100,000 chunks of up to 1 MiB.
 pub const MAX_CHUNKS_PER_CALL: usize = 100_000;
-/// Longest wrapped data key.
-pub const MAX_WRAPPED_KEY: usize = 512;
+/// Longest wrapped data key (a version-2 HPKE X-Wing wrapping is 1169 bytes).
+pub const MAX_WRAPPED_KEY: usize = 2048;
 /// Longest principal name.
 pub const MAX_PRINCIPAL: usize = 256;
 /// Longest encoded embedded record (a batched command can carry a call's 100,000 chunk ids).
@@ -160,6 +160,21 @@ pub enum Command {
         /// When.
         at: UnixMillis,
     },
+    /// A command acting for a person, with that person's signed request (tag 20): the meta node
+    /// that receives the proposal checks the proof before it enters the log, and `apply`
+    /// accepts each proof once. See [`crate::principal_proof`]. Never nested, never a batch.
+    Signed {
+        /// The principal's signed request.
+        proof: crate::principal_proof::PrincipalProof,
+        /// The command it asked for.
+        command: Box<Command>,
+    },
+    /// A principal's metadata read, with the number of records it returned (tag 21).
+    RecordMetadataRead(crate::metadata::MetadataRead),
+    /// The keys role releases (or withholds) the data key of an allowed access, once (tag 22).
+    ReleaseKey(crate::custody::KeyRelease),
+    /// A proposal that acted for a person without that person's valid proof (tag 23).
+    ProofRefused(crate::principal_proof::ProofRefusal),
 }
 
 /// Most calls one `Expire` names.
@@ -202,6 +217,9 @@ pub struct AccessRequest {
     pub quota: AccessQuota,
     /// When.
     pub at: UnixMillis,
+    /// The one-time public key of the api node that asked: the keys role seals the released
+    /// data key to it (tag 24 carries it; tag 10, from before key custody, does not).
+    pub recipient: Option<Vec<u8>>,
 }
 
 /// What `apply` decided about a content access.
@@ -264,6 +282,8 @@ pub enum Refusal {
     TooManyHolds,
     /// The hold's review date breaks the policy.
     ReviewDate(String),
+    /// The principal's proof was already used once (a replay).
+    ProofReplayed,
 }
 
 /// The result of applying one command (or a blank or membership entry).
@@ -331,6 +351,18 @@ pub enum CommandResult {
     ReceiptsRecorded {
         /// Shreds that became complete with them.
         completed: u32,
+    },
+    /// A key release was decided.
+    KeyRelease {
+        /// Why it was refused; `None`: released.
+        refused: Option<String>,
+    },
+    /// A metadata read was decided and recorded.
+    MetadataReadDecided {
+        /// The decision.
+        decision: crate::metadata::MetadataDecision,
+        /// Its audit record's sequence number (0 when a repeated denial was not logged).
+        record: u64,
     },
 }
 
@@ -471,18 +503,25 @@ impl VersionedRecord for Command {
                     .i64(at.0);
             }
             Command::RecordAccess(a) => {
-                w.u8(10)
-                    .u8(a.jurisdiction.index())
-                    .str(a.call_id.as_str())
-                    .str(&a.principal)
-                    .str(&a.case_number)
-                    .str(&a.reason)
-                    .bool(a.elevated)
-                    .bool(a.denial.is_some())
-                    .str(a.denial.as_deref().unwrap_or(""))
-                    .u64(a.quota.calls_per_hour)
-                    .u64(a.quota.bytes_per_hour)
-                    .i64(a.at.0);
+                w.u8(if a.recipient.is_some() {
+                    ACCESS_WITH_RECIPIENT_TAG
+                } else {
+                    10
+                })
+                .u8(a.jurisdiction.index())
+                .str(a.call_id.as_str())
+                .str(&a.principal)
+                .str(&a.case_number)
+                .str(&a.reason)
+                .bool(a.elevated)
+                .bool(a.denial.is_some())
+                .str(a.denial.as_deref().unwrap_or(""))
+                .u64(a.quota.calls_per_hour)
+                .u64(a.quota.bytes_per_hour)
+                .i64(a.at.0);
+                if let Some(recipient) = &a.recipient {
+                    w.blob(recipient);
+                }
             }
             Command::KeysShredded { node_id, calls, at } => {
                 w.u8(11).u64(*node_id);
@@ -496,6 +535,20 @@ impl VersionedRecord for Command {
                 }
                 write_calls(&mut w, calls);
                 w.i64(at.0);
+            }
+            Command::Signed { proof, command } => {
+                w.u8(SIGNED_TAG)
+                    .blob(&proof.encode())
+                    .blob(&command.encode());
+            }
+            Command::RecordMetadataRead(read) => {
+                w.u8(21).blob(&read.encode());
+            }
+            Command::ReleaseKey(release) => {
+                w.u8(22).blob(&release.encode());
+            }
+            Command::ProofRefused(refusal) => {
+                w.u8(23).blob(&refusal.encode());
             }
         }
         w.finish()
@@ -625,24 +678,13 @@ impl VersionedRecord for Command {
                 agency: r.str("agency", MAX_PRINCIPAL)?,
                 at: UnixMillis(r.i64()?),
             },
-            10 => Command::RecordAccess(AccessRequest {
-                jurisdiction: read_jurisdiction(&mut r)?,
-                call_id: read_call_id(&mut r)?,
-                principal: r.str("principal", MAX_PRINCIPAL)?,
-                case_number: r.str("case_number", MAX_HOLD_TEXT_BYTES)?,
-                reason: r.str("reason", MAX_TEXT)?,
-                elevated: r.bool("elevated")?,
-                denial: {
-                    let present = r.bool("denial")?;
-                    let text = r.str("denial", MAX_TEXT)?;
-                    present.then_some(text)
-                },
-                quota: AccessQuota {
-                    calls_per_hour: r.u64()?,
-                    bytes_per_hour: r.u64()?,
-                },
-                at: UnixMillis(r.i64()?),
-            }),
+            tag @ (10 | ACCESS_WITH_RECIPIENT_TAG) => {
+                let mut access = read_access(&mut r)?;
+                if tag == ACCESS_WITH_RECIPIENT_TAG {
+                    access.recipient = Some(r.blob("recipient", crate::custody::MAX_RECIPIENT)?);
+                }
+                Command::RecordAccess(access)
+            }
             11 => Command::KeysShredded {
                 node_id: r.u64()?,
                 calls: read_calls(&mut r)?,
@@ -666,6 +708,29 @@ impl VersionedRecord for Command {
             16 => Command::RecordAuthFailures(crate::auth_failures::AuthFailureReport::decode(
                 &r.blob("auth failures", crate::auth_failures::MAX_REPORT_BYTES)?,
             )?),
+            SIGNED_TAG => {
+                let proof = crate::principal_proof::PrincipalProof::decode(
+                    &r.blob("proof", crate::principal_proof::MAX_PROOF_BYTES)?,
+                )?;
+                let bytes = r.blob("signed command", MAX_EMBEDDED_RECORD)?;
+                // Refused by tag before decoding, so nothing recurses (see `tag_of`).
+                if matches!(tag_of(&bytes), Some(BATCH_TAG | SIGNED_TAG)) {
+                    return Err(r.invalid("signed command", "a batch or signed command"));
+                }
+                Command::Signed {
+                    proof,
+                    command: Box::new(Command::decode(&bytes)?),
+                }
+            }
+            21 => Command::RecordMetadataRead(crate::metadata::MetadataRead::decode(
+                &r.blob("metadata read", 4096)?,
+            )?),
+            22 => Command::ReleaseKey(crate::custody::KeyRelease::decode(
+                &r.blob("key release", 4096)?,
+            )?),
+            23 => Command::ProofRefused(crate::principal_proof::ProofRefusal::decode(
+                &r.blob("proof refusal", 4096)?,
+            )?),
             tag => return Err(r.invalid("command", format!("unknown tag {tag}"))),
         };
         r.finish()?;
@@ -675,6 +740,10 @@ impl VersionedRecord for Command {
 
 /// The tag of `Command::Batch` and of `CommandResult::Batch`.
 const BATCH_TAG: u8 = 4;
+/// The tag of `Command::Signed`.
+const SIGNED_TAG: u8 = 20;
+/// The tag of a `Command::RecordAccess` that carries a recipient key.
+const ACCESS_WITH_RECIPIENT_TAG: u8 = 24;
 const BATCH_RESULT_TAG: u8 = 5;
 
 /// The tag of encoded command or result bytes: the byte after the version byte, in every
@@ -691,6 +760,29 @@ const MAX_HOLD_TEXT_BYTES: usize = callvault_core::call::MAX_HOLD_TEXT * 4;
 fn read_call_id(r: &mut Reader<'_>) -> Result<CallId, DecodeError> {
     let text = r.str("call_id", callvault_core::call::MAX_CALL_ID_LEN)?;
     CallId::new(&text).map_err(|e| r.invalid("call_id", e.to_string()))
+}
+
+/// The fields of a `RecordAccess` shared by both its tags.
+fn read_access(r: &mut Reader<'_>) -> Result<AccessRequest, DecodeError> {
+    Ok(AccessRequest {
+        jurisdiction: read_jurisdiction(r)?,
+        call_id: read_call_id(r)?,
+        principal: r.str("principal", MAX_PRINCIPAL)?,
+        case_number: r.str("case_number", MAX_HOLD_TEXT_BYTES)?,
+        reason: r.str("reason", MAX_TEXT)?,
+        elevated: r.bool("elevated")?,
+        denial: {
+            let present = r.bool("denial")?;
+            let text = r.str("denial", MAX_TEXT)?;
+            present.then_some(text)
+        },
+        quota: AccessQuota {
+            calls_per_hour: r.u64()?,
+            bytes_per_hour: r.u64()?,
+        },
+        at: UnixMillis(r.i64()?),
+        recipient: None,
+    })
 }
 
 fn write_calls(w: &mut Writer, calls: &[(Jurisdiction, CallId)]) {
@@ -735,12 +827,19 @@ impl Command {
             Command::RecordAccess(_) => "record_access",
             Command::KeysShredded { .. } => "keys_shredded",
             Command::ChunksCollected { .. } => "chunks_collected",
+            Command::Signed { command, .. } => command.kind(),
+            Command::RecordMetadataRead(_) => "record_metadata_read",
+            Command::ReleaseKey(_) => "release_key",
+            Command::ProofRefused(_) => "proof_refused",
         }
     }
 
     /// Checks what `apply` cannot decide differently on any replica but must refuse: a commit
     /// whose lifecycle is not one ingest can propose.
     pub fn check_shape(&self) -> Result<(), Refusal> {
+        if let Command::Signed { command, .. } = self {
+            return command.check_shape();
+        }
         if let Command::CommitCall {
             call, chunk_ids, ..
         } = self
@@ -821,6 +920,7 @@ impl VersionedRecord for CommandResult {
                     Refusal::NotLive => w.u8(9),
                     Refusal::TooManyHolds => w.u8(10),
                     Refusal::ReviewDate(reason) => w.u8(11).str(reason),
+                    Refusal::ProofReplayed => w.u8(20),
                 };
             }
             CommandResult::SensitiveRegistered => {
@@ -851,6 +951,14 @@ impl VersionedRecord for CommandResult {
             }
             CommandResult::ReceiptsRecorded { completed } => {
                 w.u8(12).u32(*completed);
+            }
+            CommandResult::KeyRelease { refused } => {
+                w.u8(20)
+                    .bool(refused.is_some())
+                    .str(refused.as_deref().unwrap_or(""));
+            }
+            CommandResult::MetadataReadDecided { decision, record } => {
+                w.u8(21).u8(decision.tag()).u64(*record);
             }
             CommandResult::Batch(results) => {
                 w.u8(5).u32(results.len() as u32);
@@ -901,6 +1009,7 @@ impl VersionedRecord for CommandResult {
                 9 => Refusal::NotLive,
                 10 => Refusal::TooManyHolds,
                 11 => Refusal::ReviewDate(r.str("reason", 1024)?),
+                20 => Refusal::ProofReplayed,
                 t => return Err(r.invalid("refusal", format!("unknown tag {t}"))),
             }),
             5 => {
@@ -949,6 +1058,21 @@ impl VersionedRecord for CommandResult {
             12 => CommandResult::ReceiptsRecorded {
                 completed: r.u32()?,
             },
+            20 => {
+                let present = r.bool("refused")?;
+                let reason = r.str("refused", MAX_TEXT)?;
+                CommandResult::KeyRelease {
+                    refused: present.then_some(reason),
+                }
+            }
+            21 => {
+                let tag = r.u8()?;
+                CommandResult::MetadataReadDecided {
+                    decision: crate::metadata::MetadataDecision::from_tag(tag)
+                        .ok_or_else(|| r.invalid("decision", format!("unknown tag {tag}")))?,
+                    record: r.u64()?,
+                }
+            }
             t => return Err(r.invalid("result", format!("unknown tag {t}"))),
         };
         r.finish()?;
@@ -1157,6 +1281,7 @@ pub(crate) mod tests {
                     bytes_per_hour: 1 << 30,
                 },
                 at: UnixMillis(7),
+                recipient: Some(vec![7; 1216]),
             }),
             Command::KeysShredded {
                 node_id: 3,

@@ -20,7 +20,9 @@ use callvault_proto::v1 as pb;
 use tonic::Status;
 
 use crate::command::{AccessQuota, AccessRequest, Command, MAX_TEXT};
+use crate::metadata::{MetadataQuery, MetadataQuota, MetadataRead};
 use crate::principal::{AccessRole, Principal};
+use crate::records::CallFilter;
 
 /// The gRPC path of each request that acts for a person.
 pub mod rpc {
@@ -38,6 +40,12 @@ pub mod rpc {
     pub const RELEASE_HOLD: &str = "/callvault.v1.Admin/ReleaseHold";
     /// `Content.Playback`.
     pub const PLAYBACK: &str = "/callvault.v1.Content/Playback";
+    /// `Query.ListCalls`.
+    pub const LIST_CALLS: &str = "/callvault.v1.Query/ListCalls";
+    /// `Query.CallStatus`.
+    pub const CALL_STATUS: &str = "/callvault.v1.Query/CallStatus";
+    /// `Query.JurisdictionStatus`.
+    pub const JURISDICTION_STATUS: &str = "/callvault.v1.Query/JurisdictionStatus";
 }
 
 /// A jurisdiction code from a request.
@@ -278,6 +286,124 @@ pub fn release_hold(
     })
 }
 
+/// Whether `who` may see `j`'s calls: its agency, or an auditor scoped to it.
+pub fn may_read_calls(who: &Principal, j: Jurisdiction) -> bool {
+    who.may(AccessRole::Agency, j) || who.may(AccessRole::Auditor, j)
+}
+
+/// `PERMISSION_DENIED` unless `who` may see `j`'s calls (requests about a jurisdiction).
+pub fn require_read_calls(who: &Principal, j: Jurisdiction) -> Result<(), Status> {
+    who.require_role(&[AccessRole::Agency, AccessRole::Auditor])?;
+    if may_read_calls(who, j) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "{} may not see {}'s calls",
+            who.name,
+            j.code()
+        )))
+    }
+}
+
+/// A listing's page token, as this service issues them (URL-safe base64 of the store's token).
+pub fn page_token(token: &str) -> Result<Vec<u8>, Status> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| Status::invalid_argument("page_token is not one this service issued"))
+}
+
+fn party(what: &'static str, value: &str) -> Result<Option<String>, Status> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    callvault_core::call::check_party_id(what, value)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(Some(value.to_string()))
+}
+
+fn metadata_read(
+    who: &Principal,
+    jurisdiction: Jurisdiction,
+    query: MetadataQuery,
+    at: UnixMillis,
+    quota: MetadataQuota,
+) -> Command {
+    Command::RecordMetadataRead(MetadataRead {
+        jurisdiction,
+        principal: who.name.clone(),
+        query,
+        records: 0,
+        quota,
+        at,
+    })
+}
+
+/// `Query.ListCalls`, as a metadata read (its record count is the metadata store's to fill).
+pub fn list_calls(
+    who: &Principal,
+    r: &pb::ListCallsRequest,
+    at: UnixMillis,
+    quota: MetadataQuota,
+) -> Result<Command, Status> {
+    let j = jurisdiction(&r.jurisdiction)?;
+    require_read_calls(who, j)?;
+    if r.page_size > crate::records::MAX_PAGE as u32 {
+        return Err(Status::invalid_argument("page_size is at most 1000"));
+    }
+    let query = MetadataQuery::ListCalls {
+        filter: CallFilter {
+            facility_id: party("facility id", &r.facility_id)?,
+            inmate_id: party("inmate id", &r.inmate_id)?,
+            started_after: r.started_after.as_ref().map(millis).transpose()?,
+            started_before: r.started_before.as_ref().map(millis).transpose()?,
+        },
+        page_size: r.page_size,
+        page_token: page_token(&r.page_token)?,
+    };
+    Ok(metadata_read(who, j, query, at, quota))
+}
+
+/// `Query.CallStatus`, as a metadata read. Another jurisdiction's call is `NOT_FOUND`.
+pub fn call_status(
+    who: &Principal,
+    r: &pb::CallStatusRequest,
+    at: UnixMillis,
+    quota: MetadataQuota,
+) -> Result<Command, Status> {
+    let j = jurisdiction(&r.jurisdiction)?;
+    let call_id = call_id(&r.call_id)?;
+    who.require_role(&[AccessRole::Agency, AccessRole::Auditor])?;
+    if !may_read_calls(who, j) {
+        return Err(no_call(j, &r.call_id));
+    }
+    Ok(metadata_read(
+        who,
+        j,
+        MetadataQuery::CallStatus { call_id },
+        at,
+        quota,
+    ))
+}
+
+/// `Query.JurisdictionStatus`, as a metadata read.
+pub fn jurisdiction_status(
+    who: &Principal,
+    r: &pb::JurisdictionStatusRequest,
+    at: UnixMillis,
+    quota: MetadataQuota,
+) -> Result<Command, Status> {
+    let j = jurisdiction(&r.jurisdiction)?;
+    require_read_calls(who, j)?;
+    Ok(metadata_read(
+        who,
+        j,
+        MetadataQuery::JurisdictionStatus,
+        at,
+        quota,
+    ))
+}
+
 /// A required free-text field of a playback, trimmed and bounded; empty is `None`.
 fn access_text(value: &str) -> Option<String> {
     let value = value.trim();
@@ -334,6 +460,7 @@ pub fn record_access(
         denial: refusal.as_ref().map(|(text, _)| text.clone()),
         quota,
         at,
+        recipient: None,
     });
     Ok((command, refusal.map(|(_, status)| status)))
 }

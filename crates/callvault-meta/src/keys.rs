@@ -67,6 +67,8 @@ pub const STATE_MACHINE_CFS: &[&str] = &[
     crate::audit_log::CF_AUDIT_ENTRIES,
     crate::audit_log::CF_AUDIT_TREE,
     crate::audit_log::CF_AUDIT_SUBJECTS,
+    crate::custody::CF_KEY_GRANTS,
+    crate::principal_proof::CF_PROOFS,
     CF_SM_META,
 ];
 

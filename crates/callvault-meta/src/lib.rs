@@ -17,8 +17,11 @@ pub mod auth_failures;
 pub mod authz;
 pub mod command;
 pub mod convert;
+pub mod custody;
 pub mod intents;
+pub mod metadata;
 pub mod principal;
+pub mod principal_proof;
 pub mod records;
 pub mod snapshot;
 pub mod types;
@@ -34,6 +37,10 @@ pub mod audit_log;
 pub mod audit_service;
 #[cfg(feature = "store")]
 pub mod client;
+#[cfg(feature = "store")]
+mod custody_service;
+#[cfg(feature = "store")]
+pub mod gate;
 #[cfg(feature = "store")]
 pub mod keys;
 #[cfg(feature = "store")]

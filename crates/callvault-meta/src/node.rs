@@ -35,6 +35,10 @@ pub struct MetaConfig {
     /// How this member authenticates to the others: role `meta` (see
     /// `callvault_proto::identity`).
     pub peer: callvault_proto::identity::Credential,
+    /// The principals whose proofs this member checks (the same principals file as the api's).
+    pub principals: crate::principal::Principals,
+    /// The per-principal limits this member charges proposals against.
+    pub limits: crate::principal_proof::Limits,
 }
 
 impl MetaConfig {
@@ -51,6 +55,8 @@ impl MetaConfig {
             snapshot_after_entries: 50_000,
             log_entries_kept_after_snapshot: 10_000,
             peer: callvault_proto::identity::Credential::none(),
+            principals: crate::principal::Principals::default(),
+            limits: crate::principal_proof::Limits::default(),
         }
     }
 }
@@ -168,6 +174,7 @@ impl MetaNode {
             pool,
             config.node_id,
             config.advertise_addr.clone(),
+            crate::gate::ProposalGate::new(config.principals.clone(), config.limits),
         );
         Ok(Arc::new(MetaNode {
             raft,

@@ -16,8 +16,7 @@ use crate::keys::{self, *};
 use crate::lifecycle::{ShredKind, ShredRecord};
 use crate::txn::Txn;
 
-/// Largest page a listing returns.
-pub const MAX_PAGE: usize = 1000;
+pub use crate::records::MAX_PAGE;
 /// Page size when a request names none.
 pub const DEFAULT_PAGE: usize = 100;
 /// Overdue recordings counted at most per status read; more is reported as this many.
@@ -304,13 +303,12 @@ pub fn pending_shreds(
 pub struct LiveContent {
     /// The call.
     pub call: CallRecord,
-    /// Its data key, wrapped by the jurisdiction's key.
-    pub wrapped_key: Vec<u8>,
     /// Its chunks, in order.
     pub chunk_ids: Vec<[u8; 32]>,
 }
 
-/// What playback needs of a live call: the record, its wrapped data key and its chunks.
+/// What playback needs of a live call: the record and its chunks (never its key, which only the
+/// keys role reads). `None` also when the key is gone: the content is unreadable.
 pub fn content(
     db: &DB,
     jurisdiction: Jurisdiction,
@@ -325,13 +323,12 @@ pub fn content(
     if !call.content_readable() {
         return Ok(None);
     }
-    let (Some(key), Some(chunks)) = (txn.get(CF_KEYS, &call_key)?, txn.get(CF_CHUNKS, &call_key)?)
+    let (Some(_), Some(chunks)) = (txn.get(CF_KEYS, &call_key)?, txn.get(CF_CHUNKS, &call_key)?)
     else {
         return Ok(None);
     };
     Ok(Some(LiveContent {
         call,
-        wrapped_key: key,
         chunk_ids: keys::chunk_ids(&chunks),
     }))
 }
@@ -356,18 +353,7 @@ fn call_key_of_time_index(key: &[u8], prefix_len: usize, j: Jurisdiction) -> Opt
     Some(call_key)
 }
 
-/// Which calls to list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallFilter {
-    /// Only this facility's calls.
-    pub facility_id: Option<String>,
-    /// Only this person's calls.
-    pub inmate_id: Option<String>,
-    /// Only calls that started after this (exclusive).
-    pub started_after: Option<UnixMillis>,
-    /// Only calls that started before this (exclusive).
-    pub started_before: Option<UnixMillis>,
-}
+pub use crate::records::CallFilter;
 
 /// A page of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -271,3 +271,19 @@ impl VersionedRecord for QuotaUse {
         Ok(usage)
     }
 }
+
+/// Largest page a listing returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// Which calls to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Only this facility's calls.
+    pub facility_id: Option<String>,
+    /// Only this person's calls.
+    pub inmate_id: Option<String>,
+    /// Only calls that started after this (exclusive).
+    pub started_after: Option<UnixMillis>,
+    /// Only calls that started before this (exclusive).
+    pub started_before: Option<UnixMillis>,
+}

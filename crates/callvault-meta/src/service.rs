@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::command::Command;
 use crate::convert::{self, ConvertError};
+use crate::gate::ProposalGate;
 use crate::keys;
 use crate::network::ChannelPool;
 use crate::proposer::{ProposeError, Proposer};
@@ -36,16 +37,19 @@ pub struct MetaService {
     pool: ChannelPool,
     node_id: NodeId,
     advertise_addr: String,
+    gate: ProposalGate,
 }
 
 impl MetaService {
-    /// The services of node `node_id`, reachable by peers at `advertise_addr`.
+    /// The services of node `node_id`, reachable by peers at `advertise_addr`, admitting
+    /// proposals through `gate`.
     pub fn new(
         raft: Raft,
         state_machine: StateMachineStore,
         pool: ChannelPool,
         node_id: NodeId,
         advertise_addr: String,
+        gate: ProposalGate,
     ) -> Self {
         MetaService {
             proposer: Proposer::start(raft.clone(), state_machine.apply_times()),
@@ -54,7 +58,13 @@ impl MetaService {
             pool,
             node_id,
             advertise_addr,
+            gate,
         }
+    }
+
+    /// The gate proposals pass on this node.
+    pub(crate) fn gate(&self) -> &ProposalGate {
+        &self.gate
     }
 
     /// The Raft service, with message bounds.
@@ -187,7 +197,7 @@ impl pb::meta_store_server::MetaStore for MetaService {
         &self,
         request: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeResponse>, Status> {
-        let caller = callvault_proto::identity::PeerIdentity::of(&request).map(|p| p.role);
+        let caller = callvault_proto::identity::PeerIdentity::of(&request).cloned();
         let bytes = request.into_inner().command;
         let command = Command::decode(&bytes)
             .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
@@ -197,25 +207,14 @@ impl pb::meta_store_server::MetaStore for MetaService {
             ));
         }
         // Without an identity the service runs ungated (library tests); a node always gates.
-        if let Some(role) = caller {
-            crate::authz::check(role, &command)?;
-        }
-        match self.proposer.propose(command, bytes.len()).await {
-            Ok((log_id, result)) => Ok(Response::new(pb::ProposeResponse {
-                term: log_id.leader_id.term,
-                index: log_id.index,
-                result: result.encode(),
-            })),
-            Err(ProposeError::Forward(forward)) => {
-                let channel = self.leader_channel(&forward)?;
-                MetaStoreClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
-                    .propose(pb::ProposeRequest { command: bytes })
-                    .await
+        let command = match &caller {
+            Some(peer) => {
+                crate::authz::check(peer.role, &command)?;
+                self.admit(command, peer).await?
             }
-            Err(ProposeError::Failed(e)) => Err(Status::unavailable(e)),
-        }
+            None => command,
+        };
+        self.propose_or_forward(command).await.map(Response::new)
     }
 
     async fn read_call(
@@ -231,55 +230,45 @@ impl pb::meta_store_server::MetaStore for MetaService {
         {
             return MetaStoreClient::new(channel).read_call(r).await;
         }
-        let db = self.state_machine.db();
-        let txn = Txn::new(&db);
-        let key = keys::call(jurisdiction, &call_id);
-        let record = txn
-            .get(keys::CF_CALLS, &key)
-            .map_err(internal)?
-            .unwrap_or_default();
-        let chunk_ids = txn
-            .get(keys::CF_CHUNKS, &key)
-            .map_err(internal)?
-            .unwrap_or_default()
-            .chunks_exact(32)
-            .map(<[u8]>::to_vec)
-            .collect();
-        let shred = crate::lifecycle::shred_record(&txn, &key).map_err(internal)?;
-        Ok(Response::new(pb::ReadCallResponse {
-            record,
-            chunk_ids,
-            shred_pending: shred.is_some(),
-            shred_started_at_ms: shred.map_or(0, |s| s.started_at.0),
-        }))
+        Ok(Response::new(
+            self.read_call_here(jurisdiction, &call_id).await?,
+        ))
     }
 
     async fn read_content(
         &self,
         request: Request<pb::ReadContentRequest>,
     ) -> Result<Response<pb::ReadContentResponse>, Status> {
-        let r = request.into_inner();
-        let jurisdiction = parse_jurisdiction(&r.jurisdiction)?;
-        let call_id =
-            CallId::new(&r.call_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        // Always linearizable: content must never be served from a replica that has not yet
-        // applied the purge or expiry.
-        if let Some(channel) = self.linearizable_or_leader().await? {
-            return MetaStoreClient::new(channel).read_content(r).await;
-        }
-        let db = self.state_machine.db();
-        match crate::reads::content(&db, jurisdiction, &call_id).map_err(internal)? {
-            None => Err(Status::not_found(format!(
-                "no readable content for call {} in {}",
-                call_id.as_str(),
-                jurisdiction.code()
-            ))),
-            Some(content) => Ok(Response::new(pb::ReadContentResponse {
-                record: callvault_core::codec::VersionedRecord::encode(&content.call),
-                wrapped_key: content.wrapped_key,
-                chunk_ids: content.chunk_ids.iter().map(|id| id.to_vec()).collect(),
-            })),
-        }
+        self.serve_read_content(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn read_access(
+        &self,
+        request: Request<pb::ReadAccessRequest>,
+    ) -> Result<Response<pb::ReadAccessResponse>, Status> {
+        self.serve_read_access(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn read_released_key(
+        &self,
+        request: Request<pb::ReadAccessRequest>,
+    ) -> Result<Response<pb::ReadReleasedKeyResponse>, Status> {
+        self.serve_read_released_key(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn read_metadata(
+        &self,
+        request: Request<pb::ReadMetadataRequest>,
+    ) -> Result<Response<pb::ReadMetadataResponse>, Status> {
+        self.serve_read_metadata(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn read_counters(
@@ -293,23 +282,10 @@ impl pb::meta_store_server::MetaStore for MetaService {
         {
             return MetaStoreClient::new(channel).read_counters(r).await;
         }
-        let status = self
-            .read(move |db| reads::jurisdiction_status(db, jurisdiction, UnixMillis(r.as_of_ms)))
-            .await?;
-        let c = status.counters;
-        Ok(Response::new(pb::ReadCountersResponse {
-            calls_total: c.calls_total,
-            live: c.live,
-            held: c.held,
-            expired: c.expired,
-            purged: c.purged,
-            blocked_privileged: c.blocked_privileged,
-            purges_pending: c.purges_pending,
-            policy: status.policy.map(|p| p.encode()).unwrap_or_default(),
-            oldest_live_started_at_ms: status.oldest_live_started_at.map(|t| t.0),
-            overdue: status.overdue,
-            purges_overdue: status.purges_overdue,
-        }))
+        let as_of = UnixMillis(r.as_of_ms);
+        Ok(Response::new(
+            self.read_counters_here(jurisdiction, as_of).await?,
+        ))
     }
 
     async fn read_standing(
@@ -461,8 +437,119 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 impl MetaService {
+    /// Admits a proposal from `peer` through the gate; a refusal worth logging is proposed too.
+    async fn admit(
+        &self,
+        command: Command,
+        peer: &callvault_proto::identity::PeerIdentity,
+    ) -> Result<Command, Status> {
+        match self.gate.admit(command, Some(peer)) {
+            Ok(command) => Ok(command),
+            Err((status, log)) => {
+                if let Some(log) = log
+                    && let Err(e) = self.propose_or_forward(log).await
+                {
+                    tracing::warn!(error = %e, "a refused proof was not logged");
+                }
+                Err(status)
+            }
+        }
+    }
+
+    /// Proposes `command` here, or forwards it to the leader.
+    async fn propose_or_forward(&self, command: Command) -> Result<pb::ProposeResponse, Status> {
+        let bytes = command.encode();
+        match self.proposer.propose(command, bytes.len()).await {
+            Ok((log_id, result)) => Ok(pb::ProposeResponse {
+                term: log_id.leader_id.term,
+                index: log_id.index,
+                result: result.encode(),
+            }),
+            Err(ProposeError::Forward(forward)) => {
+                let channel = self.leader_channel(&forward)?;
+                Ok(MetaStoreClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                    .propose(pb::ProposeRequest { command: bytes })
+                    .await?
+                    .into_inner())
+            }
+            Err(ProposeError::Failed(e)) => Err(Status::unavailable(e)),
+        }
+    }
+
+    /// Proposes `command` on this node, which must lead (it just made a linearizable read).
+    pub(crate) async fn propose_here(
+        &self,
+        command: Command,
+        encoded_len: usize,
+    ) -> Result<crate::command::CommandResult, Status> {
+        match self.proposer.propose(command, encoded_len).await {
+            Ok((_, result)) => Ok(result),
+            Err(ProposeError::Forward(_)) => Err(Status::unavailable(
+                "leadership moved during the read; retry",
+            )),
+            Err(ProposeError::Failed(e)) => Err(Status::unavailable(e)),
+        }
+    }
+
+    /// A call's record, chunk ids and pending shred, from this node's state machine.
+    pub(crate) async fn read_call_here(
+        &self,
+        jurisdiction: Jurisdiction,
+        call_id: &CallId,
+    ) -> Result<pb::ReadCallResponse, Status> {
+        let key = keys::call(jurisdiction, call_id);
+        let db = self.state_machine.db();
+        tokio::task::spawn_blocking(move || {
+            let txn = Txn::new(&db);
+            let record = txn.get(keys::CF_CALLS, &key)?.unwrap_or_default();
+            let chunk_ids = txn
+                .get(keys::CF_CHUNKS, &key)?
+                .unwrap_or_default()
+                .chunks_exact(32)
+                .map(<[u8]>::to_vec)
+                .collect();
+            let shred = crate::lifecycle::shred_record(&txn, &key)?;
+            Ok::<_, crate::apply::ApplyError>(pb::ReadCallResponse {
+                record,
+                chunk_ids,
+                shred_pending: shred.is_some(),
+                shred_started_at_ms: shred.map_or(0, |s| s.started_at.0),
+            })
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)
+    }
+
+    /// A jurisdiction's counters and status as of `as_of`, from this node's state machine.
+    pub(crate) async fn read_counters_here(
+        &self,
+        jurisdiction: Jurisdiction,
+        as_of: UnixMillis,
+    ) -> Result<pb::ReadCountersResponse, Status> {
+        let status = self
+            .read(move |db| reads::jurisdiction_status(db, jurisdiction, as_of))
+            .await?;
+        let c = status.counters;
+        Ok(pb::ReadCountersResponse {
+            calls_total: c.calls_total,
+            live: c.live,
+            held: c.held,
+            expired: c.expired,
+            purged: c.purged,
+            blocked_privileged: c.blocked_privileged,
+            purges_pending: c.purges_pending,
+            policy: status.policy.map(|p| p.encode()).unwrap_or_default(),
+            oldest_live_started_at_ms: status.oldest_live_started_at.map(|t| t.0),
+            overdue: status.overdue,
+            purges_overdue: status.purges_overdue,
+        })
+    }
+
     /// Runs a read of the local state machine off the async threads.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&rocksdb::DB) -> Result<T, reads::ReadError> + Send + 'static,
     ) -> Result<T, Status> {
@@ -478,7 +565,7 @@ impl MetaService {
 
     /// Waits for a read index confirmed by a quorum (this node is leader), or names the leader's
     /// channel to forward the read to.
-    async fn linearizable_or_leader(
+    pub(crate) async fn linearizable_or_leader(
         &self,
     ) -> Result<Option<callvault_proto::auth::AuthChannel>, Status> {
         match self.raft.ensure_linearizable().await {

@@ -1060,6 +1060,7 @@ mod tests {
                     bytes_per_hour: u64::MAX,
                 },
                 at: UnixMillis(at),
+                recipient: None,
             })
         };
         let decisions: Vec<AccessDecision> = h

@@ -7,21 +7,21 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use callvault_core::call::{CallStatus, check_party_id};
+use callvault_core::call::CallStatus;
 use callvault_core::policy::{PrivilegedRetention, VersionedPolicy};
 use callvault_core::privilege::number_fingerprint;
 use callvault_core::retention::recording_deadline;
 use callvault_core::{CallRecord, Jurisdiction, Lifecycle, PrivilegeKind, PurgeReason, UnixMillis};
 use callvault_meta::client::MetaClient;
-use callvault_meta::intents::{self, call_id, jurisdiction, millis, no_call};
-use callvault_meta::reads::CallFilter;
+use callvault_meta::client::MetadataAnswer;
+use callvault_meta::intents::{self, jurisdiction, no_call, rpc};
+use callvault_meta::metadata::{MetadataDecision, MetadataQuota};
 use callvault_meta::{CommandResult, Refusal};
 use callvault_proto::v1 as pb;
 use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{AccessRole, Principal, caller};
-use crate::ingest::now;
+use crate::auth::{AccessRole, Principal, caller, request_proof, signed};
 
 /// Serves `Query` and `Admin` over the metadata store.
 #[derive(Clone)]
@@ -34,24 +34,6 @@ fn timestamp(t: UnixMillis) -> Timestamp {
     Timestamp {
         seconds: t.0.div_euclid(1000),
         nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
-/// Whether `who` may see `j`'s calls: its agency, or an auditor scoped to it.
-fn may_read_calls(who: &Principal, j: Jurisdiction) -> bool {
-    who.may(AccessRole::Agency, j) || who.may(AccessRole::Auditor, j)
-}
-
-fn require_read_calls(who: &Principal, j: Jurisdiction) -> Result<(), Status> {
-    who.require_role(&[AccessRole::Agency, AccessRole::Auditor])?;
-    if may_read_calls(who, j) {
-        Ok(())
-    } else {
-        Err(Status::permission_denied(format!(
-            "{} may not see {}'s calls",
-            who.name,
-            j.code()
-        )))
     }
 }
 
@@ -132,12 +114,6 @@ fn kind_to_pb(kind: PrivilegeKind) -> pb::PrivilegeKind {
     }
 }
 
-fn page_token(token: &str) -> Result<Vec<u8>, Status> {
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| Status::invalid_argument("page_token is not one this service issued"))
-}
-
 /// The status for a refused hold placement or release.
 fn hold_refusal(refusal: Refusal, j: Jurisdiction, call_id: &str) -> Status {
     match refusal {
@@ -161,6 +137,22 @@ fn hold_refusal(refusal: Refusal, j: Jurisdiction, call_id: &str) -> Status {
             Status::failed_precondition(format!("{} has no retention policy", j.code()))
         }
         other => Status::internal(format!("hold refused: {other:?}")),
+    }
+}
+
+/// The answer of an allowed metadata read, or the status of its refusal.
+fn read_allowed(who: &Principal, answer: MetadataAnswer) -> Result<MetadataAnswer, Status> {
+    match answer.decision {
+        MetadataDecision::Allowed => Ok(answer),
+        MetadataDecision::QuotaExceeded => Err(Status::resource_exhausted(format!(
+            "{} is over its hourly quota of metadata reads",
+            who.name
+        ))),
+        MetadataDecision::BulkExportNeedsApproval => Err(Status::failed_precondition(format!(
+            "{} has read more records this hour than a read without approval may: a bulk \
+             export needs a second principal of its agency to approve it",
+            who.name
+        ))),
     }
 }
 
@@ -197,9 +189,14 @@ impl pb::query_server::Query for ApiService {
         request: Request<pb::JurisdictionStatusRequest>,
     ) -> Result<Response<pb::JurisdictionStatusResponse>, Status> {
         let who = caller(&request)?;
-        let j = jurisdiction(&request.get_ref().jurisdiction)?;
-        require_read_calls(&who, j)?;
-        let status = self.meta.status(j, now()).await?;
+        let (proof, at) = request_proof(&request)?;
+        let r = request.into_inner();
+        let j = jurisdiction(&r.jurisdiction)?;
+        let command = intents::jurisdiction_status(&who, &r, at, MetadataQuota::default())?;
+        let command = signed(&who, proof, rpc::JURISDICTION_STATUS, &r, command)?;
+        let status = read_allowed(&who, self.meta.read_metadata(&command).await?)?
+            .status
+            .ok_or_else(|| Status::internal("the metadata store sent no status"))?;
         let c = status.counters;
         let policy = status.policy.as_ref();
         Ok(Response::new(pb::JurisdictionStatusResponse {
@@ -228,14 +225,13 @@ impl pb::query_server::Query for ApiService {
         request: Request<pb::CallStatusRequest>,
     ) -> Result<Response<pb::CallStatusResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
         let j = jurisdiction(&r.jurisdiction)?;
-        let call_id = call_id(&r.call_id)?;
-        who.require_role(&[AccessRole::Agency, AccessRole::Auditor])?;
-        if !may_read_calls(&who, j) {
-            return Err(no_call(j, &r.call_id));
-        }
-        let Some((call, shred_started)) = self.meta.call_with_shred(j, &call_id).await? else {
+        let command = intents::call_status(&who, &r, at, MetadataQuota::default())?;
+        let command = signed(&who, proof, rpc::CALL_STATUS, &r, command)?;
+        let answer = read_allowed(&who, self.meta.read_metadata(&command).await?)?;
+        let Some((call, shred_started)) = answer.call else {
             return Err(no_call(j, &r.call_id));
         };
         let policy = self.meta.policy(j, 0).await?;
@@ -269,29 +265,13 @@ impl pb::query_server::Query for ApiService {
         request: Request<pb::ListCallsRequest>,
     ) -> Result<Response<pb::ListCallsResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
-        let j = jurisdiction(&r.jurisdiction)?;
-        require_read_calls(&who, j)?;
-        let party = |what: &'static str, value: &str| -> Result<Option<String>, Status> {
-            if value.is_empty() {
-                return Ok(None);
-            }
-            check_party_id(what, value).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            Ok(Some(value.to_string()))
-        };
-        if r.page_size > callvault_meta::reads::MAX_PAGE as u32 {
-            return Err(Status::invalid_argument("page_size is at most 1000"));
-        }
-        let filter = CallFilter {
-            facility_id: party("facility id", &r.facility_id)?,
-            inmate_id: party("inmate id", &r.inmate_id)?,
-            started_after: r.started_after.as_ref().map(millis).transpose()?,
-            started_before: r.started_before.as_ref().map(millis).transpose()?,
-        };
-        let page = self
-            .meta
-            .list_calls(j, &filter, r.page_size, page_token(&r.page_token)?)
-            .await?;
+        let command = intents::list_calls(&who, &r, at, MetadataQuota::default())?;
+        let command = signed(&who, proof, rpc::LIST_CALLS, &r, command)?;
+        let page = read_allowed(&who, self.meta.read_metadata(&command).await?)?
+            .calls
+            .ok_or_else(|| Status::internal("the metadata store sent no listing"))?;
         Ok(Response::new(pb::ListCallsResponse {
             calls: page
                 .items
@@ -321,8 +301,10 @@ impl pb::admin_server::Admin for ApiService {
         request: Request<pb::PutPolicyRequest>,
     ) -> Result<Response<pb::PutPolicyResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
-        let command = intents::put_policy(&who, &r, now())?;
+        let command = intents::put_policy(&who, &r, at)?;
+        let command = signed(&who, proof, rpc::PUT_POLICY, &r, command)?;
         let j = jurisdiction(&r.jurisdiction)?;
         match self.meta.propose(&command).await?.1 {
             CommandResult::PolicyPut { version } => {
@@ -382,10 +364,12 @@ impl pb::admin_server::Admin for ApiService {
         request: Request<pb::RegisterPrivilegedNumberRequest>,
     ) -> Result<Response<pb::RegisterPrivilegedNumberResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
         let (j, number) = intents::registered_number(&who, &r.jurisdiction, &r.number)?;
         let fingerprint = number_fingerprint(&self.index_key, j, &number);
-        let command = intents::register_privileged(&who, &r, now(), fingerprint)?;
+        let command = intents::register_privileged(&who, &r, at, fingerprint)?;
+        let command = signed(&who, proof, rpc::REGISTER_PRIVILEGED, &r, command)?;
         match self.meta.propose(&command).await?.1 {
             CommandResult::NumberRegistered { purged } => {
                 Ok(Response::new(pb::RegisterPrivilegedNumberResponse {
@@ -410,7 +394,7 @@ impl pb::admin_server::Admin for ApiService {
         }
         let page = self
             .meta
-            .list_registry(j, r.page_size, page_token(&r.page_token)?)
+            .list_registry(j, r.page_size, intents::page_token(&r.page_token)?)
             .await?;
         Ok(Response::new(pb::ListPrivilegedNumbersResponse {
             numbers: page
@@ -436,8 +420,10 @@ impl pb::admin_server::Admin for ApiService {
         request: Request<pb::FlagPrivilegedRequest>,
     ) -> Result<Response<pb::FlagPrivilegedResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
-        let command = intents::flag_privileged(&who, &r, now())?;
+        let command = intents::flag_privileged(&who, &r, at)?;
+        let command = signed(&who, proof, rpc::FLAG_PRIVILEGED, &r, command)?;
         let j = jurisdiction(&r.jurisdiction)?;
         match self.meta.propose(&command).await?.1 {
             CommandResult::CallFlagged { purged } => {
@@ -453,10 +439,12 @@ impl pb::admin_server::Admin for ApiService {
         request: Request<pb::RegisterSensitiveNumberRequest>,
     ) -> Result<Response<pb::RegisterSensitiveNumberResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
         let (j, number) = intents::registered_number(&who, &r.jurisdiction, &r.number)?;
         let fingerprint = number_fingerprint(&self.index_key, j, &number);
-        let command = intents::register_sensitive(&who, &r, now(), fingerprint)?;
+        let command = intents::register_sensitive(&who, &r, at, fingerprint)?;
+        let command = signed(&who, proof, rpc::REGISTER_SENSITIVE, &r, command)?;
         match self.meta.propose(&command).await?.1 {
             CommandResult::SensitiveRegistered => {
                 Ok(Response::new(pb::RegisterSensitiveNumberResponse {
@@ -472,8 +460,10 @@ impl pb::admin_server::Admin for ApiService {
         request: Request<pb::PlaceHoldRequest>,
     ) -> Result<Response<pb::PlaceHoldResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
-        let command = intents::place_hold(&who, &r, now())?;
+        let command = intents::place_hold(&who, &r, at)?;
+        let command = signed(&who, proof, rpc::PLACE_HOLD, &r, command)?;
         let j = jurisdiction(&r.jurisdiction)?;
         match self.meta.propose(&command).await?.1 {
             CommandResult::HoldPlaced { hold_id } => Ok(Response::new(pb::PlaceHoldResponse {
@@ -489,8 +479,10 @@ impl pb::admin_server::Admin for ApiService {
         request: Request<pb::ReleaseHoldRequest>,
     ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
-        let command = intents::release_hold(&who, &r, now())?;
+        let command = intents::release_hold(&who, &r, at)?;
+        let command = signed(&who, proof, rpc::RELEASE_HOLD, &r, command)?;
         let j = jurisdiction(&r.jurisdiction)?;
         match self.meta.propose(&command).await?.1 {
             CommandResult::HoldReleased { .. } => Ok(Response::new(pb::ReleaseHoldResponse {})),

@@ -10,8 +10,12 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use callvault_core::UnixMillis;
+use callvault_meta::Command;
 use callvault_meta::auth_failures::FailureKind;
+use callvault_meta::principal_proof::PrincipalProof;
 use callvault_proto::auth::{bearer_token, token_hash};
+use callvault_proto::proof::RequestProof;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -46,6 +50,11 @@ impl Authenticator {
     #[cfg(test)]
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         Ok(Self::from(Principals::parse(text)?))
+    }
+
+    /// The principals it knows.
+    pub fn principals(&self) -> &Principals {
+        &self.principals
     }
 
     /// How many principals there are.
@@ -193,6 +202,41 @@ impl Interceptor for RoleOrPeerGate {
         }
         self.roles.call(request)
     }
+}
+
+/// The proof a request carries (`x-callvault-proof`), if any, and the time its command carries:
+/// the time the principal signed, or this node's clock for an unsigned request (which cannot
+/// act for a person anyway).
+pub fn request_proof<T>(
+    request: &Request<T>,
+) -> Result<(Option<RequestProof>, UnixMillis), Status> {
+    let proof = RequestProof::of(request)?;
+    let at = proof
+        .as_ref()
+        .map_or_else(crate::ingest::now, |p| UnixMillis(p.time_ms));
+    Ok((proof, at))
+}
+
+/// `command`, acting for `who`, wrapped with `who`'s proof of `message` to `rpc`, as the
+/// metadata store requires of a command that acts for a person.
+pub fn signed(
+    who: &Principal,
+    proof: Option<RequestProof>,
+    rpc: &str,
+    message: &impl prost::Message,
+    command: Command,
+) -> Result<Command, Status> {
+    let proof = proof.ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "this request acts for {}: sign it with the principal's key (the CLI's --key or \
+             CALLVAULT_KEY_FILE)",
+            who.name
+        ))
+    })?;
+    Ok(Command::Signed {
+        proof: PrincipalProof::new(&who.name, rpc, message, &proof),
+        command: Box::new(command),
+    })
 }
 
 /// The principal the [`Authenticator`] attached to `request`.

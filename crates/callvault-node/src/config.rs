@@ -25,9 +25,11 @@ const ENV_KEYS: &[&str] = &[
     "blob",
     "audit",
     "playback",
+    "query",
     "lifecycle",
     "tls",
     "identity",
+    "keys",
 ];
 
 /// `CALLVAULT_*` variables the binary reads that are not configuration keys.
@@ -68,8 +70,11 @@ pub enum Role {
     Blob,
     /// The stateless front door for call platforms (`Ingest`).
     Ingest,
-    /// The stateless query and administration APIs (`Query`, `Admin`).
+    /// The stateless query and administration APIs (`Query`, `Admin`, `Content`).
     Api,
+    /// The holder of the jurisdictions' private keys (`Keys`): releases one call's data key per
+    /// logged, allowed access, to the api node that asked.
+    Keys,
 }
 
 impl Role {
@@ -81,6 +86,7 @@ impl Role {
             Role::Blob => Id::Blob,
             Role::Ingest => Id::Ingest,
             Role::Api => Id::Api,
+            Role::Keys => Id::Keys,
         }
     }
 }
@@ -119,9 +125,12 @@ pub struct NodeConfig {
     /// Limits of the ingest role.
     #[serde(default)]
     pub ingest: IngestSection,
-    /// Playback limits of the api role.
+    /// Per-principal playback limits, decided by the metadata store (meta role).
     #[serde(default)]
     pub playback: PlaybackSection,
+    /// Per-principal limits on metadata reads, decided by the metadata store (meta role).
+    #[serde(default)]
+    pub query: QuerySection,
     /// The retention sweeper, the shredder and the collector (meta role).
     #[serde(default)]
     pub lifecycle: LifecycleSection,
@@ -134,6 +143,21 @@ pub struct NodeConfig {
     /// How this node proves its roles to its peers and knows theirs.
     #[serde(default)]
     pub identity: IdentitySection,
+    /// The keys role's key files.
+    #[serde(default)]
+    pub keys: KeysSection,
+}
+
+/// `[keys]`: what the keys role holds, and no other role does.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSection {
+    /// The jurisdictions' private keys (`callvault keys keygen` makes them with their public
+    /// keys). Mount it from the keys role's own Secret.
+    pub private_keys_file: Option<PathBuf>,
+    /// The key-encryption keys of a cluster made before key custody (its `cluster.kek_file`):
+    /// recordings it wrapped with them (version 1) stay readable through the keys role.
+    pub legacy_kek_file: Option<PathBuf>,
 }
 
 /// `[identity]`: every workload authenticates to its peers as its role (see
@@ -162,6 +186,8 @@ pub struct RoleTokenFiles {
     pub ingest: Option<PathBuf>,
     /// The `api` role's token.
     pub api: Option<PathBuf>,
+    /// The `keys` role's token.
+    pub keys: Option<PathBuf>,
 }
 
 impl RoleTokenFiles {
@@ -172,6 +198,7 @@ impl RoleTokenFiles {
             Role::Blob => self.blob.as_ref(),
             Role::Ingest => self.ingest.as_ref(),
             Role::Api => self.api.as_ref(),
+            Role::Keys => self.keys.as_ref(),
         }
     }
 }
@@ -215,6 +242,29 @@ pub struct PlaybackSection {
     /// Audio bytes one principal may play back per hour (default 1 GiB: about 37 hours of
     /// G.711).
     pub bytes_per_hour: u64,
+}
+
+/// `[query]`: per-principal limits on metadata reads (`ListCalls`, `CallStatus`,
+/// `JurisdictionStatus`), counted cluster-wide by the metadata store per clock hour. Over
+/// `requests_per_hour` is `RESOURCE_EXHAUSTED`; more than `bulk_records_per_hour` records is a
+/// bulk export, which needs a second principal of the same agency to approve it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerySection {
+    /// Metadata reads one principal may make per hour (default 600).
+    pub requests_per_hour: u64,
+    /// Records one principal may read per hour without an approved bulk export (default
+    /// 10,000).
+    pub bulk_records_per_hour: u64,
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        QuerySection {
+            requests_per_hour: 600,
+            bulk_records_per_hour: 10_000,
+        }
+    }
 }
 
 impl Default for PlaybackSection {
@@ -342,9 +392,13 @@ pub struct ClusterSection {
     /// A file holding the 32-byte key (64 hex characters) of the keyed hash that indexes calls by
     /// dialed number. Required by the ingest and api roles; the same on every node, forever.
     pub index_key_file: Option<PathBuf>,
-    /// The jurisdictions' key-encryption keys (see `callvault_blob::KeyRing`). Required by the
-    /// ingest role.
-    pub kek_file: Option<PathBuf>,
+    /// The jurisdictions' public keys (see `callvault_blob::JurisdictionPublicKeys`): ingest
+    /// seals each call's data key to its jurisdiction's. Required by the ingest role.
+    pub public_keys_file: Option<PathBuf>,
+    /// `host:port` of the keys role's nodes, which the api asks for a call's key after an
+    /// allowed access. Defaults to this node when it has the keys role.
+    #[serde(default)]
+    pub keys_addrs: Vec<String>,
     /// `host:port` of metadata-store members the stateless roles talk to. Defaults to this node
     /// when it has the meta role.
     #[serde(default)]
@@ -595,8 +649,21 @@ impl NodeConfig {
         if stateless && self.cluster.index_key_file.is_none() {
             bail!("the ingest and api roles need cluster.index_key_file");
         }
-        if self.roles.contains(&Role::Ingest) && self.cluster.kek_file.is_none() {
-            bail!("the ingest role needs cluster.kek_file");
+        if self.roles.contains(&Role::Ingest) && self.cluster.public_keys_file.is_none() {
+            bail!(
+                "the ingest role needs cluster.public_keys_file (the jurisdictions' public keys)"
+            );
+        }
+        if self.roles.contains(&Role::Api) && self.keys_addrs().is_empty() {
+            bail!("the api role needs cluster.keys_addrs (or the keys role)");
+        }
+        if self.roles.contains(&Role::Keys) {
+            if self.keys.private_keys_file.is_none() {
+                bail!("the keys role needs keys.private_keys_file");
+            }
+            if self.meta_addrs().is_empty() {
+                bail!("the keys role needs cluster.meta_addrs (or the meta role)");
+            }
         }
         if stateless && self.meta_addrs().is_empty() {
             bail!("the ingest and api roles need cluster.meta_addrs (or the meta role)");
@@ -750,10 +817,11 @@ impl NodeConfig {
         let serves_internal = self
             .roles
             .iter()
-            .any(|r| matches!(r, Role::Meta | Role::Blob));
+            .any(|r| matches!(r, Role::Meta | Role::Blob | Role::Keys));
         if serves_internal && self.identity.peers_file.is_none() {
             bail!(
-                "without [tls], the meta and blob roles need identity.peers_file (role tokens' hashes)"
+                "without [tls], the meta, blob and keys roles need identity.peers_file (role \
+                 tokens' hashes)"
             );
         }
         for role in &self.roles {
@@ -818,14 +886,43 @@ impl NodeConfig {
         })
     }
 
-    /// The key-encryption keys, read from `cluster.kek_file`.
-    pub fn key_ring(&self) -> anyhow::Result<callvault_blob::KeyRing> {
+    /// The jurisdictions' public keys, read from `cluster.public_keys_file`.
+    pub fn public_keys(&self) -> anyhow::Result<callvault_blob::JurisdictionPublicKeys> {
         let file = self
             .cluster
-            .kek_file
+            .public_keys_file
             .as_ref()
-            .context("cluster.kek_file is not set")?;
-        callvault_blob::KeyRing::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))
+            .context("cluster.public_keys_file is not set")?;
+        callvault_blob::JurisdictionPublicKeys::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Where the api reaches the keys role.
+    pub fn keys_addrs(&self) -> Vec<String> {
+        if !self.cluster.keys_addrs.is_empty() {
+            return self.cluster.keys_addrs.clone();
+        }
+        if self.roles.contains(&Role::Keys) {
+            return vec![self.advertise()];
+        }
+        Vec::new()
+    }
+
+    /// The keys role's custodian: the private keys, and the old KEKs when configured.
+    pub fn custodian(&self) -> anyhow::Result<callvault_blob::LocalCustodian> {
+        let file = self
+            .keys
+            .private_keys_file
+            .as_ref()
+            .context("keys.private_keys_file is not set")?;
+        let pairs = callvault_blob::JurisdictionKeyPairs::load_file(file)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let legacy = match &self.keys.legacy_kek_file {
+            Some(file) => {
+                callvault_blob::KeyRing::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+            None => callvault_blob::KeyRing::new(),
+        };
+        Ok(callvault_blob::LocalCustodian::new(pairs, legacy))
     }
 
     /// The metadata store's configuration.
@@ -841,6 +938,20 @@ impl NodeConfig {
         config.snapshot_after_entries = self.meta.snapshot_after_entries;
         config.log_entries_kept_after_snapshot = self.meta.log_entries_kept_after_snapshot;
         config.peer = self.credential(callvault_proto::identity::Role::Meta)?;
+        // The metadata store checks principals' proofs itself, against the same file.
+        if let Some(file) = &self.auth.principals_file {
+            config.principals = callvault_meta::principal::Principals::load(file)?;
+        }
+        config.limits = callvault_meta::principal_proof::Limits {
+            access: callvault_meta::command::AccessQuota {
+                calls_per_hour: self.playback.calls_per_hour,
+                bytes_per_hour: self.playback.bytes_per_hour,
+            },
+            metadata: callvault_meta::metadata::MetadataQuota {
+                requests_per_hour: self.query.requests_per_hour,
+                bulk_records_per_hour: self.query.bulk_records_per_hour,
+            },
+        };
         Ok(config)
     }
 }
@@ -863,7 +974,7 @@ mod tests {
             assert_eq!(config.node_id, i);
             assert_eq!(
                 config.roles,
-                vec![Role::Meta, Role::Blob, Role::Ingest, Role::Api]
+                vec![Role::Meta, Role::Blob, Role::Ingest, Role::Api, Role::Keys]
             );
             assert_eq!(config.bootstrap.mode, BootstrapMode::Auto);
             assert_eq!(config.bootstrap.seeds.len(), 3);

@@ -1,49 +1,53 @@
 //! The `Content` service: the only path that returns audio.
 //!
 //! Every attempt that names a well-formed jurisdiction and call id is recorded through Raft
-//! before anything else happens, allowed or not: `apply` decides it (the call is readable,
-//! sealed calls need the elevated role, the principal's hourly quota) and appends the access
-//! record to the audit log in the same write. Only then are the data key and chunks read, with a
-//! linearizable read, so a purge or expiry that applied first always wins.
+//! before anything else happens, allowed or not, carrying the principal's signed request:
+//! the metadata store checks the signature itself, `apply` decides the access (the call is
+//! readable, sealed calls need the elevated role, the principal's hourly quota) and appends the
+//! access record to the audit log in the same write. Only then are the chunk ids read, with a
+//! linearizable read, so a purge or expiry that applied first always wins, and the call's data
+//! key is asked of the keys role, which releases it once for this access, sealed to a one-time
+//! key this node made for this playback alone. This node holds no key before that, and only
+//! this call's after.
 
 use std::pin::Pin;
-use std::sync::Arc;
 
-use callvault_blob::{CallOpener, ChunkId, KeyRing, ReplicatedBlobClient, WrappedDataKey};
-use callvault_meta::CommandResult;
+use callvault_blob::{CallOpener, ChunkId, ReleaseKeyPair, ReplicatedBlobClient};
 use callvault_meta::client::MetaClient;
 use callvault_meta::command::{AccessDecision, AccessQuota};
 use callvault_meta::intents::{self, call_id, jurisdiction, no_call};
+use callvault_meta::{Command, CommandResult};
 use callvault_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::caller;
-use crate::ingest::now;
+use crate::auth::{caller, signed};
+use crate::keys::KeysClient;
 
 /// Serves `Content.Playback`.
 #[derive(Clone)]
 pub struct ContentService {
     meta: MetaClient,
     blobs: ReplicatedBlobClient,
-    keys: Arc<KeyRing>,
+    keys: KeysClient,
     quota: AccessQuota,
 }
 
 type AudioStream = Pin<Box<dyn Stream<Item = Result<pb::PlaybackResponse, Status>> + Send>>;
 
 impl ContentService {
-    /// Playback of calls committed through `meta`, read from `blobs`, opened with `keys`.
+    /// Playback of calls committed through `meta`, read from `blobs`, opened with keys the
+    /// keys role releases.
     pub fn new(
         meta: MetaClient,
         blobs: ReplicatedBlobClient,
-        keys: KeyRing,
+        keys: KeysClient,
         quota: AccessQuota,
     ) -> Self {
         ContentService {
             meta,
             blobs,
-            keys: Arc::new(keys),
+            keys,
             quota,
         }
     }
@@ -64,9 +68,18 @@ impl pb::content_server::Content for ContentService {
         request: Request<pb::PlaybackRequest>,
     ) -> Result<Response<Self::PlaybackStream>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = crate::auth::request_proof(&request)?;
         let r = request.into_inner();
-        let (command, refusal) = intents::record_access(&who, &r, now(), self.quota)?;
+        let (mut command, refusal) = intents::record_access(&who, &r, at, self.quota)?;
         let (j, call_id) = (jurisdiction(&r.jurisdiction)?, call_id(&r.call_id)?);
+        // The one-time key the released data key will be sealed to: only this node holds its
+        // private half, for this playback only.
+        let release = ReleaseKeyPair::generate()
+            .map_err(|e| Status::internal(format!("one-time key: {e}")))?;
+        if let Command::RecordAccess(access) = &mut command {
+            access.recipient = Some(release.public_key());
+        }
+        let command = signed(&who, proof, intents::rpc::PLAYBACK, &r, command)?;
         let (decision, record) = match self.meta.propose(&command).await?.1 {
             CommandResult::AccessDecided { decision, record } => (decision, record),
             other => {
@@ -106,19 +119,22 @@ impl pb::content_server::Content for ContentService {
             }
         }
 
-        let Some(content) = self.meta.content(j, &call_id).await? else {
+        // The chunk ids and the key, at once: the release is the slower of the two.
+        let (content, released) = tokio::join!(
+            self.meta.content(j, &call_id, record),
+            self.keys.release(record)
+        );
+        let Some(content) = content? else {
             // Purged or expired between the access record and now.
             return Err(no_call(j, &r.call_id));
         };
+        let released = released?;
+        let key = release
+            .open(record, j, &call_id, &released)
+            .map_err(|e| Status::internal(format!("the released key does not open: {e}")))?;
         let (call, chunk_ids) = (content.call, content.chunk_ids);
-        let wrapped = WrappedDataKey::from_bytes(&content.wrapped_key)
-            .map_err(|e| Status::internal(format!("stored data key: {e}")))?;
-        let opener = CallOpener::new(self.keys.as_ref(), &call_id, j, &wrapped).map_err(|e| {
-            Status::failed_precondition(format!(
-                "this node cannot open {}'s recordings: {e}",
-                j.code()
-            ))
-        })?;
+        let opener = CallOpener::with_key(&call_id, j, &key);
+        drop(key);
         let header = pb::PlaybackResponse {
             part: Some(pb::playback_response::Part::Header(pb::PlaybackHeader {
                 call_id: call_id.as_str().to_string(),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use callvault_blob::{CallSealer, KeyRing, ReplicatedBlobClient};
+use callvault_blob::{CallSealer, JurisdictionPublicKeys, ReplicatedBlobClient};
 use callvault_core::call::{CallRecord, Direction, Lifecycle};
 use callvault_core::ingest::{
     Accepted, CallStart, CallStartFields, CallStream, StreamError, StreamLimits, StreamPart,
@@ -69,7 +69,8 @@ impl IngestLimits {
 pub struct IngestService {
     meta: MetaClient,
     blobs: ReplicatedBlobClient,
-    keys: Arc<KeyRing>,
+    /// The jurisdictions' public keys: ingest seals data keys it can never open again.
+    keys: Arc<JurisdictionPublicKeys>,
     index_key: Arc<[u8; 32]>,
     limits: IngestLimits,
     streams: Arc<Semaphore>,
@@ -218,7 +219,7 @@ impl IngestService {
     pub fn new(
         meta: MetaClient,
         blobs: ReplicatedBlobClient,
-        keys: KeyRing,
+        keys: JurisdictionPublicKeys,
         index_key: [u8; 32],
         limits: IngestLimits,
     ) -> Self {

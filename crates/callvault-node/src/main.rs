@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod content;
 mod ingest;
+mod keys;
 mod lifecycle;
 mod metrics;
 mod serve;

@@ -135,7 +135,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             let ingest = IngestService::new(
                 meta_client,
                 blobs,
-                config.key_ring()?,
+                config.public_keys()?,
                 index_key,
                 IngestLimits {
                     max_call_seconds: i.max_call_seconds,
@@ -156,10 +156,11 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             let meta_client = meta_client(&config, &peer)?;
             let api = ApiService::new(meta_client.clone(), index_key);
             let p = &config.playback;
+            let keys = crate::keys::KeysClient::new(&config.keys_addrs(), &peer)?;
             let content = ContentService::new(
                 meta_client,
                 blob_reader(&config, &peer)?,
-                config.key_ring()?,
+                keys,
                 AccessQuota {
                     calls_per_hour: p.calls_per_hour,
                     bytes_per_hour: p.bytes_per_hour,
@@ -173,6 +174,22 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 .set_serving::<pb::query_server::QueryServer<ApiService>>()
                 .await;
         }
+    }
+
+    if config.roles.contains(&Role::Keys) {
+        let peer = config.credential(IdentityRole::Keys)?;
+        let custodian = config.custodian()?;
+        tracing::info!(
+            jurisdictions = custodian.len(),
+            "keys role: releasing data keys against the audit log"
+        );
+        let keys = crate::keys::KeysService::new(
+            meta_client(&config, &peer)?,
+            std::sync::Arc::new(custodian),
+            auth.principals().clone(),
+            format!("node-{}", config.node_id),
+        );
+        router = router.add_service(keys.server());
     }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -109,15 +109,20 @@ pub const INTERNAL_RPCS: &[InternalRpc] = &[
         "/callvault.v1.MetaStore/Propose",
         &[Meta, Ingest, Api, Keys],
     ),
-    rpc("/callvault.v1.MetaStore/ReadCall", &[Meta, Api]),
-    rpc("/callvault.v1.MetaStore/ReadCounters", &[Meta, Api]),
+    // Call metadata reaches the api only through ReadMetadata, each read audited.
+    rpc("/callvault.v1.MetaStore/ReadCall", &[Meta]),
+    rpc("/callvault.v1.MetaStore/ReadCounters", &[Meta]),
     rpc("/callvault.v1.MetaStore/ReadStanding", &[Meta, Ingest]),
     rpc("/callvault.v1.MetaStore/ReadPolicy", &[Meta, Api]),
-    rpc("/callvault.v1.MetaStore/ListCallRecords", &[Meta, Api]),
+    rpc("/callvault.v1.MetaStore/ListCallRecords", &[Meta]),
+    rpc("/callvault.v1.MetaStore/ReadMetadata", &[Meta, Api]),
     rpc("/callvault.v1.MetaStore/ListRegistry", &[Meta, Api]),
     rpc("/callvault.v1.MetaStore/StateDigest", &[Meta]),
     // A live call's chunk ids; never key material.
     rpc("/callvault.v1.MetaStore/ReadContent", &[Meta, Api]),
+    // Wrapped keys leave the metadata store only to the keys role.
+    rpc("/callvault.v1.MetaStore/ReadAccess", &[Meta, Keys]),
+    rpc("/callvault.v1.MetaStore/ReadReleasedKey", &[Meta, Keys]),
     rpc("/callvault.v1.BlobShard/PutChunk", &[Ingest, Blob]),
     rpc("/callvault.v1.BlobShard/GetChunk", &[Api, Blob]),
     rpc("/callvault.v1.BlobShard/HasChunks", &[Blob, Meta]),
@@ -128,6 +133,7 @@ pub const INTERNAL_RPCS: &[InternalRpc] = &[
     // The leader's orphan sweep.
     rpc("/callvault.v1.BlobShard/ListOrphanCandidates", &[Meta]),
     rpc("/callvault.v1.BlobShard/RemoveOrphans", &[Meta]),
+    rpc("/callvault.v1.Keys/Release", &[Api]),
     // Members call each other's Cluster service (forwarding, joining); operators call it too.
     InternalRpc {
         path: "/callvault.v1.Cluster/Init",
@@ -174,6 +180,51 @@ pub fn internal_rpc(path: &str) -> Option<&'static InternalRpc> {
 /// Whether `path` belongs to an internal service (listed in the table or not).
 pub fn is_internal(path: &str) -> bool {
     INTERNAL_SERVICES.iter().any(|s| path.starts_with(s))
+}
+
+/// The files each role's workload mounts, and nothing else does: `callvault dev` lays its
+/// secrets out under these names, the Kubernetes Secrets use them as keys, and the tests hand an
+/// insider exactly one role's set. TLS certificates come on top where `[tls]` is on.
+pub const ROLE_FILES: &[(Role, &[&str])] = &[
+    (
+        Role::Meta,
+        &["meta.token", "peers.toml", "principals.toml", "audit.key"],
+    ),
+    (Role::Blob, &["blob.token", "peers.toml"]),
+    (
+        Role::Ingest,
+        &[
+            "ingest.token",
+            "peers.toml",
+            "principals.toml",
+            "index.key",
+            "jurisdiction-keys.pub.toml",
+        ],
+    ),
+    (
+        Role::Api,
+        &["api.token", "peers.toml", "principals.toml", "index.key"],
+    ),
+    (
+        Role::Keys,
+        &[
+            "keys.token",
+            "peers.toml",
+            "principals.toml",
+            "jurisdiction-keys.toml",
+            // Only on clusters made before key custody: their old key-encryption keys.
+            "keks.toml",
+        ],
+    ),
+];
+
+/// The files `role` mounts.
+pub fn role_files(role: Role) -> &'static [&'static str] {
+    ROLE_FILES
+        .iter()
+        .find(|(r, _)| *r == role)
+        .map(|(_, files)| *files)
+        .unwrap_or_default()
 }
 
 /// How a caller proved its role.

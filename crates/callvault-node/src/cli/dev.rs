@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use callvault_blob::JurisdictionKeyPairs;
 use callvault_core::Jurisdiction;
 use callvault_core::policy::parse_policy_file;
 use callvault_proto::auth::{Bearer, token_hash};
@@ -77,7 +78,7 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 /// Writes `text` to `path` readable by its owner only, unless the file exists.
-fn write_secret_once(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write_secret_once(path: &Path, text: &str) -> anyhow::Result<()> {
     if path.exists() {
         return Ok(());
     }
@@ -140,12 +141,7 @@ impl Layout {
             .with_context(|| format!("cannot create {}", secrets.display()))?;
         write_role_tokens(&secrets)?;
         write_secret_once(&secrets.join("index.key"), &random_hex(32)?)?;
-        let mut keks =
-            String::from("# Key-encryption keys of the dev cluster, one per jurisdiction.\n");
-        for j in Jurisdiction::ALL {
-            let _ = writeln!(keks, "{:?} = {:?}", j.code(), random_hex(32)?);
-        }
-        write_secret_once(&secrets.join("keks.toml"), &keks)?;
+        write_jurisdiction_keys(&secrets)?;
         // The audit log's signing key, and beside the cluster its public key for auditors to pin.
         let audit_key = secrets.join("audit.key");
         if !audit_key.exists() {
@@ -174,6 +170,18 @@ impl Layout {
         }
         std::fs::write(secrets.join("principals.toml"), principals)?;
 
+        for node in 1..=3 {
+            std::fs::write(self.config(node), self.node_config(node))?;
+        }
+        Ok(tokens)
+    }
+}
+
+impl Layout {
+    /// The config of node `node`: every role, and the secret files each role uses.
+    fn node_config(&self, node: usize) -> String {
+        let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        let secret = |name: &str| format!("{:?}", abs(self.secrets().join(name)));
         let shards: Vec<String> = (1..=3)
             .map(|i| {
                 format!(
@@ -183,44 +191,47 @@ impl Layout {
             })
             .collect();
         let meta_addrs: Vec<String> = (1..=3).map(|i| format!("{:?}", self.addr(i))).collect();
-        let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-        for node in 1..=3 {
-            let config = format!(
-                "# Written by `callvault dev`.\n\
-                 node_id = {node}\n\
-                 data_dir = {data:?}\n\
-                 listen_addr = \"{addr}\"\n\
-                 roles = [\"meta\", \"blob\", \"ingest\", \"api\"]\n\n\
-                 [meta]\nheartbeat_ms = 150\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n\n\
-                 [identity]\npeers_file = {peers:?}\n\
-                 token_files = {{ meta = {meta_token:?}, blob = {blob_token:?}, ingest = {ingest_token:?}, api = {api_token:?} }}\n\n\
-                 [cluster]\nindex_key_file = {index:?}\nkek_file = {keks:?}\n\
-                 meta_addrs = [{meta}]\n\n\
-                 [auth]\nprincipals_file = {principals:?}\n\n\
-                 [audit]\norigin = \"{DEV_AUDIT_ORIGIN}\"\nsigning_key_file = {audit_key:?}\n\n\
-                 [blob]\nlisten_addr = \"127.0.0.1:{blob_port}\"\nshards = [{shards}]\nreplicas = 3\n",
-                data = abs(self.dir.join(format!("node-{node}"))),
-                addr = self.addr(node),
-                peers = abs(secrets.join("peers.toml")),
-                meta_token = abs(secrets.join("meta.token")),
-                blob_token = abs(secrets.join("blob.token")),
-                ingest_token = abs(secrets.join("ingest.token")),
-                api_token = abs(secrets.join("api.token")),
-                index = abs(secrets.join("index.key")),
-                keks = abs(secrets.join("keks.toml")),
-                meta = meta_addrs.join(", "),
-                principals = abs(secrets.join("principals.toml")),
-                audit_key = abs(secrets.join("audit.key")),
-                blob_port = self.blob_ports[node - 1],
-                shards = shards.join(", "),
-            );
-            std::fs::write(self.config(node), config)?;
-        }
-        Ok(tokens)
+        let token_files: Vec<String> = callvault_proto::identity::Role::ALL
+            .iter()
+            .map(|role| format!("{role} = {}", secret(&format!("{role}.token"))))
+            .collect();
+        // A dev directory made before key custody keeps its KEKs for its old recordings; the
+        // keys role alone reads them.
+        let legacy = self.secrets().join("keks.toml");
+        let legacy = if legacy.exists() {
+            format!("legacy_kek_file = {}\n", secret("keks.toml"))
+        } else {
+            String::new()
+        };
+        format!(
+            "# Written by `callvault dev`.\n\
+             node_id = {node}\n\
+             data_dir = {data:?}\n\
+             listen_addr = \"{addr}\"\n\
+             roles = [\"meta\", \"blob\", \"ingest\", \"api\", \"keys\"]\n\n\
+             [meta]\nheartbeat_ms = 150\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n\n\
+             [identity]\npeers_file = {peers}\ntoken_files = {{ {token_files} }}\n\n\
+             [cluster]\nindex_key_file = {index}\npublic_keys_file = {public_keys}\n\
+             meta_addrs = [{meta}]\n\n\
+             [keys]\nprivate_keys_file = {private_keys}\n{legacy}\n\
+             [auth]\nprincipals_file = {principals}\n\n\
+             [audit]\norigin = \"{DEV_AUDIT_ORIGIN}\"\nsigning_key_file = {audit_key}\n\n\
+             [blob]\nlisten_addr = \"127.0.0.1:{blob_port}\"\nshards = [{shards}]\nreplicas = 3\n",
+            data = abs(self.dir.join(format!("node-{node}"))),
+            addr = self.addr(node),
+            peers = secret("peers.toml"),
+            token_files = token_files.join(", "),
+            index = secret("index.key"),
+            public_keys = secret(PUBLIC_KEYS_FILE),
+            private_keys = secret(PRIVATE_KEYS_FILE),
+            meta = meta_addrs.join(", "),
+            principals = secret("principals.toml"),
+            audit_key = secret("audit.key"),
+            blob_port = self.blob_ports[node - 1],
+            shards = shards.join(", "),
+        )
     }
-}
 
-impl Layout {
     /// Where dev principal `name` keeps its signing key.
     fn principal_key(&self, name: &str) -> PathBuf {
         let dir = self.dir.join("principals");
@@ -265,6 +276,27 @@ impl Layout {
 /// The `CALLVAULT_DEV_<NAME>` prefix of a dev principal's variables.
 fn dev_var(name: &str) -> String {
     format!("CALLVAULT_DEV_{}", name.to_uppercase().replace('-', "_"))
+}
+
+/// The jurisdictions' private keys (the keys role's) and public keys (ingest's).
+const PRIVATE_KEYS_FILE: &str = "jurisdiction-keys.toml";
+const PUBLIC_KEYS_FILE: &str = "jurisdiction-keys.pub.toml";
+
+/// A key pair per jurisdiction, made once and kept: the private keys for the keys role alone,
+/// the public keys for ingest.
+fn write_jurisdiction_keys(secrets: &Path) -> anyhow::Result<()> {
+    let private = secrets.join(PRIVATE_KEYS_FILE);
+    if !private.exists() {
+        let pairs = JurisdictionKeyPairs::generate(Jurisdiction::ALL.iter().copied())
+            .map_err(|e| anyhow::anyhow!("jurisdiction keys: {e}"))?;
+        write_secret_once(&private, &pairs.to_file_text())?;
+    }
+    let pairs = JurisdictionKeyPairs::load_file(&private).map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(
+        secrets.join(PUBLIC_KEYS_FILE),
+        pairs.public_keys().to_file_text(),
+    )
+    .with_context(|| format!("cannot write {}", secrets.join(PUBLIC_KEYS_FILE).display()))
 }
 
 /// A token per role (`<role>.token`, kept once made) and the peers file of their hashes that

@@ -13,6 +13,7 @@ mod audit;
 mod client;
 mod cluster;
 mod dev;
+mod keys;
 mod lifecycle;
 mod load;
 mod policy;
@@ -50,6 +51,9 @@ enum Command {
     /// The tamper-evident audit log: keys, verification, following it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Key custody: the jurisdictions' key pairs.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Retention policies: check a file, put it in force, read the policy in force.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -245,6 +249,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(command) => runtime()?.block_on(audit::run(command)),
+        Command::Keys(command) => keys::run(command),
         Command::Policy(command) => policy::run(command),
         Command::Query(command) => block_on(query::run(command)),
         Command::Admin(command) => block_on(admin::run(command)),
