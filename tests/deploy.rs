@@ -706,3 +706,111 @@ fn config_check_names_unknown_keys_and_misspelt_variables() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CALLVAULT_ADVERTISE_ADR"));
 }
+
+/// The Secrets a workload's pods mount (projected or plain volumes, and environment references).
+fn mounted_secrets(doc: &Value) -> BTreeSet<String> {
+    let spec = s(doc, &["spec", "template", "spec"]).expect("a pod template");
+    let mut names = BTreeSet::new();
+    for volume in seq(spec, &["volumes"]) {
+        if let Some(name) = s(volume, &["secret", "secretName"]).and_then(Value::as_str) {
+            names.insert(name.to_string());
+        }
+        for source in seq(volume, &["projected", "sources"]) {
+            if let Some(name) = s(source, &["secret", "name"]).and_then(Value::as_str) {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    for container in seq(spec, &["containers"]) {
+        for var in seq(container, &["env"]) {
+            if let Some(name) =
+                s(var, &["valueFrom", "secretKeyRef", "name"]).and_then(Value::as_str)
+            {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The README's "Who holds what" table: each workload row and the Secrets its "mounts" column
+/// names.
+fn readme_holdings() -> BTreeMap<String, BTreeSet<String>> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README");
+    let section = readme
+        .split("## Who holds what")
+        .nth(1)
+        .expect("README has a \"Who holds what\" section");
+    let mut rows = BTreeMap::new();
+    for line in section.lines().take_while(|l| !l.starts_with("## ")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Some(workload) = cells
+            .get(1)
+            .and_then(|c| c.strip_prefix('`'))
+            .and_then(|c| c.split('`').next())
+            .filter(|w| w.starts_with("callvault-"))
+        else {
+            continue;
+        };
+        let secrets = cells[2]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|name| name.starts_with("callvault-"))
+            .map(str::to_string)
+            .collect();
+        rows.insert(workload.to_string(), secrets);
+    }
+    rows
+}
+
+#[test]
+fn only_the_keys_workload_holds_what_opens_content_and_the_readme_says_who_holds_what() {
+    let Some(kubectl) = kubectl() else {
+        eprintln!("SKIPPED: kubectl is not on PATH");
+        return;
+    };
+    let readme = readme_holdings();
+    for overlay in overlays() {
+        let label = overlay.file_name().unwrap().to_string_lossy().to_string();
+        let docs = render(&kubectl, &overlay);
+        let mut seen = BTreeSet::new();
+        for doc in &docs {
+            let (kind, name) = kind_name(doc);
+            if kind == "NetworkPolicy" && name == "callvault-keys" {
+                let from: Vec<&str> = seq(doc, &["spec", "ingress"])
+                    .into_iter()
+                    .flat_map(|rule| seq(rule, &["from"]))
+                    .map(|peer| {
+                        text(
+                            peer,
+                            &["podSelector", "matchLabels", "app.kubernetes.io/component"],
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    from,
+                    ["api"],
+                    "{label}: only api pods may reach the keys role"
+                );
+            }
+            if !matches!(kind.as_str(), "StatefulSet" | "Deployment" | "Job") {
+                continue;
+            }
+            let secrets = mounted_secrets(doc);
+            if name != "callvault-keys" {
+                assert!(
+                    !secrets.contains("callvault-jurisdiction-keys"),
+                    "{label} {name} mounts the private keys"
+                );
+            }
+            let expected = readme
+                .get(&name)
+                .unwrap_or_else(|| panic!("{label} {name}: no row in the README's table"));
+            assert_eq!(&secrets, expected, "{label} {name}: README vs manifests");
+            seen.insert(name);
+        }
+        let listed: BTreeSet<String> = readme.keys().cloned().collect();
+        assert_eq!(seen, listed, "{label}: README rows vs workloads");
+    }
+}

@@ -620,6 +620,26 @@ impl LocalSet {
     }
 }
 
+/// The wrapped data keys of Texas calls `calls`, read from a stopped meta node's data directory:
+/// what an operator with the volumes has (no RPC hands them out but to the keys role).
+pub fn wrapped_keys_on_volume(data_dir: &Path, calls: &[String]) -> Vec<Vec<u8>> {
+    let store = callvault_meta::StateMachineStore::open(&data_dir.join("meta"))
+        .expect("the state machine opens");
+    let db = store.db();
+    let cf = db
+        .cf_handle(callvault_meta::keys::CF_KEYS)
+        .expect("the keys column family");
+    calls
+        .iter()
+        .map(|id| {
+            let key = callvault_meta::keys::call(Jurisdiction::Tx, &CallId::new(id).unwrap());
+            db.get_cf(cf, key)
+                .expect("read")
+                .unwrap_or_else(|| panic!("{id}'s wrapped key is on the volume"))
+        })
+        .collect()
+}
+
 /// The token of `role` in a directory `callvault dev --init-only` filled.
 fn read_role_token(state: &Path, role: Role) -> String {
     std::fs::read_to_string(state.join(format!("secrets/{role}.token")))
@@ -804,12 +824,38 @@ impl DevCluster {
         Self::launch("", env).await
     }
 
+    /// [`DevCluster::start`] in a dev directory made before key custody: it has the old
+    /// key-encryption keys (`secrets/keks.toml`), which `callvault dev` gives the keys role alone.
+    pub async fn start_with_legacy_keks() -> (Self, tokio::sync::SemaphorePermit<'static>) {
+        Self::launch_in("", &[], true).await
+    }
+
     async fn launch(
         extra: &str,
         env: &[(&str, &str)],
     ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
+        Self::launch_in(extra, env, false).await
+    }
+
+    async fn launch_in(
+        extra: &str,
+        env: &[(&str, &str)],
+        legacy_keks: bool,
+    ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
         let permit = DEV_CLUSTERS.acquire().await.expect("semaphore open");
         let dir = tempfile::tempdir().expect("temp dir");
+        if legacy_keks {
+            let secrets = dir.path().join("secrets");
+            std::fs::create_dir_all(&secrets).expect("secrets dir");
+            let keks: String = Jurisdiction::ALL
+                .iter()
+                .map(|j| {
+                    let key = blake3::hash(format!("legacy kek {}", j.code()).as_bytes());
+                    format!("{:?} = \"{}\"\n", j.code(), key.to_hex())
+                })
+                .collect();
+            std::fs::write(secrets.join("keks.toml"), keks).expect("old KEKs written");
+        }
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let blob_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let list = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
@@ -1032,6 +1078,109 @@ impl DevCluster {
         read_role_token(&self.state, role)
     }
 
+    /// A variable of tokens.env (`CALLVAULT_DEV_AGENCY_TX_KEY`, ...).
+    pub fn var(&self, name: &str) -> &str {
+        self.tokens
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in tokens.env"))
+    }
+
+    /// A file of the dev cluster's secrets directory.
+    pub fn secret(&self, name: &str) -> PathBuf {
+        self.state.join("secrets").join(name)
+    }
+
+    /// Every file the workloads of `roles` mount (`callvault_proto::identity::ROLE_FILES`), as
+    /// `callvault dev` laid them out: what an insider who took over those pods holds.
+    pub fn role_files(&self, roles: &[Role]) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = roles
+            .iter()
+            .flat_map(|role| callvault_proto::identity::role_files(*role))
+            .map(|name| self.secret(name))
+            .filter(|path| path.exists())
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    /// Commits `call` as an ingest node made before key custody did: chunks sealed under a data
+    /// key wrapped (version 1) with `kek`, written to the shards and committed as the ingest role.
+    pub async fn commit_v1(&self, call: &TestCall, kek: &callvault_blob::KeyRing) {
+        let id = CallId::new(&call.start.call_id).expect("call id");
+        let sealer = callvault_blob::CallSealer::new(kek, &id, Jurisdiction::Tx).expect("sealer");
+        let mut chunk_ids = Vec::new();
+        for chunk in &call.chunks {
+            let sealed = sealer.seal(u64::from(chunk.seq), &chunk.data);
+            for shard in 1..=3 {
+                let mut client = pb::blob_shard_client::BlobShardClient::new(
+                    Bearer::new(&self.role_token(Role::Ingest))
+                        .expect("token")
+                        .channel(self.shard_channel(shard)),
+                );
+                let parts = vec![
+                    pb::PutChunkRequest {
+                        part: Some(pb::put_chunk_request::Part::Header(pb::PutChunkHeader {
+                            chunk_id: sealed.id.as_bytes().to_vec(),
+                            length: sealed.bytes.len() as u64,
+                        })),
+                    },
+                    pb::PutChunkRequest {
+                        part: Some(pb::put_chunk_request::Part::Data(sealed.bytes.clone())),
+                    },
+                ];
+                client
+                    .put_chunk(tokio_stream::iter(parts))
+                    .await
+                    .expect("chunk stored");
+            }
+            chunk_ids.push(*sealed.id.as_bytes());
+        }
+        let digest = blake3::hash(&call.audio());
+        let millis = |t: &Option<prost_types::Timestamp>| {
+            UnixMillis(t.as_ref().expect("a time").seconds * 1000)
+        };
+        let record = CallRecord {
+            call_id: id,
+            jurisdiction: Jurisdiction::Tx,
+            facility_id: call.start.facility_id.clone(),
+            inmate_id: call.start.inmate_id.clone(),
+            number_fingerprint: *blake3::hash(call.start.dialed_number.as_bytes()).as_bytes(),
+            direction: Direction::Outbound,
+            started_at: millis(&call.start.started_at),
+            ended_at: millis(&call.end.ended_at),
+            byte_length: call.end.byte_length,
+            chunk_count: call.chunks.len() as u32,
+            plaintext_digest: *digest.as_bytes(),
+            committed_under_policy: 0,
+            sealed: false,
+            lifecycle: Lifecycle::Live,
+            holds: Vec::new(),
+        };
+        let command = MetaCommand::CommitCall {
+            call: record,
+            wrapped_key: sealer.wrapped_key().as_bytes().to_vec(),
+            chunk_ids,
+            principal: "legacy-platform".into(),
+            at: millis(&call.end.ended_at),
+        };
+        let mut meta =
+            MetaStoreClient::new(self.nodes[0].with_token(&self.role_token(Role::Ingest)));
+        meta.propose(pb::ProposeRequest {
+            command: callvault_core::codec::VersionedRecord::encode(&command),
+        })
+        .await
+        .expect("committed");
+    }
+
+    fn shard_channel(&self, id: u64) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.shard_addrs[id as usize - 1]))
+            .expect("valid uri")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy()
+    }
+
     /// The MetaStore client of node `id`, as a `meta` peer.
     pub fn meta(&self, id: u64) -> MetaStoreClient<AuthChannel> {
         MetaStoreClient::new(self.nodes[id as usize - 1].with_token(&self.role_token(Role::Meta)))
@@ -1039,12 +1188,7 @@ impl DevCluster {
 
     /// The blob shard of node `id`, as a `blob` peer.
     pub fn shard(&self, id: u64) -> pb::blob_shard_client::BlobShardClient<AuthChannel> {
-        let channel =
-            Endpoint::from_shared(format!("http://{}", self.shard_addrs[id as usize - 1]))
-                .expect("valid uri")
-                .connect_timeout(Duration::from_millis(500))
-                .timeout(Duration::from_secs(10))
-                .connect_lazy();
+        let channel = self.shard_channel(id);
         pb::blob_shard_client::BlobShardClient::new(
             Bearer::new(&self.role_token(Role::Blob))
                 .expect("token")
