@@ -29,6 +29,7 @@ pub mod node;
 pub mod proposer;
 pub mod reads;
 pub mod service;
+pub mod session;
 pub mod snapshot;
 pub mod state_machine;
 pub mod storage;
