@@ -378,11 +378,15 @@ fn remove_other_generations(sm_dir: &Path, keep: u64) {
 }
 
 /// Applies entries in one atomic write, with the applied log id and membership.
+///
+/// Every entry sees the state exactly as the entries before it left it, whatever batch openraft
+/// happened to hand over: a membership entry is written into the write set where it sits, so a
+/// shred receipt after it counts the new voters on every replica, however the log was cut into
+/// apply calls.
 fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, StorageError> {
     let mut txn = Txn::new(db);
     let mut results = Vec::with_capacity(entries.len());
     let mut last = None;
-    let mut membership = None;
     for entry in entries {
         last = Some(entry.log_id);
         let result = match entry.payload {
@@ -402,7 +406,12 @@ fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, St
                 // Membership changes are audited in the same write as the membership itself.
                 crate::audit_log::append_membership(&mut txn, entry.log_id.index, &m)
                     .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                let stored = StoredMembership::new(Some(entry.log_id), m);
+                txn.put(
+                    CF_SM_META,
+                    KEY_MEMBERSHIP.to_vec(),
+                    to_disk(&convert::stored_membership_to_pb(&stored)),
+                );
                 CommandResult::Empty
             }
         };
@@ -413,13 +422,6 @@ fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, St
             CF_SM_META,
             KEY_APPLIED.to_vec(),
             to_disk(&convert::log_id_to_pb(&last)),
-        );
-    }
-    if let Some(m) = membership {
-        txn.put(
-            CF_SM_META,
-            KEY_MEMBERSHIP.to_vec(),
-            to_disk(&convert::stored_membership_to_pb(&m)),
         );
     }
     // Not fsync'd: the log is, and an entry lost here is re-applied from it after a crash.
@@ -521,6 +523,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.open_current_snapshot()
     }
 }
+
+#[cfg(test)]
+mod batch_splits;
 
 #[cfg(test)]
 mod tests {
