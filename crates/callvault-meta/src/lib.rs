@@ -23,6 +23,7 @@ pub mod convert;
 pub mod keys;
 pub mod lifecycle;
 pub mod log_store;
+pub mod member;
 pub mod metrics;
 pub mod network;
 pub mod node;
@@ -38,6 +39,7 @@ pub mod types;
 
 pub use command::{Command, CommandResult, CommitOutcome, Refusal};
 pub use log_store::LogStore;
+pub use member::MetaMember;
 pub use node::{MetaConfig, MetaNode};
 pub use state_machine::StateMachineStore;
 pub use types::{NodeId, Raft, TypeConfig};
