@@ -701,13 +701,14 @@ impl VersionedRecord for Command {
             }
             17 => {
                 let (session, seq, acked_below) = (r.u64()?, r.u64()?, r.u64()?);
-                let command = Command::decode(&r.blob("session command", MAX_EMBEDDED_RECORD)?)?;
-                if matches!(
-                    command,
-                    Command::Batch(_) | Command::Session(_) | Command::OpenSession
-                ) {
+                let inner = r.blob("session command", MAX_EMBEDDED_RECORD)?;
+                // Refused by its tag before it is decoded: a command that carries commands
+                // decoded first would let one crafted entry recurse until every replica's stack
+                // overflows.
+                if matches!(inner.get(1), Some(4 | 17 | 18)) {
                     return Err(r.invalid("session command", "a batch or session command"));
                 }
+                let command = Command::decode(&inner)?;
                 Command::Session(SessionRequest {
                     session,
                     seq,
@@ -1082,6 +1083,23 @@ pub(crate) mod tests {
     fn nested_batches_do_not_decode() {
         let nested = Command::Batch(vec![Command::Batch(vec![])]);
         assert!(Command::decode(&nested.encode()).is_err());
+    }
+
+    #[test]
+    fn sessions_nested_in_batches_in_sessions_are_refused_without_recursing() {
+        // Session(Batch(Session(Batch(...)))): each level is refused by its tag, so no depth
+        // reaches the decoder.
+        let mut bytes = commit("c-1", 1, 0).encode();
+        for level in 0..10_000 {
+            let mut w = Writer::with_version(COMMAND_VERSION);
+            if level % 2 == 0 {
+                w.u8(17).u64(1).u64(1).u64(1).blob(&bytes);
+            } else {
+                w.u8(4).u32(1).blob(&bytes);
+            }
+            bytes = w.finish();
+        }
+        assert!(Command::decode(&bytes).is_err());
     }
 
     #[test]

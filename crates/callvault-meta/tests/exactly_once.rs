@@ -15,7 +15,7 @@ use callvault_core::{Jurisdiction, UnixMillis};
 use callvault_meta::client::MetaClient;
 use callvault_meta::command::{AccessDecision, AccessQuota, AccessRequest};
 use callvault_meta::{Command, CommandResult, MetaConfig, MetaNode};
-use callvault_proto::auth::PeerToken;
+use callvault_proto::identity::Credential;
 use callvault_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -109,7 +109,7 @@ async fn start() -> Node {
         .init(tonic::Request::new(pb::InitRequest {}))
         .await
         .unwrap();
-    let client = MetaClient::new(&[addr], &PeerToken::none()).unwrap();
+    let client = MetaClient::new(&[addr], &Credential::none()).unwrap();
     let policy = Command::PutPolicy {
         jurisdiction: Jurisdiction::Tx,
         policy: RetentionPolicy {
