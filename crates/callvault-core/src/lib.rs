@@ -8,8 +8,11 @@
 
 #![warn(missing_docs)]
 
+pub mod approval;
 pub mod call;
+pub mod clock;
 pub mod codec;
+pub mod ingest;
 pub mod jurisdiction;
 pub mod phone;
 pub mod policy;
@@ -17,6 +20,7 @@ pub mod privilege;
 pub mod records;
 pub mod retention;
 pub mod time;
+pub mod tombstone;
 
 pub use call::{CallEvent, CallId, CallRecord, CallStatus, Hold, Lifecycle, PurgeReason};
 pub use codec::{DecodeError, VersionedRecord};

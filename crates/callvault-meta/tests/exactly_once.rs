@@ -119,6 +119,7 @@ async fn start() -> Node {
             hold_requires_review_date: false,
             hold_max_review_days: 365,
             sweep_interval_seconds: 60,
+            shortening_notice_seconds: 0,
             source: "test".into(),
         },
         expected_version: 0,
