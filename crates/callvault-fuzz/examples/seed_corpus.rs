@@ -15,15 +15,15 @@ use callvault_core::{Jurisdiction, PrivilegeKind, RegistryEntry, UnixMillis, nor
 use callvault_fuzz::audit::{ORIGIN, signer};
 use callvault_fuzz::records::RECORDS;
 use callvault_meta::CommandResult;
+use callvault_meta::MetaMember;
 use callvault_meta::auth_failures::{AuthFailureReport, SourceFailures};
+use callvault_meta::command::SessionRequest;
 use callvault_meta::command::{AccessQuota, AccessRequest, Command};
 use callvault_meta::convert;
-use callvault_meta::command::SessionRequest;
-use callvault_meta::records::{SessionRecord, 
-    Counters, LogPosition, QuotaUse, SensitiveEntry, ShredKind, ShredRecord,
+use callvault_meta::records::{
+    Counters, LogPosition, QuotaUse, SensitiveEntry, SessionRecord, ShredKind, ShredRecord,
 };
 use callvault_proto::v1 as pb;
-use callvault_meta::MetaMember;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
 use prost::Message;
 
@@ -294,7 +294,12 @@ fn raft_messages() -> Vec<(u8, Vec<u8>)> {
     let membership = Membership::new(
         vec![[1, 2, 3].into()],
         [1, 2, 3]
-            .map(|id| (id, MetaMember::new(format!("127.0.0.1:700{id}"), 0x1000 + id)))
+            .map(|id| {
+                (
+                    id,
+                    MetaMember::new(format!("127.0.0.1:700{id}"), 0x1000 + id),
+                )
+            })
             .into_iter()
             .collect::<std::collections::BTreeMap<_, _>>(),
     );
@@ -486,7 +491,12 @@ fn write(dir: &Path, target: &str, seeds: impl IntoIterator<Item = Vec<u8>>) {
     // Seeds of an older encoding go; anything else in the folder stays.
     for item in std::fs::read_dir(&dir).unwrap() {
         let path = item.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("seed-") {
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("seed-")
+        {
             std::fs::remove_file(path).unwrap();
         }
     }

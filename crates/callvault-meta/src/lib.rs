@@ -63,9 +63,9 @@ pub mod storage;
 pub mod txn;
 
 pub use command::{Command, CommandResult, CommitOutcome, Refusal};
-pub use member::MetaMember;
 #[cfg(feature = "store")]
 pub use log_store::LogStore;
+pub use member::MetaMember;
 #[cfg(feature = "store")]
 pub use node::{MetaConfig, MetaNode};
 #[cfg(feature = "store")]

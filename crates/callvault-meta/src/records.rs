@@ -309,4 +309,3 @@ impl VersionedRecord for SessionRecord {
         Ok(record)
     }
 }
-
