@@ -324,6 +324,8 @@ fn covered(command: &Command) {
         | Command::RecordAccess(_)
         | Command::KeysShredded { .. }
         | Command::ChunksCollected { .. }
+        | Command::Session(_)
+        | Command::OpenSession
         | Command::Signed { .. }
         | Command::RecordMetadataRead(_)
         | Command::ReleaseKey(_)
@@ -348,6 +350,8 @@ async fn a_proposal_naming_a_principal_whose_proof_it_does_not_carry_is_refused(
     )
     .await;
     assert_eq!(invented.unwrap_err().code(), Code::Unauthenticated);
+    // One refusal entry a second per caller: wait so each of these is logged.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     // Borrowed: agency-ca's own valid proof, on a command acting for agency-tx.
     let ca = dev_key(&cluster, "agency-ca");
     let borrowed = signed_access(
@@ -363,6 +367,8 @@ async fn a_proposal_naming_a_principal_whose_proof_it_does_not_carry_is_refused(
             .code(),
         Code::PermissionDenied
     );
+    // One refusal entry a second per caller: wait so each of these is logged.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     // Forged: a proof naming agency-tx signed with another key.
     let forged = signed_access(
         "dev-agency-tx",
@@ -377,6 +383,8 @@ async fn a_proposal_naming_a_principal_whose_proof_it_does_not_carry_is_refused(
             .code(),
         Code::Unauthenticated
     );
+    // One refusal entry a second per caller: wait so each of these is logged.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     // Altered: agency-tx's proof for one call on a command for another.
     let tx = dev_key(&cluster, "agency-tx");
     let altered = signed_access(
@@ -754,5 +762,4 @@ async fn a_recording_wrapped_before_key_custody_still_plays_back_through_the_key
     .await
     .expect("a version-1 recording plays back");
     assert_eq!(audio, call.audio());
-    let _ = Duration::ZERO;
 }

@@ -74,6 +74,12 @@ records! {
     round_trip callvault_meta::records::QuotaUse,
     round_trip callvault_meta::auth_failures::AuthFailureReport,
     round_trip callvault_core::tombstone::CallTombstone,
+    round_trip callvault_meta::records::SessionRecord,
+    round_trip callvault_meta::principal_proof::PrincipalProof,
+    round_trip callvault_meta::principal_proof::ProofRefusal,
+    round_trip callvault_meta::metadata::MetadataRead,
+    round_trip callvault_meta::custody::KeyRelease,
+    round_trip callvault_meta::custody::AccessGrant,
 }
 
 /// The `command` target: a Raft log entry's command, as every replica decodes it.

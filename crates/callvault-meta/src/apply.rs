@@ -90,13 +90,57 @@ pub fn apply_command(
     if let Command::Batch(commands) = command {
         let results = commands
             .iter()
-            .map(|c| apply_command(txn, c, at))
+            .enumerate()
+            .map(|(slot, c)| apply_in_slot(txn, c, at, slot))
             .collect::<Result<_, _>>()?;
         return Ok(CommandResult::Batch(results));
     }
+    apply_in_slot(txn, command, at, 0)
+}
+
+/// Bits of a unique id that number the commands of one batch entry.
+const SLOT_BITS: u32 = 10;
+const _: () = assert!(crate::command::MAX_BATCH <= 1 << SLOT_BITS);
+
+/// An id no other command of the log gets: the entry's index and the command's slot in it.
+pub fn unique_id(at: LogPosition, slot: usize) -> u64 {
+    at.index << SLOT_BITS | slot as u64
+}
+
+/// Applies the command in `slot` of the entry at `at` (a session's proposal once only).
+fn apply_in_slot(
+    txn: &mut Txn<'_>,
+    command: &Command,
+    at: LogPosition,
+    slot: usize,
+) -> Result<CommandResult, ApplyError> {
+    match command {
+        Command::OpenSession => crate::session::open(txn, unique_id(at, slot)),
+        Command::Session(request) => {
+            let numbered = crate::session::Numbered {
+                session: request.session,
+                seq: request.seq,
+                acked_below: request.acked_below,
+                at: unique_id(at, slot),
+            };
+            crate::session::apply_once(txn, &numbered, |txn| {
+                apply_plain(txn, &request.command, at, slot)
+            })
+        }
+        plain => apply_plain(txn, plain, at, slot),
+    }
+}
+
+/// Decides a command that is neither a batch nor a session's and audits its result.
+fn apply_plain(
+    txn: &mut Txn<'_>,
+    command: &Command,
+    at: LogPosition,
+    slot: usize,
+) -> Result<CommandResult, ApplyError> {
     let result = match command.check_shape() {
         Err(refusal) => CommandResult::Refused(refusal),
-        Ok(()) => decide(txn, command, at)?,
+        Ok(()) => decide(txn, command, at, slot)?,
     };
     if let Some(event) = audit_event(command, &result) {
         audit_log::append(txn, event)?;
@@ -284,7 +328,9 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
         | Command::ReleaseKey(_)
         | Command::ProofRefused(_)
         | Command::Signed { .. }
-        | Command::Batch(_) => return None,
+        | Command::Batch(_)
+        | Command::Session(_)
+        | Command::OpenSession => return None,
     })
 }
 
@@ -292,6 +338,7 @@ fn decide(
     txn: &mut Txn<'_>,
     command: &Command,
     position: LogPosition,
+    slot: usize,
 ) -> Result<CommandResult, ApplyError> {
     match command {
         Command::PutPolicy {
@@ -397,7 +444,7 @@ fn decide(
                 review_date: *review_date,
                 at: *at,
             },
-            position,
+            unique_id(position, slot),
         ),
         Command::ReleaseHold {
             jurisdiction,
@@ -427,13 +474,15 @@ fn decide(
             crate::auth_failures::apply(txn, report)?;
             Ok(CommandResult::Empty)
         }
-        Command::Signed { proof, command } => signed(txn, proof, command, position),
+        Command::Signed { proof, command } => signed(txn, proof, command, position, slot),
         // Bulk-export approvals are retention's generic approval mechanism, not on main yet:
         // until then no read beyond the allowance is approved.
         Command::RecordMetadataRead(read) => crate::metadata::record(txn, read, false),
         Command::ReleaseKey(release) => crate::custody::release(txn, release),
         Command::ProofRefused(refusal) => crate::principal_proof::record_refusal(txn, refusal),
-        Command::Batch(_) => unreachable!("batches are unrolled by apply_command"),
+        Command::Batch(_) | Command::Session(_) | Command::OpenSession => {
+            unreachable!("unrolled by apply_command")
+        }
     }
 }
 
@@ -444,11 +493,12 @@ fn signed(
     proof: &crate::principal_proof::PrincipalProof,
     command: &Command,
     position: LogPosition,
+    slot: usize,
 ) -> Result<CommandResult, ApplyError> {
     if !crate::principal_proof::spend(txn, proof)? {
         return crate::principal_proof::record_replay(txn, proof, command.kind());
     }
-    let result = decide(txn, command, position)?;
+    let result = decide(txn, command, position, slot)?;
     if let (
         Command::RecordAccess(access),
         CommandResult::AccessDecided {

@@ -35,6 +35,10 @@ pub fn proposers(command: &Command) -> &'static [Role] {
         Command::RecordMetadataRead(_) | Command::ProofRefused(_) => &[Meta],
         // Formed by the leader from single proposals; never proposed.
         Command::Batch(_) => &[],
+        // A session's numbered proposal is checked as the command it carries.
+        Command::Session(request) => proposers(&request.command),
+        // Every role that proposes anything holds a session.
+        Command::OpenSession => &[Meta, Ingest, Api, Keys],
     }
 }
 

@@ -62,6 +62,22 @@ impl ProposalGate {
         command: Command,
         caller: Option<&PeerIdentity>,
     ) -> Result<Command, (Status, Option<Command>)> {
+        match command {
+            // A client session carries one command: that command is checked.
+            Command::Session(mut request) => {
+                let inner = std::mem::replace(&mut *request.command, Command::OpenSession);
+                *request.command = self.admit_one(inner, caller)?;
+                Ok(Command::Session(request))
+            }
+            other => self.admit_one(other, caller),
+        }
+    }
+
+    fn admit_one(
+        &self,
+        command: Command,
+        caller: Option<&PeerIdentity>,
+    ) -> Result<Command, (Status, Option<Command>)> {
         let refuse = |status: Status, principal: &str, kind: &str| {
             let log = self.log_refusal(caller, principal, kind, status.message());
             (status, log)

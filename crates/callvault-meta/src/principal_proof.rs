@@ -424,7 +424,9 @@ pub fn acting_principal(command: &Command) -> Option<&str> {
         | Command::KeysShredded { .. }
         | Command::ChunksCollected { .. } => None,
         // Envelopes: their command is checked.
-        Command::Batch(_) | Command::Signed { .. } => None,
+        Command::Batch(_) | Command::Session(_) | Command::OpenSession | Command::Signed { .. } => {
+            None
+        }
     }
 }
 
