@@ -763,3 +763,91 @@ async fn a_recording_wrapped_before_key_custody_still_plays_back_through_the_key
     .expect("a version-1 recording plays back");
     assert_eq!(audio, call.audio());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_reads_are_logged_charged_and_a_bulk_export_needs_a_second_approver() {
+    // Four reads an hour, and two records an hour before a read is a bulk export.
+    let (cluster, _permit) =
+        DevCluster::start_with("[query]\nrequests_per_hour = 4\nbulk_records_per_hour = 2\n").await;
+    for (i, id) in ["meta-1", "meta-2", "meta-3"].into_iter().enumerate() {
+        ingest(
+            &cluster,
+            &TestCall::new(id, "US-TX", "+15125550165", 1, i as u8),
+        )
+        .await;
+    }
+    let before = audit_entries(&cluster).await.len();
+
+    // A listing of three records is a bulk export: refused without a second approver, and
+    // logged once with its count.
+    let mut tx = cluster.query(2, cluster.token("agency-tx"));
+    let list = pb::ListCallsRequest {
+        jurisdiction: "US-TX".into(),
+        page_size: 10,
+        ..Default::default()
+    };
+    let bulk = tx.list_calls(list.clone()).await.unwrap_err();
+    assert_eq!(bulk.code(), Code::FailedPrecondition, "{bulk:?}");
+    assert!(bulk.message().contains("bulk export"), "{bulk:?}");
+    // A page within the allowance is answered, and logged with its count.
+    let page = tx
+        .list_calls(pb::ListCallsRequest {
+            page_size: 2,
+            ..list.clone()
+        })
+        .await
+        .expect("two records are within the allowance")
+        .into_inner();
+    assert_eq!(page.calls.len(), 2);
+
+    // Another principal: every status read is an entry, and the fifth is over quota.
+    let mut ca = cluster.query(3, cluster.token("agency-ca"));
+    let status = pb::CallStatusRequest {
+        jurisdiction: "US-CA".into(),
+        call_id: "none-such".into(),
+    };
+    for _ in 0..4 {
+        let read = ca.call_status(status.clone()).await.unwrap_err();
+        assert_eq!(read.code(), Code::NotFound, "{read:?}");
+    }
+    for _ in 0..3 {
+        let over = ca.call_status(status.clone()).await.unwrap_err();
+        assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    }
+    // The reads need a principal's signature: the api cannot read metadata on its own.
+    let api = raw(&cluster, 1, &cluster.role_token(Role::Api));
+    for path in [
+        "/callvault.v1.MetaStore/ListCallRecords",
+        "/callvault.v1.MetaStore/ReadCall",
+        "/callvault.v1.MetaStore/ReadCounters",
+    ] {
+        assert!(
+            refused_by_table(&call_empty(api.clone(), path).await),
+            "{path}"
+        );
+    }
+
+    let entries = audit_entries(&cluster).await;
+    let new = &entries[before..];
+    let reads: Vec<&pb::AuditEntry> = new.iter().filter(|e| e.event == "metadata.read").collect();
+    // tx: the refused bulk export and the page; ca: four status reads.
+    assert_eq!(reads.len(), 6, "{reads:?}");
+    assert!(
+        reads
+            .iter()
+            .any(|e| e.principal == "dev-agency-tx" && e.outcome.contains("bulk export")),
+        "{reads:?}"
+    );
+    assert!(
+        reads
+            .iter()
+            .any(|e| e.principal == "dev-agency-tx" && e.outcome == "allowed: 2 records"),
+        "{reads:?}"
+    );
+    // Three denials over quota, one entry: a principal cannot flood the log.
+    let denied: Vec<&pb::AuditEntry> = new
+        .iter()
+        .filter(|e| e.event == "quota.denied" && e.principal == "dev-agency-ca")
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+}
