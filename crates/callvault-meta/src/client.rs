@@ -530,15 +530,15 @@ impl MetadataAnswer {
                     "call record",
                 )?);
             }
+            // An unknown call: an empty record.
+            Some(Answer::Call(call)) if call.record.is_empty() => {}
             Some(Answer::Call(call)) => {
-                if !call.record.is_empty() {
-                    let record =
-                        CallRecord::decode(&call.record).map_err(|e| corrupt("call record", e))?;
-                    let shred = call
-                        .shred_pending
-                        .then_some(UnixMillis(call.shred_started_at_ms));
-                    answer.call = Some((record, shred));
-                }
+                let record =
+                    CallRecord::decode(&call.record).map_err(|e| corrupt("call record", e))?;
+                let shred = call
+                    .shred_pending
+                    .then_some(UnixMillis(call.shred_started_at_ms));
+                answer.call = Some((record, shred));
             }
             Some(Answer::Counters(r)) => {
                 answer.status = Some(JurisdictionStatus {
