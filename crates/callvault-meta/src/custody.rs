@@ -32,6 +32,7 @@ pub const CF_KEY_GRANTS: &str = "key_grants";
 pub const RELEASE_WINDOW_MS: i64 = 10 * 60_000;
 /// Longest one-time public key a grant keeps (an X-Wing key is 1216 bytes).
 pub const MAX_RECIPIENT: usize = 2048;
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
 /// Grants older than the release window pruned per access recorded, so the family stays small.
 const PRUNE_PER_APPLY: usize = 16;
 

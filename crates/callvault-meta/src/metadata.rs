@@ -31,6 +31,7 @@ use crate::records::CallFilter;
 #[cfg(feature = "store")]
 use crate::txn::Txn;
 
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
 const MILLIS_PER_HOUR: i64 = 3_600_000;
 /// Longest party id in a filter.
 const MAX_PARTY: usize = 64;
@@ -235,6 +236,7 @@ impl VersionedRecord for MetadataRead {
     }
 }
 
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
 /// One principal's metadata reads in the current clock hour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct MetadataUse {
@@ -274,6 +276,7 @@ impl VersionedRecord for MetadataUse {
     }
 }
 
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
 /// The quota key of a principal's metadata reads: apart from its playback use, which is keyed
 /// by the bare name (`\0` never occurs in a principal name).
 fn use_key(principal: &str) -> Vec<u8> {
@@ -282,6 +285,7 @@ fn use_key(principal: &str) -> Vec<u8> {
     key
 }
 
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
 /// The decision on `read` given the principal's use this hour and whether it holds an approved
 /// bulk export; the use after it.
 fn decide(

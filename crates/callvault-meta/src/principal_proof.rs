@@ -153,6 +153,7 @@ impl VersionedRecord for PrincipalProof {
 /// Proofs already used: `time (sortable) | nonce | principal` → ∅. A proof is accepted once;
 /// entries older than twice the proof window are pruned (no gate accepts such a proof).
 pub const CF_PROOFS: &str = "proofs";
+#[cfg_attr(not(feature = "store"), allow(dead_code))]
 /// Old proofs pruned per proof applied, so the family stays small.
 const PRUNE_PER_APPLY: usize = 16;
 
