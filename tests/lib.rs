@@ -765,23 +765,64 @@ impl MetaCluster {
     }
 }
 
-/// A Texas retention policy for tests (version 1 when it is the first).
+/// The Texas retention policy of the tests.
+pub fn test_policy() -> RetentionPolicy {
+    RetentionPolicy {
+        recording_retention_days: 365,
+        call_detail_retention_days: 730,
+        privileged_retention: PrivilegedRetention::CallDetail,
+        hold_requires_review_date: false,
+        hold_max_review_days: 365,
+        sweep_interval_seconds: 30,
+        source: "test".into(),
+        shortening_notice_seconds: 0,
+    }
+}
+
+/// A Texas retention policy for tests (version 1 when it is the first), put by the harness
+/// operator: signed with its key now, as the metadata store requires of a command acting for a
+/// person (a proof is accepted once and for five minutes: make a new one per proposal).
 pub fn tx_policy() -> MetaCommand {
-    MetaCommand::PutPolicy {
-        jurisdiction: Jurisdiction::Tx,
-        policy: RetentionPolicy {
-            recording_retention_days: 365,
-            call_detail_retention_days: 730,
-            privileged_retention: PrivilegedRetention::CallDetail,
-            hold_requires_review_date: false,
-            hold_max_review_days: 365,
-            sweep_interval_seconds: 30,
-            source: "test".into(),
-            shortening_notice_seconds: 0,
-        },
+    signed_policy(Jurisdiction::Tx, &test_policy())
+}
+
+/// `policy` put in force for `jurisdiction` by the harness operator, signed now.
+pub fn signed_policy(jurisdiction: Jurisdiction, policy: &RetentionPolicy) -> MetaCommand {
+    use callvault_meta::intents::rpc::PUT_POLICY;
+    let request = pb::PutPolicyRequest {
+        jurisdiction: jurisdiction.code().to_string(),
+        policy: Some(pb::RetentionPolicy {
+            version: 0,
+            recording_retention_days: policy.recording_retention_days,
+            call_detail_retention_days: policy.call_detail_retention_days,
+            privileged_retention: match policy.privileged_retention {
+                PrivilegedRetention::Nothing => pb::PrivilegedRetention::Nothing,
+                PrivilegedRetention::CallDetail => pb::PrivilegedRetention::CallDetail,
+            } as i32,
+            hold_requires_review_date: policy.hold_requires_review_date,
+            hold_max_review_days: policy.hold_max_review_days,
+            sweep_interval_seconds: policy.sweep_interval_seconds,
+            source: policy.source.clone(),
+            shortening_notice_seconds: policy.shortening_notice_seconds,
+        }),
         expected_version: 0,
-        principal: "operator".into(),
-        at: UnixMillis(1_700_000_000_000),
+    };
+    let header =
+        harness_key(OPERATOR_TOKEN).prove(PUT_POLICY, &prost::Message::encode_to_vec(&request));
+    MetaCommand::Signed {
+        proof: callvault_meta::principal_proof::PrincipalProof::new(
+            "test-operator",
+            PUT_POLICY,
+            &request,
+            &header,
+        ),
+        command: Box::new(MetaCommand::PutPolicy {
+            jurisdiction,
+            policy: policy.clone(),
+            expected_version: 0,
+            principal: "test-operator".into(),
+            at: UnixMillis(header.time_ms),
+        }),
     }
 }
 

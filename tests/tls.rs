@@ -146,6 +146,10 @@ async fn the_local_config_set_with_tls_serves_and_dials_tls_only() {
         ])
         .args(["--addr", &nodes[0].addr])
         .env("CALLVAULT_TOKEN", set.token("OPERATOR"))
+        .env(
+            "CALLVAULT_KEY_FILE",
+            callvault_tests::key_file_of(&set.token("OPERATOR")).expect("the operator's key"),
+        )
         .env("CALLVAULT_TLS_CA_FILE", dir.path().join("ca.pem"))
         .current_dir(callvault_tests::repo_root())
         .output()

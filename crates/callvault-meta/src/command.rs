@@ -1414,6 +1414,46 @@ pub(crate) mod tests {
         for c in commands.into_iter().chain(lifecycle) {
             assert_eq!(Command::decode(&c.encode()), Ok(c));
         }
+        // Trust's commands, and a signed command's fixed nesting.
+        let proof = crate::principal_proof::PrincipalProof {
+            principal: "tx".into(),
+            rpc: crate::intents::rpc::PLAYBACK.into(),
+            request: vec![1, 2, 3],
+            time: UnixMillis(5),
+            nonce: [7; 16],
+            signature: [9; 64],
+        };
+        let signed = Command::Signed {
+            proof: proof.clone(),
+            command: Box::new(commit("c-1", 1, 0)),
+        };
+        let trust = [
+            signed.clone(),
+            Command::ReleaseKey(crate::custody::KeyRelease {
+                access: 3,
+                keys_node: "k".into(),
+                withheld: Some("no".into()),
+                at: UnixMillis(1),
+            }),
+            Command::ProofRefused(crate::principal_proof::ProofRefusal {
+                caller: "api:node-1".into(),
+                principal: "tx".into(),
+                kind: "record_access".into(),
+                reason: "bad".into(),
+                suppressed: 4,
+                at: UnixMillis(2),
+            }),
+        ];
+        for c in trust {
+            assert_eq!(Command::decode(&c.encode()), Ok(c));
+        }
+        for nested in [signed, Command::Batch(Vec::new()), Command::OpenSession] {
+            let bad = Command::Signed {
+                proof: proof.clone(),
+                command: Box::new(nested),
+            };
+            assert!(Command::decode(&bad.encode()).is_err(), "{bad:?}");
+        }
         let results = [
             CommandResult::Empty,
             CommandResult::PolicyPut { version: 3 },
@@ -1454,6 +1494,15 @@ pub(crate) mod tests {
                 session: 9 << 10 | 1,
             },
             CommandResult::Refused(Refusal::SessionUnknown),
+            CommandResult::Refused(Refusal::ProofReplayed),
+            CommandResult::KeyRelease {
+                refused: Some("already released once".into()),
+            },
+            CommandResult::KeyRelease { refused: None },
+            CommandResult::MetadataReadDecided {
+                decision: crate::metadata::MetadataDecision::BulkExportNeedsApproval,
+                record: 9,
+            },
             CommandResult::Batch(vec![
                 CommandResult::PolicyPut { version: 1 },
                 CommandResult::Refused(Refusal::NoPolicy),

@@ -1190,6 +1190,107 @@ mod tests {
         );
     }
 
+    /// A signed, allowed access opens one grant; apply releases it once, never for a denied
+    /// access, an unknown one, one too old or a shredded call; a replayed proof is refused.
+    #[test]
+    fn a_grant_is_released_once_and_a_proof_is_spent_once() {
+        use crate::command::{AccessQuota, AccessRequest, Refusal};
+        use crate::custody::{KeyRelease, RELEASE_WINDOW_MS};
+        use crate::principal_proof::PrincipalProof;
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000), commit("c-2", 2, 1000)]);
+        let signed = |id: &str, at: i64, nonce: u8, denial: Option<&str>| Command::Signed {
+            proof: PrincipalProof {
+                principal: "agency-tx".into(),
+                rpc: crate::intents::rpc::PLAYBACK.into(),
+                request: id.as_bytes().to_vec(),
+                time: UnixMillis(at),
+                nonce: [nonce; 16],
+                signature: [0; 64],
+            },
+            command: Box::new(Command::RecordAccess(AccessRequest {
+                jurisdiction: Jurisdiction::Tx,
+                call_id: call_id(id),
+                principal: "agency-tx".into(),
+                case_number: "2026-CR-9".into(),
+                reason: "review".into(),
+                elevated: false,
+                denial: denial.map(str::to_string),
+                quota: AccessQuota {
+                    calls_per_hour: 10,
+                    bytes_per_hour: u64::MAX,
+                },
+                at: UnixMillis(at),
+                recipient: Some(vec![7; 1216]),
+            })),
+        };
+        let record = |result: &CommandResult| match result {
+            CommandResult::AccessDecided { record, .. } => *record,
+            other => panic!("{other:?}"),
+        };
+        let results = h.apply(vec![
+            signed("c-1", 10, 1, None),
+            signed("c-1", 10, 1, None),
+            signed("c-2", 20, 2, Some("no case number")),
+            signed("c-2", 30, 3, None),
+        ]);
+        assert_eq!(results[1], CommandResult::Refused(Refusal::ProofReplayed));
+        let (allowed, denied, to_shred) = (
+            record(&results[0]),
+            record(&results[2]),
+            record(&results[3]),
+        );
+        let release = |access: u64, at: i64| {
+            Command::ReleaseKey(KeyRelease {
+                access,
+                keys_node: "k1".into(),
+                withheld: None,
+                at: UnixMillis(at),
+            })
+        };
+        let refused = |r: &CommandResult| match r {
+            CommandResult::KeyRelease { refused } => refused.clone(),
+            other => panic!("{other:?}"),
+        };
+        h.apply(vec![Command::FlagPrivileged {
+            jurisdiction: Jurisdiction::Tx,
+            call_id: call_id("c-2"),
+            reason: "attorney".into(),
+            evidence: String::new(),
+            principal: "reviewer".into(),
+            at: UnixMillis(40),
+        }]);
+        let results = h.apply(vec![
+            release(allowed, 100),
+            release(allowed, 110),
+            release(denied, 120),
+            release(9_999, 130),
+            release(to_shred, 140),
+        ]);
+        assert_eq!(refused(&results[0]), None, "released");
+        for (i, why) in [
+            (1, "already released"),
+            (2, "no allowed access"),
+            (3, "no allowed access"),
+            (4, "no readable content"),
+        ] {
+            let reason = refused(&results[i]).unwrap_or_else(|| panic!("release {i} refused"));
+            assert!(reason.contains(why), "{i}: {reason}");
+        }
+        let db = h.sm.db();
+        assert!(
+            crate::custody::released_key(&db, allowed)
+                .unwrap()
+                .is_some()
+        );
+        assert!(crate::custody::released_key(&db, denied).unwrap().is_none());
+        // Too late: past the release window.
+        let late = h.apply(vec![signed("c-1", 200, 4, None)]);
+        let late_record = record(&late[0]);
+        let results = h.apply(vec![release(late_record, 200 + RELEASE_WINDOW_MS + 1)]);
+        assert!(refused(&results[0]).is_some_and(|r| r.contains("release window")));
+    }
+
     fn in_session(session: u64, seq: u64, acked_below: u64, command: Command) -> Command {
         Command::Session(crate::command::SessionRequest {
             session,
