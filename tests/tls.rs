@@ -26,7 +26,7 @@ struct TestPki {
 impl TestPki {
     fn write(dir: &Path) -> Self {
         let ca = Self::issuer("callvault test CA");
-        let (node_cert, node_key) = Self::issue(&ca, "callvault-meta+blob+ingest+api");
+        let (node_cert, node_key) = Self::issue(&ca, "callvault-meta+blob+ingest+api+keys");
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("node.pem"), node_cert).unwrap();
         std::fs::write(dir.join("node.key"), node_key).unwrap();

@@ -8,7 +8,7 @@
 //!   names the role in an organizational unit `callvault-<role>` (and the node in its common
 //!   name). This is the way on Kubernetes: one certificate Secret per role. A certificate of a
 //!   process with several roles names them in several units, or in one joined by `+`
-//!   (`callvault-meta+blob+ingest+api`).
+//!   (`callvault-meta+blob+ingest+api+keys`).
 //! - the role's own bearer token, which servers know only by its BLAKE3 hash (the peers file).
 //!   This is the way on a cluster without TLS, such as the dev cluster.
 //!
