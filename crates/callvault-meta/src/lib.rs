@@ -20,6 +20,7 @@ pub mod auth_failures;
 pub mod client;
 pub mod command;
 pub mod convert;
+pub mod failpoints;
 pub mod keys;
 pub mod lifecycle;
 pub mod log_store;

@@ -455,6 +455,8 @@ impl IngestService {
             };
         }
 
+        // The chunks are on the shards; nothing is committed yet.
+        callvault_meta::failpoint!("ingest-before-commit");
         let sealer = sealer.expect("a new call has a sealer");
         let command = Command::CommitCall {
             call: call.clone(),
