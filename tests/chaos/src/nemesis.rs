@@ -1,0 +1,560 @@
+//! The nemesis: a schedule of faults drawn from a seed, and their execution against the
+//! cluster. Each step injects one fault, holds it, heals it, and lets the cluster settle before
+//! the next.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Clients, Cluster};
+use crate::node::Exit;
+
+/// A failpoint of the binary built with `--features failpoints`, and what makes a node reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failpoint {
+    /// Ingest: the chunks are on the shards, the commit is not proposed yet.
+    IngestBeforeCommit,
+    /// Leader: the command applied, the proposer has not answered yet.
+    ApplyBeforeAck,
+    /// Shredder: keys compacted away, no fresh snapshot yet.
+    ShredAfterCompact,
+    /// Shredder: fresh snapshot, log not purged yet.
+    ShredAfterSnapshot,
+    /// Shredder: log purged, receipt not proposed yet.
+    ShredBeforeReceipt,
+    /// Snapshot install: unpacked into the next generation, pointer not switched.
+    SnapshotInstallBeforeSwitch,
+    /// Snapshot install: pointer switched, the received file not kept yet.
+    SnapshotInstallAfterSwitch,
+    /// Log purge: the purge point written, openraft not told yet.
+    LogPurgeAfterWrite,
+}
+
+impl Failpoint {
+    pub const ALL: [Failpoint; 8] = [
+        Failpoint::IngestBeforeCommit,
+        Failpoint::ApplyBeforeAck,
+        Failpoint::ShredAfterCompact,
+        Failpoint::ShredAfterSnapshot,
+        Failpoint::ShredBeforeReceipt,
+        Failpoint::SnapshotInstallBeforeSwitch,
+        Failpoint::SnapshotInstallAfterSwitch,
+        Failpoint::LogPurgeAfterWrite,
+    ];
+
+    /// Its name in the binary (`fail_point!`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Failpoint::IngestBeforeCommit => "ingest-before-commit",
+            Failpoint::ApplyBeforeAck => "apply-before-ack",
+            Failpoint::ShredAfterCompact => "shred-after-compact",
+            Failpoint::ShredAfterSnapshot => "shred-after-snapshot",
+            Failpoint::ShredBeforeReceipt => "shred-before-receipt",
+            Failpoint::SnapshotInstallBeforeSwitch => "snapshot-install-before-switch",
+            Failpoint::SnapshotInstallAfterSwitch => "snapshot-install-after-switch",
+            Failpoint::LogPurgeAfterWrite => "log-purge-after-write",
+        }
+    }
+}
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// One node cut off from the others.
+    Isolate,
+    /// A random majority and minority cut apart.
+    Halves,
+    /// One node hears nobody; the others hear it.
+    OneWay,
+    /// Two sides that only a bridge node hears both of.
+    Bridge,
+    /// One node cut off and reconnected every few hundred milliseconds.
+    Flapping,
+    /// kill -9, then a restart.
+    Kill,
+    /// Pause with SIGSTOP, resume with SIGCONT.
+    Pause,
+    /// kill -9, its volume wiped, a restart.
+    Wipe,
+    /// The wipe that can cost a quorum its memory: a node is cut off, another is wiped while
+    /// it is, then the leader is cut off and the stale node may ask the wiped one for a vote.
+    WipeThenSwap,
+    /// The node's wall clock moved by days (libfaketime).
+    ClockSkew,
+    /// Its volume filled to the last byte, then freed.
+    DiskFull,
+    /// A voter removed from the membership and added back.
+    Membership,
+    /// A node restarted with a failpoint armed, crashing there.
+    Crash(Failpoint),
+}
+
+impl Fault {
+    /// Every fault but the failpoints.
+    pub const NEMESES: [Fault; 12] = [
+        Fault::Isolate,
+        Fault::Halves,
+        Fault::OneWay,
+        Fault::Bridge,
+        Fault::Flapping,
+        Fault::Kill,
+        Fault::Pause,
+        Fault::Wipe,
+        Fault::WipeThenSwap,
+        Fault::ClockSkew,
+        Fault::DiskFull,
+        Fault::Membership,
+    ];
+
+    /// A short name for reports.
+    pub fn name(self) -> String {
+        match self {
+            Fault::Crash(fp) => format!("crash@{}", fp.name()),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{other:?}")),
+        }
+    }
+}
+
+/// One step of a schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    pub fault: Fault,
+    /// How long the fault is held, milliseconds.
+    pub hold_ms: u64,
+    /// Random choices of the step (targets, offsets), drawn when it runs from this seed.
+    pub seed: u64,
+}
+
+/// The schedule of `seed`: every fault of `faults` once, in a seeded order, then random ones
+/// from `faults` until `steps` steps.
+pub fn schedule(seed: u64, faults: &[Fault], steps: usize) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut order: Vec<Fault> = faults.to_vec();
+    order.shuffle(&mut rng);
+    while order.len() < steps {
+        order.push(faults[rng.random_range(0..faults.len())]);
+    }
+    order
+        .into_iter()
+        .map(|fault| Step {
+            fault,
+            hold_ms: rng.random_range(4_000..9_000),
+            seed: rng.random(),
+        })
+        .collect()
+}
+
+/// What a step did, for the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    pub fault: String,
+    pub detail: String,
+    pub started_s: f64,
+    pub took_s: f64,
+    /// Problems the step itself saw (a failpoint never reached, a node that did not recover).
+    pub problems: Vec<String>,
+    /// What the step saw that is allowed (a node that stopped on a full disk).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// Runs the nemesis against `cluster`.
+pub struct Nemesis<'a> {
+    pub cluster: &'a mut Cluster,
+    pub started: Instant,
+    /// How long the cluster settles after each heal.
+    pub settle: Duration,
+}
+
+impl Nemesis<'_> {
+    fn clients(&self) -> Clients {
+        self.cluster.clients.clone()
+    }
+
+    /// The leader as the running nodes report it.
+    async fn leader(&mut self) -> Option<usize> {
+        for id in 1..=self.cluster.size() {
+            if !self.cluster.node(id).is_running() {
+                continue;
+            }
+            if let Some(status) = self.cluster.clients.status(id).await
+                && status.leader_id != 0
+            {
+                return Some(status.leader_id as usize);
+            }
+        }
+        None
+    }
+
+    /// Runs one step and returns what it did.
+    pub async fn run(&mut self, step: &Step) -> Done {
+        let begun = Instant::now();
+        let mut rng = StdRng::seed_from_u64(step.seed);
+        let hold = Duration::from_millis(step.hold_ms);
+        let mut problems = Vec::new();
+        let detail = match self.inject(step.fault, hold, &mut rng, &mut problems).await {
+            Ok(detail) => detail,
+            Err(e) => {
+                problems.push(format!("the step failed: {e:#}"));
+                String::new()
+            }
+        };
+        let mut exits = Vec::new();
+        if let Err(e) = self.heal_all(&mut exits).await {
+            problems.push(format!("healing failed: {e:#}"));
+        }
+        // A node may stop on a full disk (fail-stop); anywhere else, stopping is a crash.
+        let notes = if step.fault == Fault::DiskFull {
+            exits
+        } else {
+            problems.extend(exits);
+            Vec::new()
+        };
+        tokio::time::sleep(self.settle).await;
+        Done {
+            fault: step.fault.name(),
+            detail,
+            started_s: (begun - self.started).as_secs_f64(),
+            took_s: begun.elapsed().as_secs_f64(),
+            problems,
+            notes,
+        }
+    }
+
+    /// Lifts every fault: partitions, pauses, skews, full disks; restarts nodes that stopped,
+    /// noting in `exits` those that stopped by themselves.
+    pub async fn heal_all(&mut self, exits: &mut Vec<String>) -> anyhow::Result<()> {
+        self.cluster.net.heal()?;
+        for id in 1..=self.cluster.size() {
+            let node = self.cluster.node(id);
+            node.resume();
+            node.set_clock_offset("+0")?;
+            node.free_disk();
+            if !node.is_running() {
+                if let Some(exit) = node.last_exit.clone() {
+                    exits.push(format!(
+                        "node {id} had exited by itself ({exit:?}); restarted"
+                    ));
+                }
+                node.start()?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn inject(
+        &mut self,
+        fault: Fault,
+        hold: Duration,
+        rng: &mut StdRng,
+        problems: &mut Vec<String>,
+    ) -> anyhow::Result<String> {
+        let n = self.cluster.size();
+        let all: BTreeSet<usize> = (1..=n).collect();
+        let leader = self.leader().await;
+        // Faults aimed at one node hit the leader half the time: that is where they hurt.
+        let target = match leader {
+            Some(l) if rng.random_bool(0.5) => l,
+            _ => rng.random_range(1..=n),
+        };
+        match fault {
+            Fault::Isolate | Fault::OneWay => {
+                let others: BTreeSet<usize> =
+                    all.iter().copied().filter(|&i| i != target).collect();
+                self.cluster.net.block(target, &others)?;
+                if fault == Fault::Isolate {
+                    for &other in &others {
+                        self.cluster.net.block(other, &BTreeSet::from([target]))?;
+                    }
+                }
+                tokio::time::sleep(hold).await;
+                Ok(format!("node {target} (leader {leader:?})"))
+            }
+            Fault::Halves | Fault::Bridge => {
+                let mut order: Vec<usize> = all.iter().copied().collect();
+                order.shuffle(rng);
+                let (a, b, bridge): (Vec<usize>, Vec<usize>, Option<usize>) =
+                    if fault == Fault::Bridge {
+                        let bridge = order.pop();
+                        let half = order.len() / 2;
+                        (order[..half].to_vec(), order[half..].to_vec(), bridge)
+                    } else {
+                        let minority = n / 2;
+                        (order[..minority].to_vec(), order[minority..].to_vec(), None)
+                    };
+                self.cut(&a, &b)?;
+                tokio::time::sleep(hold).await;
+                Ok(format!("{a:?} | {b:?} (bridge {bridge:?})"))
+            }
+            Fault::Flapping => {
+                let others: BTreeSet<usize> =
+                    all.iter().copied().filter(|&i| i != target).collect();
+                let until = Instant::now() + hold;
+                let mut flips = 0;
+                let none = BTreeSet::new();
+                while Instant::now() < until {
+                    let cut = flips % 2 == 0;
+                    self.cluster
+                        .net
+                        .block(target, if cut { &others } else { &none })?;
+                    for &other in &others {
+                        let from = if cut {
+                            BTreeSet::from([target])
+                        } else {
+                            BTreeSet::new()
+                        };
+                        self.cluster.net.block(other, &from)?;
+                    }
+                    flips += 1;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(200..900))).await;
+                }
+                Ok(format!("node {target}, {flips} flips"))
+            }
+            Fault::Kill => {
+                self.cluster.node(target).kill();
+                tokio::time::sleep(hold).await;
+                self.cluster.node(target).start()?;
+                Ok(format!("node {target} (leader {leader:?})"))
+            }
+            Fault::Pause => {
+                self.cluster.node(target).pause();
+                tokio::time::sleep(hold).await;
+                self.cluster.node(target).resume();
+                Ok(format!("node {target} (leader {leader:?})"))
+            }
+            Fault::Wipe => {
+                let node = self.cluster.node(target);
+                node.kill();
+                node.wipe()?;
+                tokio::time::sleep(hold / 2).await;
+                self.cluster.node(target).start()?;
+                tokio::time::sleep(hold / 2).await;
+                Ok(format!("node {target} (leader {leader:?})"))
+            }
+            Fault::WipeThenSwap => self.wipe_then_swap(leader, rng, hold).await,
+            Fault::ClockSkew => {
+                let offset = if rng.random_bool(0.7) {
+                    format!("+{}h", rng.random_range(25..96))
+                } else {
+                    format!("-{}h", rng.random_range(2..48))
+                };
+                self.cluster.node(target).set_clock_offset(&offset)?;
+                tokio::time::sleep(hold).await;
+                Ok(format!("node {target} {offset} (leader {leader:?})"))
+            }
+            Fault::DiskFull => {
+                self.cluster.node(target).fill_disk()?;
+                tokio::time::sleep(hold).await;
+                self.cluster.node(target).free_disk();
+                // A node must come back by itself once its disk has room again.
+                let recovered = self.wait_ready(target, Duration::from_secs(30)).await;
+                if !recovered && self.cluster.node(target).is_running() {
+                    problems.push(format!(
+                        "node {target} was not a ready voter 30 s after its disk was freed"
+                    ));
+                }
+                Ok(format!("node {target} (leader {leader:?})"))
+            }
+            Fault::Membership => self.remove_and_readd(leader, rng, hold, problems).await,
+            Fault::Crash(fp) => self.crash_at(fp, leader, rng, problems).await,
+        }
+    }
+
+    /// Cuts every node of `a` from every node of `b`, both ways.
+    fn cut(&self, a: &[usize], b: &[usize]) -> anyhow::Result<()> {
+        let (a_set, b_set): (BTreeSet<usize>, BTreeSet<usize>) =
+            (a.iter().copied().collect(), b.iter().copied().collect());
+        for &x in a {
+            self.cluster.net.block(x, &b_set)?;
+        }
+        for &y in b {
+            self.cluster.net.block(y, &a_set)?;
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self, id: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.cluster.clients.is_ready(id).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        false
+    }
+
+    /// The scenario in which a voter that forgot its vote can cost acknowledged writes: node Y
+    /// is cut off and falls behind while leader X commits with C; C loses its volume; then X is
+    /// cut off and C restarts next to Y alone. Unless the wiped C stays out of elections until it
+    /// has caught up, it grants Y its vote and Y leads without X's acknowledged entries.
+    async fn wipe_then_swap(
+        &mut self,
+        leader: Option<usize>,
+        rng: &mut StdRng,
+        hold: Duration,
+    ) -> anyhow::Result<String> {
+        let n = self.cluster.size();
+        let x = leader.unwrap_or(1);
+        let mut others: Vec<usize> = (1..=n).filter(|&i| i != x).collect();
+        others.shuffle(rng);
+        let (y, c) = (others[0], others[1]);
+        let rest: Vec<usize> = (1..=n).filter(|&i| i != y).collect();
+        self.cut(&[y], &rest)?;
+        tokio::time::sleep(hold / 2).await;
+        let node = self.cluster.node(c);
+        node.kill();
+        node.wipe()?;
+        self.cluster.net.heal()?;
+        let rest: Vec<usize> = (1..=n).filter(|&i| i != x).collect();
+        self.cut(&[x], &rest)?;
+        self.cluster.node(c).start()?;
+        tokio::time::sleep(hold).await;
+        Ok(format!("stale {y}, wiped {c}, then leader {x} cut off"))
+    }
+
+    async fn remove_and_readd(
+        &mut self,
+        leader: Option<usize>,
+        rng: &mut StdRng,
+        hold: Duration,
+        problems: &mut Vec<String>,
+    ) -> anyhow::Result<String> {
+        let n = self.cluster.size();
+        let Some(leader) = leader else {
+            anyhow::bail!("no leader to change the membership through");
+        };
+        let candidates: Vec<usize> = (1..=n).filter(|&i| i != leader).collect();
+        let target = candidates[rng.random_range(0..candidates.len())];
+        let clients = self.clients();
+        let mut cluster = callvault_proto::v1::cluster_client::ClusterClient::new(
+            clients.as_principal(leader, "operator"),
+        );
+        cluster
+            .remove_member(callvault_proto::v1::RemoveMemberRequest {
+                node_id: target as u64,
+            })
+            .await?;
+        tokio::time::sleep(hold).await;
+        let addr = self.cluster.node(target).addr.clone();
+        let added = cluster
+            .add_member(callvault_proto::v1::AddMemberRequest {
+                node_id: target as u64,
+                addr,
+                learner_only: false,
+            })
+            .await;
+        if let Err(e) = added {
+            problems.push(format!("adding node {target} back: {e}"));
+        }
+        Ok(format!(
+            "node {target} removed and added back through leader {leader}"
+        ))
+    }
+
+    /// Restarts a node with `fp` armed, makes it reach the failpoint, checks that it crashed
+    /// there, and restarts it clean.
+    async fn crash_at(
+        &mut self,
+        fp: Failpoint,
+        leader: Option<usize>,
+        rng: &mut StdRng,
+        problems: &mut Vec<String>,
+    ) -> anyhow::Result<String> {
+        let n = self.cluster.size();
+        let target = match fp {
+            // Proposals reach the leader; the others' shredders and ingest work anywhere.
+            Failpoint::ApplyBeforeAck => leader.unwrap_or(1),
+            _ => {
+                let others: Vec<usize> = (1..=n).filter(|&i| Some(i) != leader).collect();
+                others[rng.random_range(0..others.len())]
+            }
+        };
+        let spec = format!("{}=return", fp.name());
+        let node = self.cluster.node(target);
+        node.kill();
+        if matches!(
+            fp,
+            Failpoint::SnapshotInstallBeforeSwitch | Failpoint::SnapshotInstallAfterSwitch
+        ) {
+            // Down long enough that the leader purges its log past this node's end.
+            self.wait_log_purged_past(target).await;
+        }
+        let node = self.cluster.node(target);
+        node.arm_failpoints(&spec);
+        node.start()?;
+        if fp == Failpoint::ApplyBeforeAck {
+            self.make_leader(target).await;
+        }
+        let exit = self
+            .cluster
+            .node(target)
+            .wait_exit(Duration::from_secs(90))
+            .await;
+        let crashed = exit == Some(Exit::Signal(libc::SIGABRT))
+            && self
+                .cluster
+                .node(target)
+                .log_text()
+                .contains(&format!("failpoint {} reached", fp.name()));
+        if !crashed {
+            problems.push(format!(
+                "failpoint {} on node {target} was not reached (exit {exit:?})",
+                fp.name()
+            ));
+            self.cluster.node(target).kill();
+        }
+        self.cluster.node(target).start()?;
+        Ok(format!("node {target} crashed at {}: {crashed}", fp.name()))
+    }
+
+    /// Waits (up to 90 s) until the leader's log is purged past where node `id` stopped.
+    async fn wait_log_purged_past(&mut self, id: usize) {
+        let clients = self.clients();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last_log = None;
+        while Instant::now() < deadline {
+            for other in (1..=self.cluster.size()).filter(|&i| i != id) {
+                let Some(status) = clients.status(other).await else {
+                    continue;
+                };
+                if last_log.is_none() {
+                    // Node `id`'s end is at most what its peers had when it stopped.
+                    last_log = Some(status.last_log_index);
+                }
+                if status.role == "leader" && Some(status.purged_index) > last_log {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Pauses leaders other than `id` until `id` wins an election (at most ten tries).
+    async fn make_leader(&mut self, id: usize) {
+        for _ in 0..10 {
+            if !self.wait_ready(id, Duration::from_secs(30)).await {
+                return;
+            }
+            match self.leader().await {
+                Some(l) if l == id => return,
+                Some(l) => {
+                    self.cluster.node(l).pause();
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    self.cluster.node(l).resume();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                None => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    }
+}
