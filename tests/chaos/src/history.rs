@@ -243,6 +243,27 @@ impl History {
         });
     }
 
+    /// Nanoseconds since the history started (the `t` of events recorded now).
+    pub fn now(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// Writes acknowledged (completed `ok`) that were invoked at or after `since`.
+    pub fn acked_writes_since(&self, since: u64) -> usize {
+        let recorder = self.inner.lock().expect("history lock");
+        let invoked: std::collections::HashSet<u64> = recorder
+            .events
+            .iter()
+            .filter(|e| e.kind == Kind::Invoke && e.t >= since && e.op.is_write())
+            .map(|e| e.id)
+            .collect();
+        recorder
+            .events
+            .iter()
+            .filter(|e| e.kind == Kind::Ok && invoked.contains(&e.id))
+            .count()
+    }
+
     /// Flushes the file.
     pub fn flush(&self) {
         let _ = self.inner.lock().expect("history lock").file.flush();

@@ -122,14 +122,14 @@ fn bounded_plans() -> Vec<Plan> {
             nodes: 3,
             steps: Fault::NEMESES.len(),
             faults: Fault::NEMESES.to_vec(),
-            clients: 4,
+            clients: 8,
         },
         Plan {
             seed: 1502,
             nodes: 3,
             steps: crashes.len(),
             faults: crashes,
-            clients: 4,
+            clients: 8,
         },
     ]
 }
@@ -204,7 +204,7 @@ fn main() -> ExitCode {
                     nodes,
                     steps: faults.len() + 4,
                     faults: faults.clone(),
-                    clients: 4,
+                    clients: 8,
                 };
                 reports.push(run_one(plan, &out));
                 let header = format!(
@@ -244,7 +244,7 @@ fn main() -> ExitCode {
                 nodes,
                 steps: steps.unwrap_or(faults.len()),
                 faults,
-                clients: 4,
+                clients: 8,
             };
             let reports = vec![run_one(plan, &out)];
             let text = report::markdown("callvault fault suite: one seed", &reports, "");

@@ -170,6 +170,8 @@ pub struct Done {
 /// Runs the nemesis against `cluster`.
 pub struct Nemesis<'a> {
     pub cluster: &'a mut Cluster,
+    /// The run's history, to see that the workload makes progress where a step needs it.
+    pub history: crate::history::History,
     pub started: Instant,
     /// How long the cluster settles after each heal.
     pub settle: Duration,
@@ -347,8 +349,11 @@ impl Nemesis<'_> {
                 } else {
                     format!("-{}h", rng.random_range(2..48))
                 };
+                // The leader's clock is the one that drives sweeps today.
+                let target = leader.filter(|_| rng.random_bool(0.8)).unwrap_or(target);
                 self.cluster.node(target).set_clock_offset(&offset)?;
-                tokio::time::sleep(hold).await;
+                // Long enough for calls to fall due while it lasts.
+                tokio::time::sleep(hold * 2).await;
                 Ok(format!("node {target} {offset} (leader {leader:?})"))
             }
             Fault::DiskFull => {
@@ -364,7 +369,7 @@ impl Nemesis<'_> {
                 }
                 Ok(format!("node {target} (leader {leader:?})"))
             }
-            Fault::Membership => self.remove_and_readd(leader, rng, hold, problems).await,
+            Fault::Membership => self.remove_and_readd(rng, hold, problems).await,
             Fault::Crash(fp) => self.crash_at(fp, leader, rng, problems).await,
         }
     }
@@ -409,8 +414,15 @@ impl Nemesis<'_> {
         others.shuffle(rng);
         let (y, c) = (others[0], others[1]);
         let rest: Vec<usize> = (1..=n).filter(|&i| i != y).collect();
+        let cut_at = self.history.now();
         self.cut(&[y], &rest)?;
         tokio::time::sleep(hold / 2).await;
+        // Writes that only X and C hold are what a wrong vote loses: wait for a few.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.history.acked_writes_since(cut_at) < 5 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let acked = self.history.acked_writes_since(cut_at);
         let node = self.cluster.node(c);
         node.kill();
         node.wipe()?;
@@ -419,46 +431,64 @@ impl Nemesis<'_> {
         self.cut(&[x], &rest)?;
         self.cluster.node(c).start()?;
         tokio::time::sleep(hold).await;
-        Ok(format!("stale {y}, wiped {c}, then leader {x} cut off"))
+        Ok(format!(
+            "stale {y}; {acked} writes acknowledged without it; wiped {c}; leader {x} cut off"
+        ))
     }
 
+    /// Removes a voter and adds it back, again and again while the fault holds, through
+    /// whichever node leads: membership entries land among shred receipts and other commands.
     async fn remove_and_readd(
         &mut self,
-        leader: Option<usize>,
         rng: &mut StdRng,
         hold: Duration,
         problems: &mut Vec<String>,
     ) -> anyhow::Result<String> {
         let n = self.cluster.size();
-        let Some(leader) = leader else {
-            anyhow::bail!("no leader to change the membership through");
-        };
-        let candidates: Vec<usize> = (1..=n).filter(|&i| i != leader).collect();
-        let target = candidates[rng.random_range(0..candidates.len())];
-        let clients = self.clients();
-        let mut cluster = callvault_proto::v1::cluster_client::ClusterClient::new(
-            clients.as_principal(leader, "operator"),
-        );
-        cluster
-            .remove_member(callvault_proto::v1::RemoveMemberRequest {
+        let until = Instant::now() + hold;
+        let mut cycles = Vec::new();
+        while Instant::now() < until {
+            let Some(leader) = self.leader().await else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let candidates: Vec<usize> = (1..=n).filter(|&i| i != leader).collect();
+            let target = candidates[rng.random_range(0..candidates.len())];
+            let clients = self.clients();
+            let mut cluster = callvault_proto::v1::cluster_client::ClusterClient::new(
+                clients.as_principal(leader, "operator"),
+            );
+            cluster
+                .remove_member(callvault_proto::v1::RemoveMemberRequest {
+                    node_id: target as u64,
+                })
+                .await?;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+            let request = callvault_proto::v1::AddMemberRequest {
                 node_id: target as u64,
-            })
-            .await?;
-        tokio::time::sleep(hold).await;
-        let addr = self.cluster.node(target).addr.clone();
-        let added = cluster
-            .add_member(callvault_proto::v1::AddMemberRequest {
-                node_id: target as u64,
-                addr,
+                addr: self.cluster.node(target).addr.clone(),
                 learner_only: false,
-            })
-            .await;
-        if let Err(e) = added {
-            problems.push(format!("adding node {target} back: {e}"));
+            };
+            // The leader may have changed meanwhile: any member forwards.
+            let mut added = Err(tonic::Status::unavailable("not tried"));
+            for attempt in 0..5 {
+                let via = 1 + (leader - 1 + attempt) % n;
+                let mut cluster = callvault_proto::v1::cluster_client::ClusterClient::new(
+                    clients.as_principal(via, "operator"),
+                );
+                added = cluster.add_member(request.clone()).await;
+                if added.is_ok() {
+                    break;
+                }
+            }
+            if let Err(e) = added {
+                problems.push(format!("adding node {target} back: {e}"));
+                break;
+            }
+            cycles.push(target);
+            tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
         }
-        Ok(format!(
-            "node {target} removed and added back through leader {leader}"
-        ))
+        Ok(format!("removed and added back: {cycles:?}"))
     }
 
     /// Restarts a node with `fp` armed, makes it reach the failpoint, checks that it crashed

@@ -155,7 +155,10 @@ fn run_in_namespaces(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let cluster = Cluster::create(net, plan.nodes, &bin, dir)?;
+    let cluster = {
+        let _context = runtime.enter();
+        Cluster::create(net, plan.nodes, &bin, dir)?
+    };
     runtime.block_on(drive(plan, cluster, &bin, dir, report))
 }
 
@@ -186,6 +189,7 @@ async fn drive(
     ));
     let mut nemesis = Nemesis {
         cluster: &mut cluster,
+        history: history.clone(),
         started,
         settle: Duration::from_secs(4),
     };
@@ -226,6 +230,7 @@ async fn finish(
     let mut problems = Vec::new();
     Nemesis {
         cluster,
+        history: history.clone(),
         started: Instant::now(),
         settle: Duration::ZERO,
     }
@@ -235,39 +240,31 @@ async fn finish(
     if let Err(e) = cluster.wait_ready(&all, Duration::from_secs(120)).await {
         problems.push(format!("after healing: {e:#}"));
     }
+    let mut live = Vec::new();
+    for id in all {
+        if cluster.clients.is_ready(id).await {
+            live.push(id);
+        }
+    }
     if !problems.is_empty() {
         report.steps.push(Done {
             fault: "final heal".into(),
-            detail: String::new(),
+            detail: format!("ready: {live:?}"),
             started_s: 0.0,
             took_s: 0.0,
             problems,
             notes: Vec::new(),
         });
     }
+    if live.is_empty() {
+        anyhow::bail!("no node is ready after healing");
+    }
+    let stopped_at = history.now();
     // The final reads, recorded like any other operation, so the checks see them.
-    let final_from = history.events().last().map_or(0, |e| e.t).saturating_add(1);
+    let final_from = stopped_at.saturating_add(1);
     let calls = workload.known.lock().expect("known lock").calls.clone();
     for (i, call) in calls.iter().enumerate() {
-        let node = 1 + i % plan.nodes;
-        let (jurisdiction, id) = (call.jurisdiction.to_string(), call.id.clone());
-        let status = Op::Status {
-            jurisdiction: jurisdiction.clone(),
-            call: id.clone(),
-        };
-        workload.execute(1000, node, status).await;
-        if call.jurisdiction == crate::workload::TX {
-            workload
-                .execute(
-                    1000,
-                    node,
-                    Op::Playback {
-                        jurisdiction,
-                        call: id,
-                    },
-                )
-                .await;
-        }
+        final_reads(workload, call, &live, i).await;
     }
     history.flush();
     let completed = history::complete(&history.events());
@@ -278,10 +275,16 @@ async fn finish(
     report.acknowledged_calls_checked = n;
     report.checks.push(hcheck::privileged_at_ingest(&completed));
     report.checks.push(hcheck::deadlines(&completed));
-    report.checks.push(state::digests(&cluster.clients).await);
+    report.checks.push(hcheck::progress(&completed, stopped_at));
     report
         .checks
-        .push(state::audit_log(&cluster.clients, bin, dir, &observed).await);
+        .push(state::digests(&cluster.clients, &live).await);
+    report
+        .checks
+        .push(state::audit_accounting(&cluster.clients, live[0], &completed).await);
+    report
+        .checks
+        .push(state::audit_log(&cluster.clients, &live, bin, dir, &observed).await);
     report.checks.push(state::one_leader_per_term(&observed));
     // Stop the nodes so everything they wrote is on their volumes, then scan them.
     for node in &mut cluster.nodes {
@@ -295,6 +298,36 @@ async fn finish(
     report.checks.push(state::no_plaintext(&volumes, &calls));
     std::fs::write(dir.join("monitor.json"), serde_json::to_string(&observed)?)?;
     Ok(())
+}
+
+/// A call's status (and, for Texas, its audio) read after healing, from the first ready node
+/// that answers.
+async fn final_reads(
+    workload: &Workload,
+    call: &crate::workload::CallSpec,
+    live: &[usize],
+    i: usize,
+) {
+    let (jurisdiction, id) = (call.jurisdiction.to_string(), call.id.clone());
+    let reads = [
+        Some(Op::Status {
+            jurisdiction: jurisdiction.clone(),
+            call: id.clone(),
+        }),
+        (call.jurisdiction == crate::workload::TX).then_some(Op::Playback {
+            jurisdiction,
+            call: id,
+        }),
+    ];
+    for op in reads.into_iter().flatten() {
+        for attempt in 0..live.len() {
+            let node = live[(i + attempt) % live.len()];
+            let (kind, out) = workload.execute(1000, node, op.clone()).await;
+            if kind == Kind::Ok || out.code() == Some("NotFound") {
+                break;
+            }
+        }
+    }
 }
 
 fn count(completed: &[history::Completed]) -> BTreeMap<String, BTreeMap<String, usize>> {

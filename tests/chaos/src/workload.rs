@@ -192,7 +192,7 @@ impl Workload {
                 _ = self.execute(process, node, op) => {}
                 _ = stop.wait_for(|s| *s) => {}
             }
-            let pause = Duration::from_millis(rng.random_range(20..200));
+            let pause = Duration::from_millis(rng.random_range(0..100));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.wait_for(|s| *s) => {}
@@ -313,8 +313,8 @@ impl Workload {
         }
     }
 
-    /// Runs `op` against `node` and records it.
-    pub async fn execute(&self, process: u32, node: usize, op: Op) {
+    /// Runs `op` against `node`, records it, and returns how it completed.
+    pub async fn execute(&self, process: u32, node: usize, op: Op) -> (Kind, Out) {
         let id = self.history.invoke(process, node, &op);
         let answer = tokio::time::timeout(
             crate::cluster::REQUEST_TIMEOUT + Duration::from_secs(5),
@@ -328,7 +328,9 @@ impl Workload {
             Err(status) => (Kind::Info, error(&status)),
         };
         self.learn(&op, kind, &out);
-        self.history.complete(id, process, node, &op, kind, out);
+        self.history
+            .complete(id, process, node, &op, kind, out.clone());
+        (kind, out)
     }
 
     fn learn(&self, op: &Op, kind: Kind, out: &Out) {

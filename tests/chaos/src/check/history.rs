@@ -392,3 +392,36 @@ pub fn deadlines(history: &[Completed]) -> Checked {
         anomalies,
     )
 }
+
+/// The cluster keeps making progress: no stretch of the run longer than [`STALL_LIMIT_S`] without
+/// an acknowledged write. Every fault leaves a majority that can commit, or lasts far shorter.
+pub fn progress(history: &[Completed], until: u64) -> Checked {
+    let mut acks: Vec<u64> = history
+        .iter()
+        .filter(|c| c.kind == Kind::Ok && c.op.is_write() && c.call < until)
+        .filter_map(|c| c.ret)
+        .collect();
+    acks.sort_unstable();
+    let start = history.iter().map(|c| c.call).min().unwrap_or_default();
+    let mut anomalies = Vec::new();
+    let mut last = start;
+    for &t in acks.iter().chain(std::iter::once(&until)) {
+        let gap = t.saturating_sub(last) as f64 / 1e9;
+        if gap > STALL_LIMIT_S {
+            anomalies.push(format!(
+                "no write was acknowledged for {gap:.0} s (from {:.0} s to {:.0} s into the run)",
+                last as f64 / 1e9,
+                t as f64 / 1e9
+            ));
+        }
+        last = last.max(t);
+    }
+    Checked::new(
+        "progress: no long stall",
+        format!("{} acknowledged writes", acks.len()),
+        anomalies,
+    )
+}
+
+/// The longest the cluster may go without acknowledging a write.
+pub const STALL_LIMIT_S: f64 = 60.0;

@@ -7,17 +7,18 @@ use std::time::{Duration, Instant};
 
 use super::Checked;
 use crate::cluster::Clients;
+use crate::history::{Completed, Kind, Op, Out};
 use crate::monitor::Observed;
 use crate::workload::CallSpec;
 
 /// Every node's applied index and digest, once all are at the same index (retried for up to a
 /// minute while the lifecycle workers still commit).
-pub async fn digests(clients: &Clients) -> Checked {
+pub async fn digests(clients: &Clients, live: &[usize]) -> Checked {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = Vec::new();
     while Instant::now() < deadline {
         let mut seen = Vec::new();
-        for node in 1..=clients.size() {
+        for &node in live {
             seen.push((node, clients.digest(node).await));
         }
         let indexes: Vec<Option<u64>> = seen.iter().map(|(_, d)| d.as_ref().map(|d| d.0)).collect();
@@ -37,14 +38,15 @@ pub async fn digests(clients: &Clients) -> Checked {
             } else {
                 let reference = first.as_ref().expect("answered");
                 vec![format!(
-                    "state digests differ at applied index {index}: node 1 has {}; {}",
+                    "state digests differ at applied index {index}: node {} has {}; {}",
+                    seen[0].0,
                     hex::encode(&reference.1),
                     differing.join("; ")
                 )]
             };
             return Checked::new(
                 "equal state digests",
-                format!("{} nodes at applied index {index}", clients.size()),
+                format!("nodes {live:?} at applied index {index}"),
                 anomalies,
             );
         }
@@ -53,23 +55,96 @@ pub async fn digests(clients: &Clients) -> Checked {
     }
     Checked::new(
         "equal state digests",
-        format!("{} nodes", clients.size()),
+        format!("nodes {live:?}"),
         vec![format!(
             "the nodes never reached one applied index within a minute (last seen {last:?})"
         )],
     )
 }
 
+/// Every change in the audit log was asked for: no more hold placements or releases per call,
+/// policy changes per jurisdiction or recordings per call than requests that succeeded or may
+/// have. A command that applied twice (a retried proposal) shows up here even when no read saw
+/// its second effect.
+pub async fn audit_accounting(clients: &Clients, node: usize, history: &[Completed]) -> Checked {
+    let Some(entries) = clients.audit_entries(node).await else {
+        return Checked::new(
+            "every audited change was requested once",
+            format!("node {node}'s log"),
+            vec![format!("node {node} did not serve its audit entries")],
+        );
+    };
+    // What may have taken effect: requests that succeeded or whose outcome is unknown.
+    let mut asked: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for c in history.iter().filter(|c| c.kind != Kind::Fail) {
+        let key = match (&c.op, &c.out) {
+            (Op::PlaceHold { call, .. }, _) => ("hold.placed", call.clone()),
+            (Op::ReleaseHold { call, .. }, _) => ("hold.released", call.clone()),
+            (Op::PutPolicy { jurisdiction, .. }, _) => ("policy.changed", jurisdiction.clone()),
+            (Op::Ingest { call, .. }, out)
+                if c.kind == Kind::Info || matches!(out, Some(Out::Recorded { .. })) =>
+            {
+                ("call.recorded", call.clone())
+            }
+            _ => continue,
+        };
+        *asked.entry((key.0.to_string(), key.1)).or_default() += 1;
+    }
+    // Each jurisdiction's first policy came from the set-up, and each call records once.
+    for j in [crate::workload::TX, crate::workload::CA] {
+        *asked
+            .entry(("policy.changed".into(), j.into()))
+            .or_default() += 1;
+    }
+    for ((event, _), n) in asked.iter_mut() {
+        if event == "call.recorded" {
+            *n = (*n).min(1);
+        }
+    }
+    let mut done: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for e in &entries {
+        let key = match e.event.as_str() {
+            "hold.placed" | "hold.released" | "call.recorded" => e.subject.clone(),
+            "policy.changed" => e.jurisdiction.clone(),
+            _ => continue,
+        };
+        *done.entry((e.event.clone(), key)).or_default() += 1;
+    }
+    let anomalies = done
+        .iter()
+        .filter_map(|(key, &n)| {
+            let allowed = asked.get(key).copied().unwrap_or_default();
+            (n > allowed).then(|| {
+                format!(
+                    "{} {}: {n} in the audit log, but only {allowed} requests that may have succeeded",
+                    key.0, key.1
+                )
+            })
+        })
+        .collect();
+    Checked::new(
+        "every audited change was requested once",
+        format!("{} audit entries", entries.len()),
+        anomalies,
+    )
+}
+
 /// One audit log: every node serves a checkpoint of the same size and root, `callvault audit
 /// verify` passes against each, and each node's log extends every checkpoint the monitor saved
 /// during the run (a fork would fail the consistency proof).
-pub async fn audit_log(clients: &Clients, bin: &Path, dir: &Path, observed: &Observed) -> Checked {
+pub async fn audit_log(
+    clients: &Clients,
+    live: &[usize],
+    bin: &Path,
+    dir: &Path,
+    observed: &Observed,
+) -> Checked {
     let mut anomalies = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut checkpoints = Vec::new();
     while Instant::now() < deadline {
         checkpoints.clear();
-        for node in 1..=clients.size() {
+        for &node in live {
             checkpoints.push(clients.checkpoint(node).await);
         }
         let sizes: Vec<Option<u64>> = checkpoints
@@ -102,7 +177,7 @@ pub async fn audit_log(clients: &Clients, bin: &Path, dir: &Path, observed: &Obs
         })
         .collect();
     let secrets = clients.secrets();
-    for node in 1..=clients.size() {
+    for &node in live {
         let addr = format!("{}:7100", crate::net::Network::node_ip(node));
         let mut runs: Vec<(String, Option<&PathBuf>)> =
             vec![("the latest checkpoint".into(), None)];
@@ -134,8 +209,7 @@ pub async fn audit_log(clients: &Clients, bin: &Path, dir: &Path, observed: &Obs
     Checked::new(
         "one audit log",
         format!(
-            "{} nodes, {} checkpoints saved during the run",
-            clients.size(),
+            "nodes {live:?}, {} checkpoints saved during the run",
             saved.len()
         ),
         anomalies,
