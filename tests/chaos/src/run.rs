@@ -279,9 +279,15 @@ async fn finish(
     report
         .checks
         .push(state::digests(&cluster.clients, &live).await);
-    report
-        .checks
-        .push(state::audit_accounting(&cluster.clients, live[0], &completed).await);
+    report.checks.push(
+        state::audit_accounting(
+            &cluster.clients,
+            live[0],
+            &completed,
+            &dir.join("audit.txt"),
+        )
+        .await,
+    );
     report
         .checks
         .push(state::audit_log(&cluster.clients, &live, bin, dir, &observed).await);

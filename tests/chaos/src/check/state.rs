@@ -66,7 +66,12 @@ pub async fn digests(clients: &Clients, live: &[usize]) -> Checked {
 /// policy changes per jurisdiction or recordings per call than requests that succeeded or may
 /// have. A command that applied twice (a retried proposal) shows up here even when no read saw
 /// its second effect.
-pub async fn audit_accounting(clients: &Clients, node: usize, history: &[Completed]) -> Checked {
+pub async fn audit_accounting(
+    clients: &Clients,
+    node: usize,
+    history: &[Completed],
+    dump: &Path,
+) -> Checked {
     let Some(entries) = clients.audit_entries(node).await else {
         return Checked::new(
             "every audited change was requested once",
@@ -74,6 +79,16 @@ pub async fn audit_accounting(clients: &Clients, node: usize, history: &[Complet
             vec![format!("node {node} did not serve its audit entries")],
         );
     };
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {:?} {:?} {:?}",
+                e.sequence, e.event, e.jurisdiction, e.subject, e.outcome, e.principal
+            )
+        })
+        .collect();
+    let _ = std::fs::write(dump, lines.join("\n"));
     // What may have taken effect: requests that succeeded or whose outcome is unknown.
     let mut asked: BTreeMap<(String, String), usize> = BTreeMap::new();
     for c in history.iter().filter(|c| c.kind != Kind::Fail) {
@@ -102,7 +117,8 @@ pub async fn audit_accounting(clients: &Clients, node: usize, history: &[Complet
         }
     }
     let mut done: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for e in &entries {
+    // Every command is audited, refusals too ("refused: …"); only effects count here.
+    for e in entries.iter().filter(|e| !e.outcome.starts_with("refused")) {
         let key = match e.event.as_str() {
             "hold.placed" | "hold.released" | "call.recorded" => e.subject.clone(),
             "policy.changed" => e.jurisdiction.clone(),
