@@ -10,7 +10,8 @@ use callvault_blob::{
     ReplicationConfig, SealedChunk, ShardId, ShardInfo,
 };
 use callvault_core::{CallId, Jurisdiction};
-use callvault_tests::{NodeProcess, eventually, flip_on_disk, free_port};
+use callvault_proto::identity::Credential;
+use callvault_tests::{NodeProcess, Role, eventually, flip_on_disk, free_port};
 
 struct Shards {
     nodes: Vec<NodeProcess>,
@@ -63,9 +64,16 @@ impl Shards {
         shards
     }
 
+    /// A client acting as a blob shard (writes, reads, repairs).
     fn client(&self) -> ReplicatedBlobClient {
+        self.client_as(Role::Blob)
+    }
+
+    /// A client acting as `role` (the collector is the metadata store's).
+    fn client_as(&self, role: Role) -> ReplicatedBlobClient {
+        let token = callvault_tests::role_token(role);
         let config = ReplicationConfig {
-            peer: callvault_proto::auth::PeerToken::new(callvault_tests::PEER_TOKEN).unwrap(),
+            peer: Credential::new(role, "test", Some(&token)).unwrap(),
             ..ReplicationConfig::default()
         };
         ReplicatedBlobClient::new(self.infos.clone(), &config).unwrap()
@@ -193,7 +201,7 @@ async fn a_flipped_byte_is_read_around_and_scrubbed_and_collection_spares_live_c
     assert_eq!(shard1.get(victim.id).await.unwrap(), victim.bytes);
 
     // Collection: mark the dead call's chunks on every shard, then remove them.
-    let collector = Collector::new(client.clone(), Duration::ZERO);
+    let collector = Collector::new(Arc::new(shards.client_as(Role::Meta)), Duration::ZERO);
     let receipt = collector.mark_dead(&dead_ids).await.unwrap();
     let removed = collector.collect(&receipt).await.unwrap();
     assert!(removed >= 30, "removed {removed}");

@@ -13,7 +13,7 @@ use callvault_core::codec::VersionedRecord;
 use callvault_meta::Command;
 use callvault_proto::auth::Bearer;
 use callvault_proto::v1 as pb;
-use callvault_tests::{LocalSet, NodeProcess, PEER_TOKEN, commit, eventually, tx_policy};
+use callvault_tests::{LocalSet, NodeProcess, Role, commit, eventually, role_token, tx_policy};
 
 /// Fast elections so a test's restarts fit its time.
 const FAST_RAFT: &str =
@@ -84,7 +84,9 @@ async fn propose_within(addrs: &[String], command: &Command, budget: Duration) -
             .timeout(Duration::from_secs(3))
             .connect_lazy();
         let mut client = pb::meta_store_client::MetaStoreClient::new(
-            Bearer::new(PEER_TOKEN).expect("token").channel(channel),
+            Bearer::new(&role_token(Role::Meta))
+                .expect("token")
+                .channel(channel),
         );
         if client
             .propose(pb::ProposeRequest {
@@ -278,9 +280,9 @@ async fn the_local_config_set_runs_as_three_processes_that_form_a_cluster() {
     set.start_and_wait_ready().await;
     let nodes = &set.nodes;
     let token = |name: &str| set.token(name);
-    // The harness's operator token is not this cluster's: the voter set comes from a peer's view.
-    let peer = set.peer_token();
-    let status = pb::cluster_client::ClusterClient::new(nodes[2].with_token(peer.trim()))
+    // The harness's operator token is not this cluster's: the voter set comes from a member's view.
+    let peer = set.role_token(Role::Meta);
+    let status = pb::cluster_client::ClusterClient::new(nodes[2].with_token(&peer))
         .status(pb::StatusRequest {})
         .await
         .unwrap()

@@ -15,6 +15,8 @@ use callvault_core::policy::{PrivilegedRetention, RetentionPolicy};
 use callvault_core::{Jurisdiction, UnixMillis};
 use callvault_meta::Command as MetaCommand;
 use callvault_proto::auth::{AuthChannel, Bearer};
+pub use callvault_proto::identity::Role;
+use callvault_proto::proof::SigningKey;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
 use callvault_proto::v1::meta_store_client::MetaStoreClient;
@@ -59,11 +61,15 @@ pub fn run_callvault(args: &[&str]) -> Output {
     run_callvault_as(AUDITOR_TOKEN, args)
 }
 
-/// Runs `callvault` with `args`, presenting `token` through `CALLVAULT_TOKEN`.
+/// Runs `callvault` with `args`, presenting `token` through `CALLVAULT_TOKEN` (and signing with
+/// its principal's key through `CALLVAULT_KEY_FILE`, when the harness knows it).
 pub fn run_callvault_as(token: &str, args: &[&str]) -> Output {
-    Command::new(callvault_bin())
-        .args(args)
-        .env("CALLVAULT_TOKEN", token)
+    let mut command = Command::new(callvault_bin());
+    command.args(args).env("CALLVAULT_TOKEN", token);
+    if let Some(file) = key_file_of(token) {
+        command.env("CALLVAULT_KEY_FILE", file);
+    }
+    command
         .current_dir(repo_root())
         .output()
         .expect("callvault starts")
@@ -77,33 +83,125 @@ pub const AUDITOR_TOKEN: &str = "test-auditor-token-0000000000000";
 pub const AGENCY_TX_TOKEN: &str = "test-agency-tx-token-00000000000";
 /// The token of a California agency every test node accepts.
 pub const AGENCY_CA_TOKEN: &str = "test-agency-ca-token-00000000000";
-/// The peer token of every test cluster.
-pub const PEER_TOKEN: &str = "test-peer-token-0000000000000000";
+/// The signing key of the harness principal whose token is `token` (derived from it).
+pub fn harness_key(token: &str) -> SigningKey {
+    let key = SigningKey::from_seed(blake3::hash(token.as_bytes()).as_bytes());
+    remember_key(token, key.clone());
+    key
+}
 
-/// Writes the principals and peer token test nodes share into `dir` (once) and returns the
-/// config sections that point at them.
+/// Signing keys of the principals the harness knows, by token: a channel presenting one of
+/// these tokens signs every request with the principal's key, as the CLI does.
+static PRINCIPAL_KEYS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, SigningKey>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Signs requests presenting `token` with `key` from now on.
+pub fn remember_key(token: &str, key: SigningKey) {
+    PRINCIPAL_KEYS
+        .lock()
+        .expect("not poisoned")
+        .insert(token.to_string(), key);
+}
+
+/// A key file of the principal presenting `token`, for the CLI (`CALLVAULT_KEY_FILE`), if the
+/// harness knows the principal. Written once per process under the temp directory.
+pub fn key_file_of(token: &str) -> Option<PathBuf> {
+    let key = key_of(token)?;
+    let dir = std::env::temp_dir().join(format!("callvault-test-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("key dir");
+    let path = dir.join(format!("{}.key", blake3::hash(token.as_bytes()).to_hex()));
+    if !path.exists() {
+        std::fs::write(&path, key.to_file_text().as_str()).expect("key file written");
+    }
+    Some(path)
+}
+
+/// The signing key of the principal presenting `token`, if the harness knows it.
+pub fn key_of(token: &str) -> Option<SigningKey> {
+    PRINCIPAL_KEYS
+        .lock()
+        .expect("not poisoned")
+        .get(token)
+        .cloned()
+}
+
+/// Reads tokens.env as `callvault dev` writes it: `(variable, value)` pairs, and every dev
+/// principal's key remembered for its token.
+fn read_tokens_env(path: &Path) -> std::collections::HashMap<String, String> {
+    let vars: std::collections::HashMap<String, String> = std::fs::read_to_string(path)
+        .expect("tokens.env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (var, token) in &vars {
+        if let Some(prefix) = var.strip_suffix("_TOKEN")
+            && let Some(file) = vars.get(&format!("{prefix}_KEY"))
+        {
+            let key = SigningKey::load(Path::new(file)).expect("a dev principal's key");
+            remember_key(token, key);
+        }
+    }
+    vars
+}
+
+/// The token of `role` on every harness cluster (dev clusters make their own: see
+/// [`DevCluster::role_token`]).
+pub fn role_token(role: Role) -> String {
+    format!("test-{role}-role-token-00000000000")
+}
+
+/// Writes the principals, the role tokens and the peers file test nodes share into `dir` (once)
+/// and returns the config sections that point at them.
 fn shared_secrets(dir: &Path) -> String {
+    for token in [
+        OPERATOR_TOKEN,
+        AUDITOR_TOKEN,
+        AGENCY_TX_TOKEN,
+        AGENCY_CA_TOKEN,
+    ] {
+        harness_key(token);
+    }
     let principals = dir.join("principals.toml");
-    let peer = dir.join("peer.token");
+    let peers = dir.join("peers.toml");
+    let token_file = |role: Role| dir.join(format!("{role}.token"));
     if !principals.exists() {
         let hash = |t: &str| blake3::hash(t.as_bytes()).to_hex().to_string();
-        std::fs::write(
-            &principals,
+        let entry = |name: &str, role: &str, jurisdictions: &str, token: &str| {
             format!(
-                "[[principal]]\nname = \"test-operator\"\nrole = \"operator\"\ntoken_blake3 = \"{}\"\n\
-                 [[principal]]\nname = \"test-auditor\"\nrole = \"auditor\"\njurisdictions = [\"*\"]\ntoken_blake3 = \"{}\"\n\
-                 [[principal]]\nname = \"test-agency-tx\"\nrole = \"agency\"\njurisdictions = [\"US-TX\"]\ntoken_blake3 = \"{}\"\n\
-                 [[principal]]\nname = \"test-agency-ca\"\nrole = \"agency\"\njurisdictions = [\"US-CA\"]\ntoken_blake3 = \"{}\"\n",
-                hash(OPERATOR_TOKEN),
-                hash(AUDITOR_TOKEN),
-                hash(AGENCY_TX_TOKEN),
-                hash(AGENCY_CA_TOKEN),
-            ),
-        )
-        .expect("principals written");
-        std::fs::write(&peer, PEER_TOKEN).expect("peer token written");
+                "[[principal]]\nname = \"{name}\"\nrole = \"{role}\"\njurisdictions = [{jurisdictions}]\n\
+                 token_blake3 = \"{}\"\npublic_key = \"{}\"\n",
+                hash(token),
+                harness_key(token).public_key()
+            )
+        };
+        let text = [
+            entry("test-operator", "operator", "", OPERATOR_TOKEN),
+            entry("test-auditor", "auditor", "\"*\"", AUDITOR_TOKEN),
+            entry("test-agency-tx", "agency", "\"US-TX\"", AGENCY_TX_TOKEN),
+            entry("test-agency-ca", "agency", "\"US-CA\"", AGENCY_CA_TOKEN),
+        ]
+        .concat();
+        std::fs::write(&principals, text).expect("principals written");
+        let mut table = String::new();
+        for role in Role::ALL {
+            std::fs::write(token_file(role), role_token(role)).expect("role token written");
+            table.push_str(&format!(
+                "[[peer]]\nrole = \"{role}\"\ntoken_blake3 = \"{}\"\n",
+                blake3::hash(role_token(role).as_bytes()).to_hex()
+            ));
+        }
+        std::fs::write(&peers, table).expect("peers written");
     }
-    format!("[cluster]\npeer_token_file = {peer:?}\n\n[auth]\nprincipals_file = {principals:?}\n")
+    let files: Vec<String> = [Role::Meta, Role::Blob, Role::Ingest, Role::Api]
+        .into_iter()
+        .map(|role| format!("{role} = {:?}", token_file(role)))
+        .collect();
+    format!(
+        "[identity]\npeers_file = {peers:?}\ntoken_files = {{ {} }}\n\n[auth]\nprincipals_file = {principals:?}\n",
+        files.join(", ")
+    )
 }
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; it is free when this returns).
@@ -368,9 +466,9 @@ impl NodeProcess {
             .connect_lazy()
     }
 
-    /// The node's MetaStore client, presenting the peer token.
+    /// The node's MetaStore client, as a `meta` peer.
     pub fn meta(&self) -> MetaStoreClient<AuthChannel> {
-        MetaStoreClient::new(self.with_token(PEER_TOKEN))
+        MetaStoreClient::new(self.with_token(&role_token(Role::Meta)))
     }
 
     /// The node's Cluster client, presenting the operator token.
@@ -378,11 +476,14 @@ impl NodeProcess {
         ClusterClient::new(self.with_token(OPERATOR_TOKEN))
     }
 
-    /// A channel to the node presenting `token`.
+    /// A channel to the node presenting `token` (and signing each request with its principal's
+    /// key, when the harness knows the principal).
     pub fn with_token(&self, token: &str) -> AuthChannel {
-        Bearer::new(token)
-            .expect("a valid token")
-            .channel(self.channel())
+        let bearer = Bearer::new(token).expect("a valid token");
+        match key_of(token) {
+            Some(key) => bearer.signed_channel(self.channel(), key),
+            None => bearer.channel(self.channel()),
+        }
     }
 
     /// The cluster status as this node sees it, or `None` if it does not answer.
@@ -458,12 +559,7 @@ impl LocalSet {
                 format!("127.0.0.1:{}", grpc[id - 1]),
             ));
         }
-        let tokens = std::fs::read_to_string(state.join("tokens.env"))
-            .expect("tokens.env")
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let tokens = read_tokens_env(&state.join("tokens.env"));
         LocalSet {
             nodes,
             state,
@@ -498,12 +594,9 @@ impl LocalSet {
         self.tokens[&format!("CALLVAULT_DEV_{name}_TOKEN")].clone()
     }
 
-    /// The cluster's peer token.
-    pub fn peer_token(&self) -> String {
-        std::fs::read_to_string(self.state.join("secrets/peer.token"))
-            .expect("peer token")
-            .trim()
-            .to_string()
+    /// The token of `role`, as `callvault dev --init-only` made it.
+    pub fn role_token(&self, role: Role) -> String {
+        read_role_token(&self.state, role)
     }
 
     /// The `host:port` of each node's blob shard, from its config.
@@ -520,6 +613,14 @@ impl LocalSet {
             })
             .collect()
     }
+}
+
+/// The token of `role` in a directory `callvault dev --init-only` filled.
+fn read_role_token(state: &Path, role: Role) -> String {
+    std::fs::read_to_string(state.join(format!("secrets/{role}.token")))
+        .unwrap_or_else(|e| panic!("{role} token: {e}"))
+        .trim()
+        .to_string()
 }
 
 /// Plays back the call `request` names through `content`; the audio, once the whole stream
@@ -669,7 +770,7 @@ pub struct DevCluster {
     /// The blob shards' addresses, by node.
     pub shard_addrs: Vec<String>,
     tokens: std::collections::HashMap<String, String>,
-    peer_token: String,
+    state: PathBuf,
     audit_vkey: String,
     _dir: tempfile::TempDir,
 }
@@ -721,16 +822,7 @@ impl DevCluster {
             "callvault dev --init-only: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let tokens = std::fs::read_to_string(dir.path().join("tokens.env"))
-            .expect("tokens.env")
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let peer_token = std::fs::read_to_string(dir.path().join("secrets/peer.token"))
-            .expect("peer token")
-            .trim()
-            .to_string();
+        let tokens = read_tokens_env(&dir.path().join("tokens.env"));
         if !extra.is_empty() {
             for id in 1..=3 {
                 let path = dir.path().join(format!("node-{id}.toml"));
@@ -766,7 +858,7 @@ impl DevCluster {
                 .map(|p| format!("127.0.0.1:{p}"))
                 .collect(),
             tokens,
-            peer_token,
+            state: dir.path().to_path_buf(),
             audit_vkey,
             _dir: dir,
         };
@@ -929,12 +1021,17 @@ impl DevCluster {
             .expect("put policy");
     }
 
-    /// The MetaStore client of node `id`, as a cluster peer.
-    pub fn meta(&self, id: u64) -> MetaStoreClient<AuthChannel> {
-        MetaStoreClient::new(self.nodes[id as usize - 1].with_token(&self.peer_token))
+    /// The token of `role`, as `callvault dev` made it.
+    pub fn role_token(&self, role: Role) -> String {
+        read_role_token(&self.state, role)
     }
 
-    /// The blob shard of node `id`, as a cluster peer.
+    /// The MetaStore client of node `id`, as a `meta` peer.
+    pub fn meta(&self, id: u64) -> MetaStoreClient<AuthChannel> {
+        MetaStoreClient::new(self.nodes[id as usize - 1].with_token(&self.role_token(Role::Meta)))
+    }
+
+    /// The blob shard of node `id`, as a `blob` peer.
     pub fn shard(&self, id: u64) -> pb::blob_shard_client::BlobShardClient<AuthChannel> {
         let channel =
             Endpoint::from_shared(format!("http://{}", self.shard_addrs[id as usize - 1]))
@@ -943,7 +1040,7 @@ impl DevCluster {
                 .timeout(Duration::from_secs(10))
                 .connect_lazy();
         pb::blob_shard_client::BlobShardClient::new(
-            Bearer::new(&self.peer_token)
+            Bearer::new(&self.role_token(Role::Blob))
                 .expect("token")
                 .channel(channel),
         )

@@ -28,9 +28,11 @@ async fn propose(nodes: &[(u64, String)], command: &Command, timeout: Duration) 
             .connect_timeout(Duration::from_millis(300))
             .timeout(Duration::from_secs(5))
             .connect_lazy();
-        let channel = callvault_proto::auth::Bearer::new(callvault_tests::PEER_TOKEN)
-            .unwrap()
-            .channel(channel);
+        let channel = callvault_proto::auth::Bearer::new(&callvault_tests::role_token(
+            callvault_tests::Role::Meta,
+        ))
+        .unwrap()
+        .channel(channel);
         let mut client = pb::meta_store_client::MetaStoreClient::new(channel);
         match client
             .propose(pb::ProposeRequest {

@@ -3,7 +3,7 @@
 //! (ingest → blob shards and ingest → meta over TLS), plays it back (api → blob shards over TLS)
 //! and takes the CLI's commands over TLS; a plaintext client, and a client that trusts another
 //! CA, get nothing from the node's port or its shard's; the kubelet's plaintext health port
-//! answers with statuses only.
+//! answers with statuses only; a client certificate proves the role its subject names.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,22 +16,60 @@ use rcgen::{
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-/// A CA and one certificate it issued for `127.0.0.1` and `localhost`, written as PEM files.
+/// A CA and one certificate it issued for `127.0.0.1` and `localhost`, naming the four roles of
+/// the local set's processes, written as PEM files.
 struct TestPki {
+    ca: CertifiedIssuer<'static, KeyPair>,
     ca_pem: String,
 }
 
 impl TestPki {
     fn write(dir: &Path) -> Self {
         let ca = Self::issuer("callvault test CA");
-        let node_key = KeyPair::generate().expect("node key");
-        let node_params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-            .expect("node names");
-        let node_cert = node_params.signed_by(&node_key, &ca).expect("node cert");
+        let (node_cert, node_key) = Self::issue(&ca, "callvault-meta+blob+ingest+api");
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.join("node.pem"), node_cert.pem()).unwrap();
-        std::fs::write(dir.join("node.key"), node_key.serialize_pem()).unwrap();
-        TestPki { ca_pem: ca.pem() }
+        std::fs::write(dir.join("node.pem"), node_cert).unwrap();
+        std::fs::write(dir.join("node.key"), node_key).unwrap();
+        let ca_pem = ca.pem();
+        TestPki { ca, ca_pem }
+    }
+
+    /// A certificate `issuer` signs for the loopback names, with `unit` as its subject's
+    /// organizational unit (what names roles); PEM of the certificate and of its key.
+    fn issue(issuer: &CertifiedIssuer<'static, KeyPair>, unit: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("node key");
+        let mut params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .expect("node names");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test-node");
+        if !unit.is_empty() {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, unit);
+        }
+        let cert = params.signed_by(&key, issuer).expect("node cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A MetaStore client of `addr` over TLS presenting a certificate naming `unit`, no token.
+    fn meta_client_as(
+        &self,
+        addr: &str,
+        unit: &str,
+    ) -> pb::meta_store_client::MetaStoreClient<tonic::transport::Channel> {
+        let (cert, key) = Self::issue(&self.ca, unit);
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        let channel = Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+        pb::meta_store_client::MetaStoreClient::new(channel)
     }
 
     /// A self-signed CA named `name`.
@@ -85,11 +123,13 @@ async fn the_local_config_set_with_tls_serves_and_dials_tls_only() {
     }
     set.start_and_wait_ready().await;
     let nodes = &set.nodes;
-    let status = pb::cluster_client::ClusterClient::new(nodes[2].with_token(&set.peer_token()))
-        .status(pb::StatusRequest {})
-        .await
-        .expect("status over TLS")
-        .into_inner();
+    let status = pb::cluster_client::ClusterClient::new(
+        nodes[2].with_token(&set.role_token(callvault_tests::Role::Meta)),
+    )
+    .status(pb::StatusRequest {})
+    .await
+    .expect("status over TLS")
+    .into_inner();
     assert_eq!(
         status.members.iter().filter(|m| m.voter).count(),
         3,
@@ -156,15 +196,41 @@ async fn the_local_config_set_with_tls_serves_and_dials_tls_only() {
         assert!(wrong_ca.is_err(), "{addr} passed another CA's check");
     }
     let peer_rpc = pb::meta_store_client::MetaStoreClient::new(
-        Bearer::new(&set.peer_token()).unwrap().channel(
-            Endpoint::from_shared(format!("http://{}", nodes[0].addr))
-                .unwrap()
-                .connect_lazy(),
-        ),
+        Bearer::new(&set.role_token(callvault_tests::Role::Meta))
+            .unwrap()
+            .channel(
+                Endpoint::from_shared(format!("http://{}", nodes[0].addr))
+                    .unwrap()
+                    .connect_lazy(),
+            ),
     )
     .state_digest(pb::StateDigestRequest {})
     .await;
     assert!(peer_rpc.is_err(), "a plaintext peer RPC was answered");
+
+    // A client certificate is a role identity: the table admits the role it names, without a
+    // token; another role's certificate, or one naming no role, gets nothing.
+    let as_meta = pki
+        .meta_client_as(&nodes[0].addr, "callvault-meta")
+        .state_digest(pb::StateDigestRequest {})
+        .await;
+    assert!(as_meta.is_ok(), "{as_meta:?}");
+    let as_blob = pki
+        .meta_client_as(&nodes[0].addr, "callvault-blob")
+        .state_digest(pb::StateDigestRequest {})
+        .await
+        .expect_err("a blob certificate reads no state digest");
+    assert_eq!(as_blob.code(), tonic::Code::PermissionDenied, "{as_blob:?}");
+    let as_nobody = pki
+        .meta_client_as(&nodes[0].addr, "")
+        .state_digest(pb::StateDigestRequest {})
+        .await
+        .expect_err("a certificate naming no role proves none");
+    assert_eq!(
+        as_nobody.code(),
+        tonic::Code::Unauthenticated,
+        "{as_nobody:?}"
+    );
 
     // The probe port answers health in plaintext, and nothing else.
     for port in &health_ports {

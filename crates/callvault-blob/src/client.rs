@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callvault_proto::MAX_MESSAGE_BYTES;
-use callvault_proto::auth::{AuthChannel, PeerToken};
+use callvault_proto::auth::AuthChannel;
+use callvault_proto::identity::Credential;
 use callvault_proto::v1::blob_shard_client::BlobShardClient;
 use callvault_proto::v1::{
     CollectRequest, GetChunkRequest, HasChunksRequest, MarkDeadRequest, PutChunkHeader,
@@ -40,8 +41,11 @@ pub struct ReplicationConfig {
     pub connect_timeout: Duration,
     /// Deadline of each request to one shard.
     pub request_timeout: Duration,
-    /// The cluster's peer token, sent with every request (shards admit only peers).
-    pub peer: PeerToken,
+    /// The role this client acts as towards the shards (see `callvault_proto::identity`).
+    pub peer: Credential,
+    /// Whether a read rewrites a replica found missing or corrupt. Only roles that may write
+    /// chunks (ingest, blob) can; the api reads and leaves repairs to the shards' scrubbers.
+    pub read_repair: bool,
 }
 
 impl Default for ReplicationConfig {
@@ -51,7 +55,8 @@ impl Default for ReplicationConfig {
             write_quorum: 2,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
-            peer: PeerToken::none(),
+            peer: Credential::none(),
+            read_repair: true,
         }
     }
 }
@@ -325,6 +330,7 @@ pub struct ReplicatedBlobClient {
     placement: Placement,
     clients: HashMap<ShardId, ShardClient>,
     write_quorum: usize,
+    read_repair: bool,
 }
 
 fn failure(shard: &ShardId, status: &Status) -> ShardFailure {
@@ -357,6 +363,7 @@ impl ReplicatedBlobClient {
             placement,
             clients,
             write_quorum: config.write_quorum,
+            read_repair: config.read_repair,
         })
     }
 
@@ -443,7 +450,11 @@ impl ReplicatedBlobClient {
         for (rank, shard) in ranked.iter().enumerate() {
             match self.clients[&shard.id].get(id).await {
                 Ok(bytes) => {
-                    let repaired = self.repair(id, &bytes, &to_repair).await;
+                    let repaired = if self.read_repair {
+                        self.repair(id, &bytes, &to_repair).await
+                    } else {
+                        Vec::new()
+                    };
                     return Ok(ReadOutcome {
                         bytes,
                         served_by: shard.id.clone(),

@@ -3,12 +3,17 @@
 //! Every call gets a fresh 256-bit data key. Each audio chunk is sealed with AES-256-GCM under
 //! that key; the associated data binds the call id, the jurisdiction and the chunk's sequence
 //! number, so a chunk moved to another call, jurisdiction or position does not open. The data key
-//! itself is sealed ("wrapped") by the jurisdiction's key-encryption key (KEK); the metadata store
-//! keeps the wrapped key, and deleting it crypto-shreds the call.
+//! itself is sealed ("wrapped") for the jurisdiction; the metadata store keeps the wrapped key,
+//! and deleting it crypto-shreds the call.
 //!
 //! Formats (all versioned, so old recordings stay readable when a format changes):
 //! - sealed chunk: `[0x01] ciphertext tag(16)`
-//! - wrapped data key: `[0x01] nonce(12) ciphertext(32) tag(16)` — 61 bytes
+//! - wrapped data key, version 1 (clusters made before key custody): AES-256-GCM under the
+//!   jurisdiction's symmetric key-encryption key (KEK), `[0x01] nonce(12) ciphertext(32) tag(16)`
+//!   — 61 bytes. Whoever wraps can unwrap, so ingest no longer writes it; the keys role opens it
+//!   with the old KEKs ([`KeyRing`]).
+//! - wrapped data key, version 2: HPKE sealed to the jurisdiction's public key, so whoever
+//!   wraps cannot unwrap (see [`crate::custody`]) — 1169 bytes.
 //!
 //! Key-encryption keys are loaded from a key file or an environment variable (see [`KeyRing`]).
 //! They are never printed (their `Debug` redacts) and are zeroized when dropped.
@@ -234,14 +239,87 @@ impl KeyRing {
     }
 }
 
-/// A data key sealed by its jurisdiction's key-encryption key; what the metadata store keeps.
+/// A call's data key in the clear: zeroized on drop, never printed. Only a sealer (ingest, which
+/// draws it) and an opener (the api, after a release) hold one, for one call.
+pub struct DataKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey(<redacted>)")
+    }
+}
+
+impl DataKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<Self, EnvelopeError> {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        SystemRandom::new()
+            .fill(key.as_mut_slice())
+            .map_err(|_| EnvelopeError::Random)?;
+        Ok(DataKey(key))
+    }
+
+    /// A key from unwrapped bytes; anything but 32 bytes is refused.
+    pub(crate) fn from_slice(bytes: &[u8], what: &'static str) -> Result<Self, EnvelopeError> {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        if bytes.len() != KEY_LEN {
+            return Err(EnvelopeError::Format {
+                what,
+                reason: format!("a data key is {KEY_LEN} bytes, found {}", bytes.len()),
+            });
+        }
+        key.copy_from_slice(bytes);
+        Ok(DataKey(key))
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+
+    fn aead_key(&self) -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, self.as_bytes()).expect("32-byte key"))
+    }
+}
+
+/// Wraps a call's data key for its jurisdiction: the jurisdictions' public keys (version 2, what
+/// ingest does) or, for old clusters and tests, their symmetric keys (version 1).
+pub trait WrapDataKey {
+    /// `key` wrapped for `call` of `jurisdiction`.
+    fn wrap(
+        &self,
+        call: &CallId,
+        jurisdiction: Jurisdiction,
+        key: &DataKey,
+    ) -> Result<WrappedDataKey, EnvelopeError>;
+}
+
+/// Unwraps a call's data key: the only thing that can turn what the metadata store keeps into a
+/// key. The keys role's private keys implement it ([`crate::custody::LocalCustodian`]); a
+/// per-state KMS or HSM can too.
+pub trait KeyCustodian: Send + Sync {
+    /// The data key of `call` of `jurisdiction`. Fails if `wrapped` belongs to another call or
+    /// jurisdiction, was altered, or is for a jurisdiction this custodian holds no key of.
+    fn unwrap(
+        &self,
+        call: &CallId,
+        jurisdiction: Jurisdiction,
+        wrapped: &WrappedDataKey,
+    ) -> Result<DataKey, EnvelopeError>;
+}
+
+/// A data key sealed for its jurisdiction; what the metadata store keeps.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WrappedDataKey(Vec<u8>);
 
 impl WrappedDataKey {
-    /// The stored form (`[0x01] nonce ciphertext tag`).
+    /// The stored form: a version byte, then the version's fields.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The format version (1: symmetric KEK, 2: HPKE to the jurisdiction's public key).
+    pub fn version(&self) -> u8 {
+        self.0[0]
     }
 
     /// Checks the version and length of stored bytes; authenticity is checked on unwrap.
@@ -250,15 +328,29 @@ impl WrappedDataKey {
             what: "wrapped data key",
             reason,
         };
-        match bytes.first() {
-            Some(&WRAPPED_V1) if bytes.len() == WRAPPED_KEY_LEN => Ok(WrappedDataKey(bytes.into())),
-            Some(&WRAPPED_V1) => Err(fail(format!(
-                "version 1 is {WRAPPED_KEY_LEN} bytes, found {}",
+        let expected = match bytes.first() {
+            Some(&WRAPPED_V1) => WRAPPED_KEY_LEN,
+            Some(&crate::custody::WRAPPED_V2) => crate::custody::WRAPPED_V2_LEN,
+            Some(v) => return Err(fail(format!("unknown version {v}"))),
+            None => return Err(fail("empty".into())),
+        };
+        if bytes.len() != expected {
+            return Err(fail(format!(
+                "version {} is {expected} bytes, found {}",
+                bytes[0],
                 bytes.len()
-            ))),
-            Some(v) => Err(fail(format!("unknown version {v}"))),
-            None => Err(fail("empty".into())),
+            )));
         }
+        Ok(WrappedDataKey(bytes.into()))
+    }
+
+    /// Wraps stored-form bytes this crate made.
+    pub(crate) fn from_parts(version: u8, parts: &[&[u8]]) -> Self {
+        let mut bytes = vec![version];
+        for part in parts {
+            bytes.extend_from_slice(part);
+        }
+        WrappedDataKey(bytes)
     }
 }
 
@@ -269,10 +361,10 @@ impl fmt::Debug for WrappedDataKey {
 }
 
 /// Associated data of a wrapped key: domain, version, jurisdiction and call id, length-prefixed.
-fn wrap_aad(jurisdiction: Jurisdiction, call: &CallId) -> Vec<u8> {
+pub(crate) fn wrap_aad(version: u8, jurisdiction: Jurisdiction, call: &CallId) -> Vec<u8> {
     let mut aad = Vec::with_capacity(64);
     aad.extend_from_slice(b"callvault/data-key-wrap");
-    aad.push(WRAPPED_V1);
+    aad.push(version);
     push_prefixed(&mut aad, jurisdiction.code().as_bytes());
     push_prefixed(&mut aad, call.as_str().as_bytes());
     aad
@@ -290,7 +382,7 @@ fn chunk_aad(call: &CallId, jurisdiction: Jurisdiction, seq: u64) -> Vec<u8> {
 }
 
 /// Appends a 16-bit big-endian length, then the bytes, so no two field lists share an encoding.
-fn push_prefixed(out: &mut Vec<u8>, field: &[u8]) {
+pub(crate) fn push_prefixed(out: &mut Vec<u8>, field: &[u8]) {
     let len = u16::try_from(field.len()).expect("AAD fields are short identifiers");
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(field);
@@ -336,46 +428,88 @@ pub struct SealedChunk {
     pub bytes: Vec<u8>,
 }
 
-impl CallSealer {
-    /// Draws a fresh data key for `call` and wraps it with the jurisdiction's key.
-    pub fn new(
-        ring: &KeyRing,
+impl WrapDataKey for KeyRing {
+    /// Version 1: AES-256-GCM under the jurisdiction's KEK.
+    fn wrap(
+        &self,
         call: &CallId,
         jurisdiction: Jurisdiction,
-    ) -> Result<Self, EnvelopeError> {
-        let rng = SystemRandom::new();
-        let kek = ring.kek(jurisdiction)?;
-        let mut data_key = Zeroizing::new([0u8; KEY_LEN]);
-        rng.fill(data_key.as_mut_slice())
-            .map_err(|_| EnvelopeError::Random)?;
-
-        // Wrap: a random 96-bit nonce per wrap. One KEK wraps one key per call; at tens of
-        // millions of calls per jurisdiction the chance of a nonce collision stays far below
-        // NIST's 2^-32 bound (which allows 2^32 random nonces per key).
+        key: &DataKey,
+    ) -> Result<WrappedDataKey, EnvelopeError> {
+        let kek = self.kek(jurisdiction)?;
+        // A random 96-bit nonce per wrap. One KEK wraps one key per call; at tens of millions of
+        // calls per jurisdiction the chance of a nonce collision stays far below NIST's 2^-32
+        // bound (which allows 2^32 random nonces per key).
         let mut nonce = [0u8; NONCE_LEN];
-        rng.fill(&mut nonce).map_err(|_| EnvelopeError::Random)?;
-        let mut sealed = Zeroizing::new(data_key.to_vec());
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| EnvelopeError::Random)?;
+        let mut sealed = Zeroizing::new(key.as_bytes().to_vec());
         let tag = kek
             .aead_key()
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(wrap_aad(jurisdiction, call)),
+                Aad::from(wrap_aad(WRAPPED_V1, jurisdiction, call)),
                 sealed.as_mut_slice(),
             )
             .map_err(|_| EnvelopeError::Random)?;
-        let mut wrapped = Vec::with_capacity(WRAPPED_KEY_LEN);
-        wrapped.push(WRAPPED_V1);
-        wrapped.extend_from_slice(&nonce);
-        wrapped.extend_from_slice(&sealed);
-        wrapped.extend_from_slice(tag.as_ref());
+        Ok(WrappedDataKey::from_parts(
+            WRAPPED_V1,
+            &[&nonce, &sealed, tag.as_ref()],
+        ))
+    }
+}
 
+impl KeyCustodian for KeyRing {
+    /// Version 1 only: the KEK that wrapped it.
+    fn unwrap(
+        &self,
+        call: &CallId,
+        jurisdiction: Jurisdiction,
+        wrapped: &WrappedDataKey,
+    ) -> Result<DataKey, EnvelopeError> {
+        let bytes = wrapped.as_bytes();
+        if wrapped.version() != WRAPPED_V1 {
+            return Err(EnvelopeError::Format {
+                what: "wrapped data key",
+                reason: format!(
+                    "version {} is not opened with a key-encryption key",
+                    wrapped.version()
+                ),
+            });
+        }
+        let kek = self.kek(jurisdiction)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(&bytes[1..1 + NONCE_LEN]).expect("length checked");
+        let mut sealed = Zeroizing::new(bytes[1 + NONCE_LEN..].to_vec());
+        let data_key = kek
+            .aead_key()
+            .open_in_place(
+                nonce,
+                Aad::from(wrap_aad(WRAPPED_V1, jurisdiction, call)),
+                sealed.as_mut_slice(),
+            )
+            .map_err(|_| EnvelopeError::Authentication {
+                what: "wrapped data key",
+            })?;
+        DataKey::from_slice(data_key, "wrapped data key")
+    }
+}
+
+impl CallSealer {
+    /// Draws a fresh data key for `call` and wraps it for the jurisdiction with `wrapper`.
+    pub fn new(
+        wrapper: &impl WrapDataKey,
+        call: &CallId,
+        jurisdiction: Jurisdiction,
+    ) -> Result<Self, EnvelopeError> {
+        let data_key = DataKey::generate()?;
+        let wrapped = wrapper.wrap(call, jurisdiction, &data_key)?;
         Ok(CallSealer {
             call: call.clone(),
             jurisdiction,
-            key: LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM, data_key.as_slice()).expect("32-byte key"),
-            ),
-            wrapped: WrappedDataKey(wrapped),
+            key: data_key.aead_key(),
+            wrapped,
         })
     }
 
@@ -423,35 +557,25 @@ impl fmt::Debug for CallOpener {
 }
 
 impl CallOpener {
-    /// Unwraps the call's data key with the jurisdiction's key-encryption key. Fails if the
-    /// wrapped key belongs to another call or jurisdiction, or was altered.
+    /// Unwraps the call's data key with `custodian`. Fails if the wrapped key belongs to another
+    /// call or jurisdiction, or was altered.
     pub fn new(
-        ring: &KeyRing,
+        custodian: &(impl KeyCustodian + ?Sized),
         call: &CallId,
         jurisdiction: Jurisdiction,
         wrapped: &WrappedDataKey,
     ) -> Result<Self, EnvelopeError> {
-        let kek = ring.kek(jurisdiction)?;
-        let bytes = WrappedDataKey::from_bytes(wrapped.as_bytes())?.0;
-        let nonce =
-            Nonce::try_assume_unique_for_key(&bytes[1..1 + NONCE_LEN]).expect("length checked");
-        let mut sealed = Zeroizing::new(bytes[1 + NONCE_LEN..].to_vec());
-        let data_key = kek
-            .aead_key()
-            .open_in_place(
-                nonce,
-                Aad::from(wrap_aad(jurisdiction, call)),
-                sealed.as_mut_slice(),
-            )
-            .map_err(|_| EnvelopeError::Authentication {
-                what: "wrapped data key",
-            })?;
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, data_key).expect("32-byte key"));
-        Ok(CallOpener {
+        let key = custodian.unwrap(call, jurisdiction, wrapped)?;
+        Ok(Self::with_key(call, jurisdiction, &key))
+    }
+
+    /// Opens `call`'s chunks with its data key (as a key release delivered it).
+    pub fn with_key(call: &CallId, jurisdiction: Jurisdiction, key: &DataKey) -> Self {
+        CallOpener {
             call: call.clone(),
             jurisdiction,
-            key,
-        })
+            key: key.aead_key(),
+        }
     }
 
     /// Opens chunk `seq`. Fails unless the chunk was sealed for this call, jurisdiction and
@@ -596,7 +720,7 @@ mod tests {
                 .aead_key()
                 .open_in_place(
                     nonce,
-                    Aad::from(wrap_aad(self.jurisdiction, call)),
+                    Aad::from(wrap_aad(WRAPPED_V1, self.jurisdiction, call)),
                     &mut sealed,
                 )
                 .unwrap();

@@ -5,6 +5,8 @@
 //! - [`chunk`]: chunk ids and size limits.
 //! - [`envelope`]: per-call data keys, AES-256-GCM chunk sealing, key wrapping, key loading (no
 //!   I/O beyond reading a key file).
+//! - [`custody`]: the jurisdictions' key pairs, HPKE wrapping to their public keys, the
+//!   [`KeyCustodian`] of the keys role, and key releases sealed to one api node.
 //! - [`store`]: the [`store::ChunkStore`] trait, its conformance suite and the RocksDB store.
 //! - [`placement`]: rendezvous hashing of chunks onto shards.
 //! - [`client`]: [`client::ShardClient`] and [`client::ReplicatedBlobClient`] (R replicas, W quorum,
@@ -15,7 +17,7 @@
 //!
 //! How ingest stores a call:
 //! ```no_run
-//! # async fn ingest(keys: &callvault_blob::KeyRing, blobs: &callvault_blob::ReplicatedBlobClient)
+//! # async fn ingest(keys: &callvault_blob::JurisdictionPublicKeys, blobs: &callvault_blob::ReplicatedBlobClient)
 //! # -> Result<(), Box<dyn std::error::Error>> {
 //! use callvault_blob::CallSealer;
 //! use callvault_core::{CallId, Jurisdiction};
@@ -35,6 +37,7 @@
 pub mod chunk;
 pub mod client;
 pub mod collect;
+pub mod custody;
 pub mod envelope;
 pub mod metrics;
 pub mod placement;
@@ -48,8 +51,12 @@ pub use client::{
     ReadOutcome, ReplicatedBlobClient, ReplicationConfig, ReplicationError, WriteReceipt,
 };
 pub use collect::{CollectError, Collector, MarkReceipt};
+pub use custody::{
+    JurisdictionKeyPairs, JurisdictionPublicKeys, LocalCustodian, ReleaseKeyPair, seal_release,
+};
 pub use envelope::{
-    CallOpener, CallSealer, EnvelopeError, KeyEncryptionKey, KeyRing, SealedChunk, WrappedDataKey,
+    CallOpener, CallSealer, DataKey, EnvelopeError, KeyCustodian, KeyEncryptionKey, KeyRing,
+    SealedChunk, WrapDataKey, WrappedDataKey,
 };
 pub use placement::{Placement, ShardId, ShardInfo};
 pub use scrub::{ScrubCounters, ScrubSnapshot, Scrubber};

@@ -21,8 +21,7 @@ use crate::placement::{ShardId, ShardInfo};
 use crate::scrub::{ScrubCounters, Scrubber};
 use crate::service::BlobShardService;
 use crate::store::{RocksChunkStore, StoreError, StoreOptions};
-use callvault_proto::auth::PeerToken;
-use tonic::service::interceptor::InterceptedService;
+use callvault_proto::identity::{Credential, InternalGateLayer, PeerTable};
 
 /// One blob shard's settings. Every field but `shard_id` and `data_dir` has a default.
 ///
@@ -76,10 +75,13 @@ pub struct ShardConfig {
     /// Deadline of each request to a peer shard, in milliseconds (default 30000).
     #[serde(default = "defaults::request_timeout_ms")]
     pub peer_request_timeout_ms: u64,
-    /// The cluster's peer token: the shard admits only requests carrying it and sends it to its
-    /// peers. Never read from the shard's own config; the node passes its cluster secret.
+    /// Who may call the shard: the roles' tokens (the node passes them; TLS client certificates
+    /// are checked by the transport). Never read from the shard's own config.
+    #[serde(skip, default = "PeerTable::open")]
+    pub peers: PeerTable,
+    /// How the shard's scrubber authenticates to its peers (role `blob`).
     #[serde(skip)]
-    pub peer: PeerToken,
+    pub peer: Credential,
 }
 
 mod defaults {
@@ -121,7 +123,8 @@ impl ShardConfig {
             collect_min_grace_seconds: defaults::grace(),
             peer_connect_timeout_ms: defaults::connect_timeout_ms(),
             peer_request_timeout_ms: defaults::request_timeout_ms(),
-            peer: PeerToken::none(),
+            peers: PeerTable::open(),
+            peer: Credential::none(),
         }
     }
 
@@ -132,6 +135,7 @@ impl ShardConfig {
             connect_timeout: Duration::from_millis(self.peer_connect_timeout_ms),
             request_timeout: Duration::from_millis(self.peer_request_timeout_ms),
             peer: self.peer.clone(),
+            read_repair: true,
         }
     }
 }
@@ -243,12 +247,9 @@ impl Shard {
             self.counters.clone(),
             Duration::from_secs(self.config.collect_min_grace_seconds),
         );
-        let server = InterceptedService::new(
-            BlobShardServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            self.config.peer.gate(),
-        );
+        let server = BlobShardServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         tracing::info!(shard = %self.config.shard_id, addr = ?listener.local_addr().ok(), "blob shard serving");
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = callvault_proto::tls::server_config() {
@@ -257,6 +258,7 @@ impl Shard {
                 .map_err(|e| ServeError::Config(format!("tls: {e}")))?;
         }
         let served = builder
+            .layer(InternalGateLayer::new(self.config.peers.clone()))
             .tcp_nodelay(true)
             // A span per request, a child of the trace context the writer sent (when tracing is on).
             .trace_fn(callvault_proto::trace_context::server_span)

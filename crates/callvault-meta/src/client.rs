@@ -11,7 +11,8 @@ use callvault_core::codec::VersionedRecord;
 use callvault_core::policy::VersionedPolicy;
 use callvault_core::{CallId, CallRecord, Jurisdiction, RegistryEntry, UnixMillis};
 use callvault_proto::MAX_MESSAGE_BYTES;
-use callvault_proto::auth::{AuthChannel, PeerToken};
+use callvault_proto::auth::AuthChannel;
+use callvault_proto::identity::Credential;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::meta_store_client::MetaStoreClient;
 use tonic::Status;
@@ -76,8 +77,8 @@ fn decode_policy(bytes: &[u8]) -> Result<Option<VersionedPolicy>, Status> {
 }
 
 impl MetaClient {
-    /// A client of the members at `addrs` (`host:port`), sending the cluster's peer token.
-    pub fn new(addrs: &[String], peer: &PeerToken) -> Result<Self, String> {
+    /// A client of the members at `addrs` (`host:port`), acting as `peer`'s role.
+    pub fn new(addrs: &[String], peer: &Credential) -> Result<Self, String> {
         if addrs.is_empty() {
             return Err("no metadata-store address configured".into());
         }

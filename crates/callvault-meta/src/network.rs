@@ -27,7 +27,7 @@ use crate::types::{NodeId, TypeConfig};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Channels to peers by address, shared by every client the factory makes, so reconnecting
-/// replication streams reuse connections. Every request carries the cluster's peer token.
+/// replication streams reuse connections. Every request carries this member's `meta` credential.
 #[derive(Clone)]
 pub struct ChannelPool {
     channels: Arc<Mutex<HashMap<String, AuthChannel>>>,
@@ -41,7 +41,7 @@ impl Default for ChannelPool {
 }
 
 impl ChannelPool {
-    /// A pool whose requests carry `peer` (the cluster's peer token).
+    /// A pool whose requests carry `peer` (this member's credential).
     pub fn new(peer: Bearer) -> Self {
         ChannelPool {
             channels: Arc::default(),

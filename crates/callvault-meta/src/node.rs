@@ -32,8 +32,9 @@ pub struct MetaConfig {
     /// Entries kept in the log behind a snapshot, so slightly lagging followers catch up from the
     /// log instead of a snapshot.
     pub log_entries_kept_after_snapshot: u64,
-    /// The cluster's peer token, sent to the other members (see `callvault_proto::auth`).
-    pub peer: callvault_proto::auth::PeerToken,
+    /// How this member authenticates to the others: role `meta` (see
+    /// `callvault_proto::identity`).
+    pub peer: callvault_proto::identity::Credential,
 }
 
 impl MetaConfig {
@@ -49,7 +50,7 @@ impl MetaConfig {
             election_timeout_max_ms: 2000,
             snapshot_after_entries: 50_000,
             log_entries_kept_after_snapshot: 10_000,
-            peer: callvault_proto::auth::PeerToken::none(),
+            peer: callvault_proto::identity::Credential::none(),
         }
     }
 }

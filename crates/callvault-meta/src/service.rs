@@ -259,6 +259,7 @@ impl pb::meta_store_server::MetaStore for MetaService {
         &self,
         request: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeResponse>, Status> {
+        let caller = callvault_proto::identity::PeerIdentity::of(&request).map(|p| p.role);
         let bytes = request.into_inner().command;
         let command = Command::decode(&bytes)
             .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
@@ -266,6 +267,10 @@ impl pb::meta_store_server::MetaStore for MetaService {
             return Err(Status::invalid_argument(
                 "batches are formed by the leader; propose commands one by one",
             ));
+        }
+        // Without an identity the service runs ungated (library tests); a node always gates.
+        if let Some(role) = caller {
+            crate::authz::check(role, &command)?;
         }
         match self.proposer.propose(command, bytes.len()).await {
             Ok((log_id, result)) => Ok(Response::new(pb::ProposeResponse {

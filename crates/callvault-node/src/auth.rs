@@ -6,141 +6,24 @@
 //! jurisdictions learns nothing about a call: the services answer `NOT_FOUND` exactly as for a
 //! call that does not exist.
 
-use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use callvault_core::Jurisdiction;
-use callvault_meta::audit_service::AuditScope;
 use callvault_meta::auth_failures::FailureKind;
 use callvault_proto::auth::{bearer_token, token_hash};
-use serde::Deserialize;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::auth_failures::AuthFailureLog;
 
-/// What a principal is for. Roles do not nest: an operator administers the cluster but reads no
-/// call data; an agency reads its jurisdiction's calls but cannot ingest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessRole {
-    /// A call platform: ingests calls for its jurisdictions.
-    Platform,
-    /// A state agency: queries its jurisdiction's calls and retention status, sets its policy.
-    Agency,
-    /// A privileged-number registry: registers attorney and other privileged numbers.
-    Registry,
-    /// An auditor: reads the audit log.
-    Auditor,
-    /// A cluster operator: membership and policies; never call data or content.
-    Operator,
-}
-
-impl fmt::Display for AccessRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AccessRole::Platform => "platform",
-            AccessRole::Agency => "agency",
-            AccessRole::Registry => "registry",
-            AccessRole::Auditor => "auditor",
-            AccessRole::Operator => "operator",
-        })
-    }
-}
-
-/// The jurisdictions a principal acts for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Every jurisdiction (`jurisdictions = ["*"]`).
-    All,
-    /// Only these.
-    Only(BTreeSet<Jurisdiction>),
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// Its name, as audit entries record it.
-    pub name: String,
-    /// What it is for.
-    pub role: AccessRole,
-    /// Where it may act.
-    pub scope: Scope,
-    /// The agency it belongs to: a hold placed by any principal of an agency may be released
-    /// by the agency's other principals. Defaults to the principal's name.
-    pub agency: String,
-    /// May play back sealed calls (to sensitive numbers); every such access raises an alert.
-    pub elevated: bool,
-}
-
-impl Principal {
-    /// Whether this principal has `role` for `jurisdiction`.
-    pub fn may(&self, role: AccessRole, jurisdiction: Jurisdiction) -> bool {
-        self.role == role
-            && match &self.scope {
-                Scope::All => true,
-                Scope::Only(set) => set.contains(&jurisdiction),
-            }
-    }
-
-    /// `PERMISSION_DENIED` unless this principal has one of `roles`.
-    pub fn require_role(&self, roles: &[AccessRole]) -> Result<(), Status> {
-        if roles.contains(&self.role) {
-            return Ok(());
-        }
-        let wanted: Vec<String> = roles.iter().map(ToString::to_string).collect();
-        Err(Status::permission_denied(format!(
-            "{} has role {}; this needs {}",
-            self.name,
-            self.role,
-            wanted.join(" or ")
-        )))
-    }
-
-    /// `PERMISSION_DENIED` unless this principal has `role` for `jurisdiction`. For requests about
-    /// a jurisdiction as a whole; requests about one call use [`Principal::may`] and answer
-    /// `NOT_FOUND`.
-    pub fn require(&self, role: AccessRole, jurisdiction: Jurisdiction) -> Result<(), Status> {
-        self.require_role(&[role])?;
-        if self.may(role, jurisdiction) {
-            return Ok(());
-        }
-        Err(Status::permission_denied(format!(
-            "{} may not act for {}",
-            self.name,
-            jurisdiction.code()
-        )))
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PrincipalsFile {
-    #[serde(default)]
-    principal: Vec<PrincipalEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PrincipalEntry {
-    name: String,
-    role: AccessRole,
-    #[serde(default)]
-    jurisdictions: Vec<String>,
-    token_blake3: String,
-    #[serde(default)]
-    agency: Option<String>,
-    #[serde(default)]
-    elevated: bool,
-}
+use callvault_meta::principal::Principals;
+pub use callvault_meta::principal::{AccessRole, Principal, parse_hex32};
 
 /// The principals of the public APIs, by token hash. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Authenticator {
-    by_hash: Arc<HashMap<[u8; 32], Arc<Principal>>>,
+    principals: Principals,
     /// Where failed authentications are counted for the audit log, if anywhere.
     failures: Option<AuthFailureLog>,
 }
@@ -148,110 +31,31 @@ pub struct Authenticator {
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")
-            .field("principals", &self.by_hash.len())
+            .field("principals", &self.principals.len())
             .finish()
     }
 }
 
-/// 32 bytes from exactly 64 hex characters (token hashes, the index key).
-pub(crate) fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 impl Authenticator {
-    /// Loads a principals file:
-    ///
-    /// ```toml
-    /// [[principal]]
-    /// name = "tx-platform"
-    /// role = "platform"            # platform | agency | registry | auditor | operator
-    /// jurisdictions = ["US-TX"]    # or ["*"]; operators and auditors may leave it empty
-    /// token_blake3 = "…"           # 64 hex: `callvault token hash` of the token
-    /// agency = "tx-da"             # optional: its agency (holds); defaults to the name
-    /// elevated = false             # optional, agency only: may play back sealed calls
-    /// ```
+    /// Loads a principals file (see [`Principals::load`]).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read principals file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("principals file {}", path.display()))
+        Ok(Self::from(Principals::load(path)?))
     }
 
     /// Parses principals-file text.
+    #[cfg(test)]
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let file: PrincipalsFile = toml::from_str(text)?;
-        let mut by_hash = HashMap::new();
-        let mut names = BTreeSet::new();
-        for entry in file.principal {
-            let name = entry.name.trim().to_string();
-            if name.is_empty() || name.len() > callvault_meta::command::MAX_PRINCIPAL {
-                bail!("principal name {:?} must be 1 to 256 bytes", entry.name);
-            }
-            if !names.insert(name.clone()) {
-                bail!("principal {name} appears twice");
-            }
-            let hash = parse_hex32(&entry.token_blake3)
-                .with_context(|| format!("principal {name}: token_blake3 must be 64 hex"))?;
-            let scope = if entry.jurisdictions.iter().any(|j| j == "*") {
-                Scope::All
-            } else {
-                Scope::Only(
-                    entry
-                        .jurisdictions
-                        .iter()
-                        .map(|code| Jurisdiction::from_code(code))
-                        .collect::<Result<_, _>>()
-                        .with_context(|| format!("principal {name}"))?,
-                )
-            };
-            let needs_scope = matches!(
-                entry.role,
-                AccessRole::Platform | AccessRole::Agency | AccessRole::Registry
-            );
-            if needs_scope && scope == Scope::Only(BTreeSet::new()) {
-                bail!("principal {name}: role {} needs jurisdictions", entry.role);
-            }
-            let agency = entry
-                .agency
-                .map(|a| a.trim().to_string())
-                .unwrap_or_else(|| name.clone());
-            if agency.is_empty() || agency.len() > callvault_meta::command::MAX_PRINCIPAL {
-                bail!("principal {name}: agency must be 1 to 256 bytes");
-            }
-            if entry.elevated && entry.role != AccessRole::Agency {
-                bail!("principal {name}: only agency principals may be elevated");
-            }
-            let principal = Principal {
-                name: name.clone(),
-                role: entry.role,
-                scope,
-                agency,
-                elevated: entry.elevated,
-            };
-            if by_hash.insert(hash, Arc::new(principal)).is_some() {
-                bail!("principal {name} shares its token with another principal");
-            }
-        }
-        Ok(Authenticator {
-            by_hash: Arc::new(by_hash),
-            failures: None,
-        })
+        Ok(Self::from(Principals::parse(text)?))
     }
 
     /// How many principals there are.
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.principals.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.principals.is_empty()
     }
 
     /// Counts every failed authentication in `log`, for the audit log.
@@ -283,7 +87,7 @@ impl Authenticator {
             }
         };
         let hash = token_hash(token);
-        match self.by_hash.get(hash.as_bytes()) {
+        match self.principals.by_token_hash(hash.as_bytes()) {
             Some(principal) => Ok(Arc::clone(principal)),
             None => {
                 self.failed(request, FailureKind::UnknownToken, Some(hash.as_bytes()));
@@ -294,6 +98,15 @@ impl Authenticator {
 }
 
 /// Attaches the caller's [`Principal`] to every request of a public service, or refuses it.
+impl From<Principals> for Authenticator {
+    fn from(principals: Principals) -> Self {
+        Authenticator {
+            principals,
+            failures: None,
+        }
+    }
+}
+
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let principal = self.authenticate(&request)?;
@@ -329,52 +142,27 @@ impl Interceptor for RoleGate {
     }
 }
 
-impl Principal {
-    /// Which audit entries this principal may read. Auditors: every entry, unless the principals
-    /// file names their jurisdictions, then those only (a state's own auditor). Agencies: their
-    /// jurisdictions' entries, never cluster-wide ones. Anyone else: checkpoints and proofs only.
-    pub fn audit_scope(&self) -> AuditScope {
-        let jurisdictions = |scope: &Scope| match scope {
-            Scope::All => Jurisdiction::ALL.iter().copied().collect(),
-            Scope::Only(set) => set.clone(),
-        };
-        match (self.role, &self.scope) {
-            (AccessRole::Auditor, Scope::All) => AuditScope::Everything,
-            (AccessRole::Auditor, Scope::Only(set)) if set.is_empty() => AuditScope::Everything,
-            (AccessRole::Auditor | AccessRole::Agency, scope) => {
-                AuditScope::Jurisdictions(jurisdictions(scope))
-            }
-            _ => AuditScope::ProofsOnly,
-        }
-    }
-}
-
-/// Admits principals with one of `roles`, or cluster peers presenting the peer token: for the
-/// `Cluster` service, which members call on each other (a follower forwards membership changes
-/// to the leader; a node joining by itself asks to be added). A peer can already append to the
-/// Raft log, so this grants it nothing more. Without a peer token configured, only `roles`.
+/// Admits principals with one of `roles`, or metadata-store members (role `meta`, proven to the
+/// internal gate): for the `Cluster` service, which members call on each other (a follower
+/// forwards membership changes to the leader; a node joining by itself asks to be added). A
+/// member can already append to the Raft log, so this grants it nothing more.
 #[derive(Clone, Debug)]
 pub struct RoleOrPeerGate {
     roles: RoleGate,
-    peer: callvault_proto::auth::PeerGate,
 }
 
 impl Authenticator {
-    /// An interceptor admitting `roles` or the cluster's peers.
-    pub fn requiring_or_peer(
-        &self,
-        roles: &'static [AccessRole],
-        peer: callvault_proto::auth::PeerGate,
-    ) -> RoleOrPeerGate {
+    /// An interceptor admitting `roles` or the metadata store's members.
+    pub fn requiring_or_peer(&self, roles: &'static [AccessRole]) -> RoleOrPeerGate {
         RoleOrPeerGate {
             roles: self.requiring(roles),
-            peer,
         }
     }
 }
 
 /// Admits every authenticated principal to the `Audit` service and attaches its
-/// [`AuditScope`], which the service filters entries by.
+/// [`AuditScope`](callvault_meta::audit_service::AuditScope), which the service filters
+/// entries by.
 #[derive(Clone, Debug)]
 pub struct AuditGate {
     auth: Authenticator,
@@ -398,7 +186,9 @@ impl Interceptor for AuditGate {
 
 impl Interceptor for RoleOrPeerGate {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        if !self.peer.is_open() && self.peer.check(&request).is_ok() {
+        let member = callvault_proto::identity::PeerIdentity::of(&request)
+            .is_some_and(|p| p.role == callvault_proto::identity::Role::Meta);
+        if member {
             return Ok(request);
         }
         self.roles.call(request)
@@ -417,7 +207,9 @@ pub fn caller<T>(request: &Request<T>) -> Result<Arc<Principal>, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callvault_core::Jurisdiction;
     use callvault_core::codec::VersionedRecord as _;
+    use callvault_meta::audit_service::AuditScope;
     use callvault_proto::auth::Bearer;
 
     const TOKEN: &str = "tx-agency-token-0123456789";
@@ -558,14 +350,22 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_gate_admits_operators_and_peers_only() {
+    fn the_cluster_gate_admits_operators_and_members_only() {
+        use callvault_proto::identity::{PeerIdentity, ProvenBy, Role};
         let auth = Authenticator::parse(&file()).unwrap();
-        let peer = "cluster-peer-token-0123456789";
-        let mut gate = auth.requiring_or_peer(
-            &[AccessRole::Operator],
-            callvault_proto::auth::PeerGate::new(peer).unwrap(),
-        );
-        assert!(gate.call(request_with(peer)).is_ok());
+        let mut gate = auth.requiring_or_peer(&[AccessRole::Operator]);
+        let as_role = |role| {
+            let mut request = Request::new(());
+            request.extensions_mut().insert(PeerIdentity {
+                role,
+                node: "node-2".into(),
+                proven_by: ProvenBy::Token,
+            });
+            request
+        };
+        assert!(gate.call(as_role(Role::Meta)).is_ok());
+        // Another role's identity is no principal either.
+        assert!(gate.call(as_role(Role::Api)).is_err());
         assert!(gate.call(request_with("operator-token-0123456789")).is_ok());
         let agency = gate.call(request_with(TOKEN)).unwrap_err();
         assert_eq!(agency.code(), tonic::Code::PermissionDenied);
@@ -573,13 +373,7 @@ mod tests {
             .call(request_with("another-token-0123456789"))
             .unwrap_err();
         assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
-        // Without a peer token configured, nobody gets in as a "peer".
-        let mut open = auth.requiring_or_peer(
-            &[AccessRole::Operator],
-            callvault_proto::auth::PeerGate::open(),
-        );
-        assert!(open.call(request_with(peer)).is_err());
-        assert!(open.call(Request::new(())).is_err());
+        assert!(gate.call(Request::new(())).is_err());
     }
 
     #[test]

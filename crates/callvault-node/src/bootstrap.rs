@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use callvault_meta::MetaNode;
-use callvault_proto::auth::{AuthChannel, PeerToken};
+use callvault_proto::auth::AuthChannel;
+use callvault_proto::identity::{Credential, Role};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
 use callvault_proto::v1::cluster_server::Cluster;
@@ -50,7 +51,7 @@ pub struct BootstrapPlan {
     seeds: Vec<String>,
     init_node_id: u64,
     join_timeout: Duration,
-    peer: PeerToken,
+    peer: Credential,
 }
 
 impl BootstrapPlan {
@@ -71,7 +72,7 @@ impl BootstrapPlan {
             seeds,
             init_node_id: config.bootstrap.init_node_id,
             join_timeout: Duration::from_secs(config.bootstrap.join_timeout_seconds),
-            peer: config.peer_token()?,
+            peer: config.credential(Role::Meta)?,
         })
     }
 }
@@ -194,7 +195,7 @@ pub async fn run(
 
 async fn client(
     addr: &str,
-    peer: &PeerToken,
+    peer: &Credential,
     timeout: Duration,
 ) -> anyhow::Result<ClusterClient<AuthChannel>> {
     let channel = callvault_proto::tls::endpoint(addr)
@@ -207,7 +208,7 @@ async fn client(
     Ok(ClusterClient::new(peer.bearer().channel(channel)))
 }
 
-async fn ask(seed: &str, peer: &PeerToken) -> SeedAnswer {
+async fn ask(seed: &str, peer: &Credential) -> SeedAnswer {
     let mut client = match client(seed, peer, SEED_STATUS_TIMEOUT).await {
         Ok(c) => c,
         Err(e) => return SeedAnswer::Unreachable(format!("{e:#}")),

@@ -27,17 +27,20 @@ const ENV_KEYS: &[&str] = &[
     "playback",
     "lifecycle",
     "tls",
+    "identity",
 ];
 
 /// `CALLVAULT_*` variables the binary reads that are not configuration keys.
 const OTHER_ENV_VARS: &[&str] = &[
-    "CALLVAULT_LOG",             // log filter of `serve`
-    "CALLVAULT_TOKEN",           // bearer token of the client commands
-    "CALLVAULT_ADDR",            // node address of the client commands
-    "CALLVAULT_REGISTRY_TOKEN",  // `load`'s registry token
-    "CALLVAULT_KEKS",            // key-encryption keys, for library users (`KeyRing::from_env`)
-    "CALLVAULT_TLS_CA_FILE",     // CA of the client commands, for a cluster serving TLS
-    "CALLVAULT_TLS_SERVER_NAME", // name the client commands expect in the server's certificate
+    "CALLVAULT_LOG",               // log filter of `serve`
+    "CALLVAULT_TOKEN",             // bearer token of the client commands
+    "CALLVAULT_ADDR",              // node address of the client commands
+    "CALLVAULT_REGISTRY_TOKEN",    // `load`'s registry token
+    "CALLVAULT_KEY_FILE",          // signing key of the client commands' principal
+    "CALLVAULT_REGISTRY_KEY_FILE", // `load`'s registry principal's signing key
+    "CALLVAULT_KEKS",              // key-encryption keys, for library users (`KeyRing::from_env`)
+    "CALLVAULT_TLS_CA_FILE",       // CA of the client commands, for a cluster serving TLS
+    "CALLVAULT_TLS_SERVER_NAME",   // name the client commands expect in the server's certificate
 ];
 
 /// The `CALLVAULT_*` variables among `vars` that callvault would silently ignore: neither a
@@ -67,6 +70,19 @@ pub enum Role {
     Ingest,
     /// The stateless query and administration APIs (`Query`, `Admin`).
     Api,
+}
+
+impl Role {
+    /// The identity this role authenticates to its peers as.
+    pub fn identity(self) -> callvault_proto::identity::Role {
+        use callvault_proto::identity::Role as Id;
+        match self {
+            Role::Meta => Id::Meta,
+            Role::Blob => Id::Blob,
+            Role::Ingest => Id::Ingest,
+            Role::Api => Id::Api,
+        }
+    }
 }
 
 /// The whole node configuration.
@@ -115,6 +131,78 @@ pub struct NodeConfig {
     /// Transport security of every listener and channel.
     #[serde(default)]
     pub tls: TlsSection,
+    /// How this node proves its roles to its peers and knows theirs.
+    #[serde(default)]
+    pub identity: IdentitySection,
+}
+
+/// `[identity]`: every workload authenticates to its peers as its role (see
+/// `callvault_proto::identity`). With `[tls]`, the node's certificate names its roles and nothing
+/// here is needed; without it, each role has a token of its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// A TOML file of `[[peer]]` entries (`role`, `token_blake3`): the role tokens this node's
+    /// internal services accept, by their BLAKE3 hashes.
+    pub peers_file: Option<PathBuf>,
+    /// This node's own role tokens: one file per role it plays.
+    #[serde(default)]
+    pub token_files: RoleTokenFiles,
+}
+
+/// `[identity.token_files]`: a token file per role.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleTokenFiles {
+    /// The `meta` role's token.
+    pub meta: Option<PathBuf>,
+    /// The `blob` role's token.
+    pub blob: Option<PathBuf>,
+    /// The `ingest` role's token.
+    pub ingest: Option<PathBuf>,
+    /// The `api` role's token.
+    pub api: Option<PathBuf>,
+}
+
+impl RoleTokenFiles {
+    /// The token file of `role`, if set.
+    pub fn of(&self, role: Role) -> Option<&PathBuf> {
+        match role {
+            Role::Meta => self.meta.as_ref(),
+            Role::Blob => self.blob.as_ref(),
+            Role::Ingest => self.ingest.as_ref(),
+            Role::Api => self.api.as_ref(),
+        }
+    }
+}
+
+/// The peers file: role tokens by hash.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersFile {
+    #[serde(default)]
+    peer: Vec<PeerEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerEntry {
+    role: String,
+    token_blake3: String,
+}
+
+/// Parses peers-file text (`[[peer]]` entries of `role` and `token_blake3`).
+pub fn parse_peers(text: &str) -> anyhow::Result<callvault_proto::identity::PeerTable> {
+    let file: PeersFile = toml::from_str(text)?;
+    let mut tokens = Vec::new();
+    for entry in file.peer {
+        let role = callvault_proto::identity::Role::from_name(&entry.role)
+            .with_context(|| format!("no role named {:?}", entry.role))?;
+        let hash = crate::auth::parse_hex32(&entry.token_blake3)
+            .with_context(|| format!("peer {role}: token_blake3 must be 64 hex"))?;
+        tokens.push((role, hash));
+    }
+    Ok(callvault_proto::identity::PeerTable::new(tokens)?)
 }
 
 /// `[playback]`: per-principal limits on content access, counted cluster-wide by the metadata
@@ -225,14 +313,11 @@ pub fn node_id_from_ordinal(pod_name: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("ordinal of {pod_name:?} is too large"))
 }
 
-/// `[cluster]`: secrets every node shares (mount them from a Kubernetes secret; never commit
-/// them) and where the stateless roles reach the metadata store.
+/// `[cluster]`: what the roles that need them share (mount them from Kubernetes Secrets; never
+/// commit them) and where the stateless roles reach the metadata store.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
-    /// A file holding the peer token internal RPCs (raft, meta, blob) must carry. Without it,
-    /// internal services admit anyone who can reach them (a warning is logged).
-    pub peer_token_file: Option<PathBuf>,
     /// A file holding the 32-byte key (64 hex characters) of the keyed hash that indexes calls by
     /// dialed number. Required by the ingest and api roles; the same on every node, forever.
     pub index_key_file: Option<PathBuf>,
@@ -495,6 +580,7 @@ impl NodeConfig {
         if tls_files.iter().any(|f| f.is_some()) && !tls_files.iter().all(|f| f.is_some()) {
             bail!("tls.ca_file, tls.cert_file and tls.key_file go together: set all three or none");
         }
+        self.check_identity()?;
         let i = &self.ingest;
         if i.max_call_seconds == 0 || i.max_call_bytes == 0 || i.max_concurrent_calls == 0 {
             bail!("ingest limits must be greater than 0");
@@ -547,7 +633,8 @@ impl NodeConfig {
         if let Some(v) = b.peer_request_timeout_ms {
             config.peer_request_timeout_ms = v;
         }
-        config.peer = self.peer_token()?;
+        config.peers = self.peer_table()?;
+        config.peer = self.credential(callvault_proto::identity::Role::Blob)?;
         Ok(config)
     }
 
@@ -583,14 +670,65 @@ impl NodeConfig {
         Ok(Some(security))
     }
 
-    /// The cluster's peer token, read from `cluster.peer_token_file`.
-    pub fn peer_token(&self) -> anyhow::Result<callvault_proto::auth::PeerToken> {
-        let Some(file) = &self.cluster.peer_token_file else {
-            return Ok(callvault_proto::auth::PeerToken::none());
+    /// Without `[tls]`, every role needs its token and a node serving internal RPCs needs the
+    /// peers file: there is no way in without an identity.
+    fn check_identity(&self) -> anyhow::Result<()> {
+        if self.tls.cert_file.is_some() {
+            return Ok(());
+        }
+        let serves_internal = self
+            .roles
+            .iter()
+            .any(|r| matches!(r, Role::Meta | Role::Blob));
+        if serves_internal && self.identity.peers_file.is_none() {
+            bail!(
+                "without [tls], the meta and blob roles need identity.peers_file (role tokens' hashes)"
+            );
+        }
+        for role in &self.roles {
+            if self.identity.token_files.of(*role).is_none() {
+                bail!(
+                    "without [tls], role {} needs identity.token_files.{}",
+                    role.identity(),
+                    role.identity()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The role tokens this node's internal services accept (none with `[tls]` and no peers
+    /// file: then client certificates alone prove roles).
+    pub fn peer_table(&self) -> anyhow::Result<callvault_proto::identity::PeerTable> {
+        let Some(file) = &self.identity.peers_file else {
+            return Ok(callvault_proto::identity::PeerTable::new([])?);
         };
-        let text = read_secret(file, "cluster.peer_token_file")?;
-        callvault_proto::auth::PeerToken::new(text.trim())
-            .map_err(|e| anyhow::anyhow!("cluster.peer_token_file {}: {e}", file.display()))
+        let text = read_secret(file, "identity.peers_file")?;
+        parse_peers(&text).with_context(|| format!("identity.peers_file {}", file.display()))
+    }
+
+    /// How this node acts as `role` towards its peers: the role's token if configured (with
+    /// `[tls]`, the node's certificate proves the role and a token is optional).
+    pub fn credential(
+        &self,
+        role: callvault_proto::identity::Role,
+    ) -> anyhow::Result<callvault_proto::identity::Credential> {
+        let node = format!("node-{}", self.node_id);
+        let file = self
+            .roles
+            .iter()
+            .find(|r| r.identity() == role)
+            .and_then(|r| self.identity.token_files.of(*r));
+        let token = match file {
+            Some(file) => Some(
+                read_secret(file, "identity.token_files")?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        callvault_proto::identity::Credential::new(role, &node, token.as_deref())
+            .map_err(|e| anyhow::anyhow!("identity.token_files.{role}: {e}"))
     }
 
     /// The key of the dialed-number index, read from `cluster.index_key_file`.
@@ -631,7 +769,7 @@ impl NodeConfig {
         config.election_timeout_max_ms = self.meta.election_timeout_max_ms;
         config.snapshot_after_entries = self.meta.snapshot_after_entries;
         config.log_entries_kept_after_snapshot = self.meta.log_entries_kept_after_snapshot;
-        config.peer = self.peer_token()?;
+        config.peer = self.credential(callvault_proto::identity::Role::Meta)?;
         Ok(config)
     }
 }
@@ -696,14 +834,45 @@ mod tests {
         assert!(node_id_from_ordinal(&format!("m-{}", u64::MAX)).is_err());
     }
 
+    /// An `[identity]` section for test configs of a meta or blob node without TLS.
+    const IDENTITY: &str =
+        "[identity]\npeers_file = \"p\"\ntoken_files = { meta = \"m\", blob = \"b\" }\n";
+
+    #[test]
+    fn without_tls_every_role_needs_its_token_and_servers_the_peers_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let base = "node_id = 1\ndata_dir = \"d\"\nlisten_addr = \"127.0.0.1:1\"\n";
+        std::fs::write(&path, base).unwrap();
+        let err = format!("{:#}", NodeConfig::load(Some(&path)).unwrap_err());
+        assert!(err.contains("identity.peers_file"), "{err}");
+        std::fs::write(&path, format!("{base}[identity]\npeers_file = \"p\"\n")).unwrap();
+        let err = format!("{:#}", NodeConfig::load(Some(&path)).unwrap_err());
+        assert!(err.contains("identity.token_files.meta"), "{err}");
+        std::fs::write(&path, format!("{base}{IDENTITY}")).unwrap();
+        assert!(NodeConfig::load(Some(&path)).is_ok());
+        let peers = format!(
+            "[[peer]]\nrole = \"ingest\"\ntoken_blake3 = \"{}\"\n",
+            "ab".repeat(32)
+        );
+        assert!(parse_peers(&peers).is_ok());
+        assert!(parse_peers(&peers.replace("ingest", "root")).is_err());
+        assert!(
+            parse_peers(&format!("{peers}{peers}")).is_err(),
+            "one token, two entries"
+        );
+    }
+
     #[test]
     fn a_pod_config_may_leave_node_id_to_the_ordinal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.toml");
         std::fs::write(
             &path,
-            "data_dir = \"d\"\nlisten_addr = \"0.0.0.0:7101\"\n\
-             [bootstrap]\nmode = \"auto\"\nseeds = [\"m-0.m:7101\"]\n",
+            format!(
+                "data_dir = \"d\"\nlisten_addr = \"0.0.0.0:7101\"\n\
+                 [bootstrap]\nmode = \"auto\"\nseeds = [\"m-0.m:7101\"]\n{IDENTITY}"
+            ),
         )
         .unwrap();
         assert!(
@@ -731,6 +900,7 @@ mod tests {
         std::fs::write(&path, format!("{base}colour = \"blue\"\n")).unwrap();
         assert!(NodeConfig::load(Some(&path)).is_err());
         std::fs::write(&path, base.replace("node_id = 1", "node_id = 0")).unwrap();
+        // (node_id is checked before the identity)
         let err = NodeConfig::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("node_id"), "{err}");
         std::fs::write(&path, format!("{base}[meta]\nheartbeat_ms = 5000\n")).unwrap();
@@ -759,7 +929,7 @@ mod tests {
         let err = format!("{:#}", config.transport_security().unwrap_err());
         assert!(err.contains("[tls]") && err.contains("ca"), "{err}");
 
-        std::fs::write(&path, base).unwrap();
+        std::fs::write(&path, format!("{base}{IDENTITY}")).unwrap();
         let config = NodeConfig::load(Some(&path)).unwrap();
         assert!(config.transport_security().unwrap().is_none());
     }

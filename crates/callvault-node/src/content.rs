@@ -168,7 +168,7 @@ impl pb::content_server::Content for ContentService {
         let (call, chunk_ids) = (content.call, content.chunk_ids);
         let wrapped = WrappedDataKey::from_bytes(&content.wrapped_key)
             .map_err(|e| Status::internal(format!("stored data key: {e}")))?;
-        let opener = CallOpener::new(&self.keys, &call_id, j, &wrapped).map_err(|e| {
+        let opener = CallOpener::new(self.keys.as_ref(), &call_id, j, &wrapped).map_err(|e| {
             Status::failed_precondition(format!(
                 "this node cannot open {}'s recordings: {e}",
                 j.code()

@@ -318,9 +318,9 @@ impl IngestService {
         let sealer = match existing {
             Some(_) => None,
             None => Some(Arc::new(
-                CallSealer::new(&self.keys, &start.call_id, start.jurisdiction).map_err(|e| {
-                    Status::failed_precondition(format!("cannot encrypt this call: {e}"))
-                })?,
+                CallSealer::new(self.keys.as_ref(), &start.call_id, start.jurisdiction).map_err(
+                    |e| Status::failed_precondition(format!("cannot encrypt this call: {e}")),
+                )?,
             )),
         };
         let mut hasher = blake3::Hasher::new();

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 use callvault_meta::client::MetaClient;
+use callvault_proto::identity::{Credential, Role as IdentityRole};
 use callvault_proto::v1 as pb;
 use tonic::service::interceptor::InterceptedService;
 
@@ -56,14 +57,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .build_v1()
         .context("reflection service")?;
 
-    let peer = config.peer_token()?;
-    if !peer.is_set() {
-        tracing::warn!(
-            "cluster.peer_token_file is not set: internal services (raft, meta, blob) admit \
-             anyone who can reach them"
-        );
-    }
-    let gate = peer.gate();
+    // Internal RPCs admit only the roles the table names (`callvault_proto::identity`).
+    let gate = callvault_proto::identity::InternalGateLayer::new(config.peer_table()?);
     let auth = match &config.auth.principals_file {
         Some(file) => Authenticator::load(file)?,
         None => Authenticator::default(),
@@ -87,6 +82,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         server = server.tls_config(tls).context("[tls]")?;
     }
     let mut router = server
+        .layer(gate)
         // A span per request, a child of the trace context the caller sent (when tracing is on).
         .trace_fn(callvault_proto::trace_context::server_span)
         .add_service(health_service.clone())
@@ -102,18 +98,12 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             config.audit.identity()?,
         );
         router = router
-            .add_service(InterceptedService::new(
-                node.service.raft_server(),
-                gate.clone(),
-            ))
-            .add_service(InterceptedService::new(
-                node.service.meta_store_server(),
-                gate.clone(),
-            ))
+            .add_service(node.service.raft_server())
+            .add_service(node.service.meta_store_server())
             .add_service(InterceptedService::new(
                 node.service.cluster_server(),
                 // Members call each other's Cluster service too (forwarding, joining).
-                auth.requiring_or_peer(&[AccessRole::Operator], gate.clone()),
+                auth.requiring_or_peer(&[AccessRole::Operator]),
             ))
             .add_service(InterceptedService::new(audit.server(), auth.audit_gate()));
         // SERVING once this node is a caught-up voter (see `bootstrap::readiness`).
@@ -128,14 +118,14 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
 
     let stateless = config.roles.contains(&Role::Ingest) || config.roles.contains(&Role::Api);
     if stateless {
-        let meta_client = MetaClient::new(&config.meta_addrs(), &peer)
-            .map_err(|e| anyhow::anyhow!("cluster.meta_addrs: {e}"))?;
         let index_key = config.index_key()?;
         if config.roles.contains(&Role::Ingest) {
+            let peer = config.credential(IdentityRole::Ingest)?;
+            let meta_client = meta_client(&config, &peer)?;
             let replication = callvault_blob::ReplicationConfig {
                 replicas: config.blob.replicas.unwrap_or(3),
                 write_quorum: config.ingest.write_quorum,
-                peer: peer.clone(),
+                peer,
                 ..Default::default()
             };
             let blobs =
@@ -143,7 +133,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("blob shard set: {e}"))?;
             let i = &config.ingest;
             let ingest = IngestService::new(
-                meta_client.clone(),
+                meta_client,
                 blobs,
                 config.key_ring()?,
                 index_key,
@@ -161,6 +151,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                 .await;
         }
         if config.roles.contains(&Role::Api) {
+            let peer = config.credential(IdentityRole::Api)?;
+            let meta_client = meta_client(&config, &peer)?;
             let api = ApiService::new(meta_client.clone(), index_key);
             let p = &config.playback;
             let content = ContentService::new(
@@ -187,8 +179,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     if let Some(node) = &meta
         && config.lifecycle.enabled
     {
-        let client = MetaClient::new(&config.meta_addrs(), &peer)
-            .map_err(|e| anyhow::anyhow!("cluster.meta_addrs: {e}"))?;
+        let peer = config.credential(IdentityRole::Meta)?;
+        let client = meta_client(&config, &peer)?;
         let blobs = if config.blob.shards.is_empty() {
             None
         } else {
@@ -206,7 +198,8 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let auth_failure_reporter = match MetaClient::new(&config.meta_addrs(), &peer) {
+    let reporter = reporter_credential(&config)?;
+    let auth_failure_reporter = match MetaClient::new(&config.meta_addrs(), &reporter) {
         Ok(meta_client) => Some(crate::auth_failures::spawn_reporter(
             auth_failures,
             meta_client,
@@ -350,15 +343,33 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client of the configured blob shard set, for reads and collection.
+/// A client of the metadata store acting as `peer`'s role.
+fn meta_client(config: &NodeConfig, peer: &Credential) -> anyhow::Result<MetaClient> {
+    MetaClient::new(&config.meta_addrs(), peer)
+        .map_err(|e| anyhow::anyhow!("cluster.meta_addrs: {e}"))
+}
+
+/// The role this node's failed-login reports are proposed as: any of its roles may.
+fn reporter_credential(config: &NodeConfig) -> anyhow::Result<Credential> {
+    let role = config
+        .roles
+        .first()
+        .map(|r| r.identity())
+        .context("a node has at least one role")?;
+    config.credential(role)
+}
+
+/// A client of the configured blob shard set, for reads (api) and collection (meta). Neither
+/// writes chunks, so reads do not repair replicas: the shards' scrubbers do.
 fn blob_reader(
     config: &NodeConfig,
-    peer: &callvault_proto::auth::PeerToken,
+    peer: &Credential,
 ) -> anyhow::Result<callvault_blob::ReplicatedBlobClient> {
     let replication = callvault_blob::ReplicationConfig {
         replicas: config.blob.replicas.unwrap_or(3),
         write_quorum: config.ingest.write_quorum,
         peer: peer.clone(),
+        read_repair: false,
         ..Default::default()
     };
     callvault_blob::ReplicatedBlobClient::new(config.blob.shards.clone(), &replication)

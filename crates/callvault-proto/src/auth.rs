@@ -1,11 +1,9 @@
-//! Bearer tokens on the wire: the client interceptor that sends one, and the server interceptor
-//! that admits only cluster peers to the internal services (`Raft`, `MetaStore`, `BlobShard`).
-//!
-//! Peers prove membership with the cluster's shared peer token. Servers keep only its BLAKE3
-//! hash and compare hashes in constant time, so neither the token nor timing leaks from them.
+//! Bearer tokens on the wire: the client interceptor that sends one, and how a server reads it.
+//! Servers keep only BLAKE3 hashes of tokens and look them up by hash, so neither the token nor
+//! timing leaks from them. Which internal caller a token (or a client certificate) proves is in
+//! [`crate::identity`].
 
 use std::fmt;
-use std::sync::Arc;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -21,15 +19,16 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// Longest token accepted, so a header cannot make a server hash without bound.
 pub const MAX_TOKEN_LEN: usize = 512;
 
-/// A channel whose every request carries a bearer token.
-pub type AuthChannel = InterceptedService<Channel, Bearer>;
+/// A channel whose every request carries a bearer token (and, for a principal holding a signing
+/// key, a proof of each request: see [`crate::proof`]).
+pub type AuthChannel = crate::proof::Signer<InterceptedService<Channel, Bearer>>;
 
 /// A problem with a token's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid token: {0}")]
 pub struct InvalidToken(&'static str);
 
-fn check_token(token: &str) -> Result<(), InvalidToken> {
+pub(crate) fn check_token(token: &str) -> Result<(), InvalidToken> {
     if token.len() < MIN_TOKEN_LEN {
         return Err(InvalidToken("shorter than 16 characters"));
     }
@@ -44,63 +43,18 @@ fn check_token(token: &str) -> Result<(), InvalidToken> {
     Ok(())
 }
 
-/// The cluster's shared peer token, or none (internal services then admit anyone). Debug output
-/// never shows it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct PeerToken(Option<Arc<str>>);
-
-impl fmt::Debug for PeerToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "PeerToken(<redacted>)"
-        } else {
-            "PeerToken(none)"
-        })
-    }
-}
-
-impl PeerToken {
-    /// A peer token; it must be a well-formed token.
-    pub fn new(token: &str) -> Result<Self, InvalidToken> {
-        check_token(token)?;
-        Ok(PeerToken(Some(token.into())))
-    }
-
-    /// No peer token.
-    pub fn none() -> Self {
-        PeerToken(None)
-    }
-
-    /// Whether a token is set.
-    pub fn is_set(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// What a client sends.
-    pub fn bearer(&self) -> Bearer {
-        match &self.0 {
-            Some(token) => Bearer::new(token).expect("checked when made"),
-            None => Bearer::none(),
-        }
-    }
-
-    /// What a server checks.
-    pub fn gate(&self) -> PeerGate {
-        match &self.0 {
-            Some(token) => PeerGate::new(token).expect("checked when made"),
-            None => PeerGate::open(),
-        }
-    }
-}
-
 /// Client side: adds `authorization: Bearer <token>` to every request (or nothing, when built
-/// with [`Bearer::none`]), and the current span's W3C trace context (see [`crate::trace_context`]).
+/// with [`Bearer::none`]), any fixed headers it was given (an internal caller's role), and the
+/// current span's W3C trace context (see [`crate::trace_context`]).
 #[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
+pub struct Bearer {
+    token: Option<MetadataValue<Ascii>>,
+    headers: Vec<(&'static str, MetadataValue<Ascii>)>,
+}
 
 impl fmt::Debug for Bearer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
+        f.write_str(if self.token.is_some() {
             "Bearer(<redacted>)"
         } else {
             "Bearer(none)"
@@ -116,24 +70,44 @@ impl Bearer {
             .parse()
             .map_err(|_| InvalidToken("not a valid header value"))?;
         value.set_sensitive(true);
-        Ok(Bearer(Some(value)))
+        Ok(Bearer {
+            token: Some(value),
+            headers: Vec::new(),
+        })
     }
 
-    /// Sends no token (a cluster without a peer token).
+    /// Sends no token.
     pub fn none() -> Self {
-        Bearer(None)
+        Bearer {
+            token: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Also sends `headers` with every request.
+    pub fn with_headers(mut self, headers: Vec<(&'static str, MetadataValue<Ascii>)>) -> Self {
+        self.headers = headers;
+        self
     }
 
     /// Wraps `channel` so every request carries this token.
     pub fn channel(&self, channel: Channel) -> AuthChannel {
-        InterceptedService::new(channel, self.clone())
+        crate::proof::Signer::new(InterceptedService::new(channel, self.clone()), None)
+    }
+
+    /// Wraps `channel` so every request carries this token and is signed with `key`.
+    pub fn signed_channel(&self, channel: Channel, key: crate::proof::SigningKey) -> AuthChannel {
+        crate::proof::Signer::new(InterceptedService::new(channel, self.clone()), Some(key))
     }
 }
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.token {
             request.metadata_mut().insert(AUTHORIZATION, value.clone());
+        }
+        for (name, value) in &self.headers {
+            request.metadata_mut().insert(*name, value.clone());
         }
         // Every client goes through this interceptor, so it also carries the trace context.
         crate::trace_context::inject(request.metadata_mut());
@@ -162,91 +136,11 @@ pub fn token_hash(token: &str) -> blake3::Hash {
     blake3::hash(token.as_bytes())
 }
 
-/// Server side: admits a request only if it carries the cluster's peer token. Without a peer
-/// token configured ([`PeerGate::open`]) every request is admitted; nodes warn about that at
-/// start-up.
-#[derive(Clone)]
-pub struct PeerGate(Option<Arc<blake3::Hash>>);
-
-impl fmt::Debug for PeerGate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "PeerGate(token)"
-        } else {
-            "PeerGate(open)"
-        })
-    }
-}
-
-impl PeerGate {
-    /// Admits requests carrying `token`.
-    pub fn new(token: &str) -> Result<Self, InvalidToken> {
-        check_token(token)?;
-        Ok(PeerGate(Some(Arc::new(token_hash(token)))))
-    }
-
-    /// Admits every request.
-    pub fn open() -> Self {
-        PeerGate(None)
-    }
-
-    /// Whether a token is required.
-    pub fn is_open(&self) -> bool {
-        self.0.is_none()
-    }
-
-    /// Checks one request's metadata.
-    pub fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let Some(expected) = &self.0 else {
-            return Ok(());
-        };
-        match bearer_token(request)? {
-            // blake3::Hash compares in constant time.
-            Some(token) if token_hash(token) == **expected => Ok(()),
-            Some(_) => Err(Status::permission_denied(
-                "internal service: the token is not this cluster's peer token",
-            )),
-            None => Err(Status::unauthenticated(
-                "internal service: cluster peers only (no peer token sent)",
-            )),
-        }
-    }
-}
-
-impl Interceptor for PeerGate {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.check(&request)?;
-        Ok(request)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const TOKEN: &str = "peer-token-0123456789abcdef";
-
-    fn with(token: &Bearer) -> Request<()> {
-        let mut bearer = token.clone();
-        bearer.call(Request::new(())).unwrap()
-    }
-
-    #[test]
-    fn the_gate_admits_only_the_peer_token() {
-        let gate = PeerGate::new(TOKEN).unwrap();
-        assert!(gate.check(&with(&Bearer::new(TOKEN).unwrap())).is_ok());
-        let wrong = gate
-            .check(&with(&Bearer::new("another-token-0123456789").unwrap()))
-            .unwrap_err();
-        assert_eq!(wrong.code(), tonic::Code::PermissionDenied);
-        let missing = gate.check(&with(&Bearer::none())).unwrap_err();
-        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
-    }
-
-    #[test]
-    fn an_open_gate_admits_everything() {
-        assert!(PeerGate::open().check(&Request::new(())).is_ok());
-    }
 
     #[test]
     fn malformed_headers_are_unauthenticated() {

@@ -1,9 +1,11 @@
 //! callvault's gRPC API, package `callvault.v1`, generated from `proto/callvault/v1/` at build time.
 //!
 //! Public services: `Ingest`, `Query`, `Admin`, `Content`, `Audit`, `Cluster`.
-//! Internal services (cluster peers only): `Raft`, `BlobShard`, `MetaStore`.
+//! Internal services (callers with a role, see [`identity`]): `Raft`, `BlobShard`, `MetaStore`.
 
 pub mod auth;
+pub mod identity;
+pub mod proof;
 pub mod tls;
 pub mod trace_context;
 

@@ -61,10 +61,18 @@ impl TransportSecurity {
     }
 
     /// A node: [`TransportSecurity::client`], and serving with `cert_pem` (its chain) and
-    /// `key_pem`.
+    /// `key_pem`. The same certificate is the node's client certificate towards its peers: its
+    /// subject names the node's roles (see [`crate::identity`]). Servers ask every client for a
+    /// certificate from the CA but do not require one: public clients authenticate with tokens.
     pub fn node(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
         let mut security = Self::client(ca_pem, None)?;
-        let server = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+        security.client = security
+            .client
+            .identity(Identity::from_pem(cert_pem, key_pem));
+        let server = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert_pem, key_pem))
+            .client_ca_root(Certificate::from_pem(ca_pem))
+            .client_auth_optional(true);
         tonic::transport::Server::builder()
             .tls_config(server.clone())
             .map_err(|e| TlsError::Pem {

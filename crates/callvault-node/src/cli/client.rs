@@ -2,11 +2,13 @@
 //! request, the error text of a failed RPC, and how timestamps and enums are printed.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use callvault_proto::MAX_MESSAGE_BYTES;
+use callvault_proto::proof::{Signer, SigningKey};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::admin_client::AdminClient;
 use callvault_proto::v1::content_client::ContentClient;
@@ -22,7 +24,7 @@ use tonic::transport::Channel;
 /// How long a query or admin request may take before the CLI gives up on it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `--addr` and `--token`, flattened into every client subcommand.
+/// `--addr`, `--token` and `--key`, flattened into every client subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// host:port of the node to talk to.
@@ -31,6 +33,16 @@ pub struct ClientArgs {
     /// Bearer token sent as `authorization: Bearer <token>` with every request.
     #[arg(long, env = "CALLVAULT_TOKEN", hide_env_values = true)]
     pub token: Option<Secret>,
+    /// The principal's signing key file: every request is signed with it, and the metadata store
+    /// refuses a request that acts for a person (playback, holds, registrations, policies,
+    /// queries) without the person's signature.
+    #[arg(long, env = "CALLVAULT_KEY_FILE")]
+    pub key: Option<PathBuf>,
+}
+
+/// A principal's signing key from its file, with an error naming the file.
+pub fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
+    SigningKey::load(path).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// A token from the command line or the environment; its `Debug` never shows it.
@@ -67,11 +79,18 @@ impl ClientArgs {
             .context("no token: pass --token or set CALLVAULT_TOKEN")
     }
 
-    /// Checks the token, then connects. A missing token fails before any network traffic.
+    /// The signing key, if one was given.
+    pub fn signing_key(&self) -> anyhow::Result<Option<SigningKey>> {
+        self.key.as_deref().map(load_signing_key).transpose()
+    }
+
+    /// Checks the token and the key, then connects. A missing token fails before any network
+    /// traffic.
     pub async fn connect(&self, request_timeout: Duration) -> anyhow::Result<Connection> {
-        let token = BearerToken::new(self.token()?)?;
+        let token = self.token()?.to_string();
+        let key = self.signing_key()?;
         let channel = super::connect(&self.addr, request_timeout).await?;
-        Ok(Connection { channel, token })
+        Connection::new(channel, &token, key)
     }
 }
 
@@ -106,55 +125,67 @@ impl Interceptor for BearerToken {
     }
 }
 
-/// A channel that carries the bearer token on every request.
-pub type Authed = InterceptedService<Channel, BearerToken>;
+/// A channel that carries the bearer token on every request and signs it with the principal's
+/// key, when there is one.
+pub type Authed = Signer<InterceptedService<Channel, BearerToken>>;
 
-/// A channel to a node plus the token to present; hands out clients of the public services.
+/// A channel to a node plus the credentials to present; hands out clients of the public
+/// services.
 #[derive(Clone)]
 pub struct Connection {
     channel: Channel,
     token: BearerToken,
+    key: Option<SigningKey>,
 }
 
 impl Connection {
-    /// Pairs an already connected channel with a token (for callers such as `callvault dev`).
-    pub fn new(channel: Channel, token: &str) -> anyhow::Result<Self> {
+    /// Pairs an already connected channel with a token and the principal's signing key (for
+    /// callers such as `callvault dev`).
+    pub fn new(channel: Channel, token: &str, key: Option<SigningKey>) -> anyhow::Result<Self> {
         Ok(Connection {
             channel,
             token: BearerToken::new(token)?,
+            key,
         })
+    }
+
+    fn authed(&self) -> Authed {
+        Signer::new(
+            InterceptedService::new(self.channel.clone(), self.token.clone()),
+            self.key.clone(),
+        )
     }
 
     /// A client of the Query service.
     pub fn query(&self) -> QueryClient<Authed> {
-        QueryClient::with_interceptor(self.channel.clone(), self.token.clone())
+        QueryClient::new(self.authed())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// A client of the Admin service.
     pub fn admin(&self) -> AdminClient<Authed> {
-        AdminClient::with_interceptor(self.channel.clone(), self.token.clone())
+        AdminClient::new(self.authed())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// A client of the Ingest service.
     pub fn ingest(&self) -> IngestClient<Authed> {
-        IngestClient::with_interceptor(self.channel.clone(), self.token.clone())
+        IngestClient::new(self.authed())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// A client of the Content service.
     pub fn content(&self) -> ContentClient<Authed> {
-        ContentClient::with_interceptor(self.channel.clone(), self.token.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        ContentClient::new(self.authed()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// The same node, presenting another token (e.g. the load generator's registry token).
-    pub fn with_token(&self, token: &str) -> anyhow::Result<Self> {
-        Connection::new(self.channel.clone(), token)
+    /// The same node, presenting another principal's token and key (e.g. the load generator's
+    /// registry).
+    pub fn with_principal(&self, token: &str, key: Option<SigningKey>) -> anyhow::Result<Self> {
+        Connection::new(self.channel.clone(), token, key)
     }
 }
 

@@ -96,6 +96,23 @@ fn write_secret_once(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `text` to `path` readable by its owner only, replacing what was there.
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
 /// The dev cluster's layout on disk.
 struct Layout {
     dir: PathBuf,
@@ -121,7 +138,7 @@ impl Layout {
         let secrets = self.secrets();
         std::fs::create_dir_all(&secrets)
             .with_context(|| format!("cannot create {}", secrets.display()))?;
-        write_secret_once(&secrets.join("peer.token"), &random_hex(32)?)?;
+        write_role_tokens(&secrets)?;
         write_secret_once(&secrets.join("index.key"), &random_hex(32)?)?;
         let mut keks =
             String::from("# Key-encryption keys of the dev cluster, one per jurisdiction.\n");
@@ -143,25 +160,16 @@ impl Layout {
             format!("{}\n", signer.verifier().vkey()),
         )?;
 
-        let mut tokens_env = String::new();
-        for (name, _, _, _) in PRINCIPALS {
-            let _ = writeln!(
-                tokens_env,
-                "CALLVAULT_DEV_{}_TOKEN=cvdev-{name}-{}",
-                name.to_uppercase().replace('-', "_"),
-                random_hex(16)?
-            );
-        }
-        let tokens_path = self.dir.join("tokens.env");
-        write_secret_once(&tokens_path, &tokens_env)?;
-        let tokens = read_tokens(&tokens_path)?;
-
-        let mut principals = String::from("# Dev principals; the tokens are in tokens.env.\n");
+        let tokens = self.write_principal_credentials()?;
+        let mut principals =
+            String::from("# Dev principals; their tokens and key files are in tokens.env.\n");
         for ((name, role, jurisdictions, extra), (_, token)) in PRINCIPALS.iter().zip(&tokens) {
+            let key = super::client::load_signing_key(&self.principal_key(name))?;
             let _ = writeln!(
                 principals,
-                "[[principal]]\nname = \"dev-{name}\"\nrole = \"{role}\"\njurisdictions = [{jurisdictions}]\ntoken_blake3 = \"{}\"\n{extra}",
-                token_hash(token).to_hex()
+                "[[principal]]\nname = \"dev-{name}\"\nrole = \"{role}\"\njurisdictions = [{jurisdictions}]\ntoken_blake3 = \"{}\"\npublic_key = \"{}\"\n{extra}",
+                token_hash(token).to_hex(),
+                key.public_key(),
             );
         }
         std::fs::write(secrets.join("principals.toml"), principals)?;
@@ -184,14 +192,20 @@ impl Layout {
                  listen_addr = \"{addr}\"\n\
                  roles = [\"meta\", \"blob\", \"ingest\", \"api\"]\n\n\
                  [meta]\nheartbeat_ms = 150\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n\n\
-                 [cluster]\npeer_token_file = {peer:?}\nindex_key_file = {index:?}\nkek_file = {keks:?}\n\
+                 [identity]\npeers_file = {peers:?}\n\
+                 token_files = {{ meta = {meta_token:?}, blob = {blob_token:?}, ingest = {ingest_token:?}, api = {api_token:?} }}\n\n\
+                 [cluster]\nindex_key_file = {index:?}\nkek_file = {keks:?}\n\
                  meta_addrs = [{meta}]\n\n\
                  [auth]\nprincipals_file = {principals:?}\n\n\
                  [audit]\norigin = \"{DEV_AUDIT_ORIGIN}\"\nsigning_key_file = {audit_key:?}\n\n\
                  [blob]\nlisten_addr = \"127.0.0.1:{blob_port}\"\nshards = [{shards}]\nreplicas = 3\n",
                 data = abs(self.dir.join(format!("node-{node}"))),
                 addr = self.addr(node),
-                peer = abs(secrets.join("peer.token")),
+                peers = abs(secrets.join("peers.toml")),
+                meta_token = abs(secrets.join("meta.token")),
+                blob_token = abs(secrets.join("blob.token")),
+                ingest_token = abs(secrets.join("ingest.token")),
+                api_token = abs(secrets.join("api.token")),
                 index = abs(secrets.join("index.key")),
                 keks = abs(secrets.join("keks.toml")),
                 meta = meta_addrs.join(", "),
@@ -206,31 +220,86 @@ impl Layout {
     }
 }
 
-/// `(name, token)` pairs from tokens.env, in [`PRINCIPALS`] order.
+impl Layout {
+    /// Where dev principal `name` keeps its signing key.
+    fn principal_key(&self, name: &str) -> PathBuf {
+        let dir = self.dir.join("principals");
+        std::path::absolute(&dir)
+            .unwrap_or(dir)
+            .join(format!("{name}.key"))
+    }
+
+    /// Each dev principal's token and signing key, made once and kept: tokens.env lists the
+    /// tokens (`CALLVAULT_DEV_<NAME>_TOKEN`) and the key files (`CALLVAULT_DEV_<NAME>_KEY`).
+    /// Returns `(variable, token)` pairs in [`PRINCIPALS`] order.
+    fn write_principal_credentials(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let tokens_path = self.dir.join("tokens.env");
+        let existing = if tokens_path.exists() {
+            read_tokens(&tokens_path)?
+        } else {
+            Vec::new()
+        };
+        std::fs::create_dir_all(self.dir.join("principals"))?;
+        let mut tokens = Vec::new();
+        let mut env = String::new();
+        for (name, _, _, _) in PRINCIPALS {
+            let var = dev_var(name);
+            let token = match existing.iter().find(|(k, _)| *k == format!("{var}_TOKEN")) {
+                Some((_, token)) => token.clone(),
+                None => format!("cvdev-{name}-{}", random_hex(16)?),
+            };
+            let key_path = self.principal_key(name);
+            if !key_path.exists() {
+                let key = callvault_proto::proof::SigningKey::generate()
+                    .map_err(|e| anyhow::anyhow!("principal key: {e}"))?;
+                write_secret_once(&key_path, &key.to_file_text())?;
+            }
+            let _ = writeln!(env, "{var}_TOKEN={token}\n{var}_KEY={}", key_path.display());
+            tokens.push((format!("{var}_TOKEN"), token));
+        }
+        write_secret(&tokens_path, &env)?;
+        Ok(tokens)
+    }
+}
+
+/// The `CALLVAULT_DEV_<NAME>` prefix of a dev principal's variables.
+fn dev_var(name: &str) -> String {
+    format!("CALLVAULT_DEV_{}", name.to_uppercase().replace('-', "_"))
+}
+
+/// A token per role (`<role>.token`, kept once made) and the peers file of their hashes that
+/// every node's internal services check them against.
+fn write_role_tokens(secrets: &Path) -> anyhow::Result<()> {
+    let mut peers = String::from("# Role tokens of the dev cluster's workloads, by BLAKE3 hash.\n");
+    for role in callvault_proto::identity::Role::ALL {
+        let path = secrets.join(format!("{role}.token"));
+        write_secret_once(&path, &format!("cvrole-{role}-{}", random_hex(24)?))?;
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let _ = writeln!(
+            peers,
+            "[[peer]]\nrole = \"{role}\"\ntoken_blake3 = \"{}\"\n",
+            token_hash(token.trim()).to_hex()
+        );
+    }
+    std::fs::write(secrets.join("peers.toml"), peers)
+        .with_context(|| format!("cannot write {}", secrets.join("peers.toml").display()))
+}
+
+/// `(variable, token)` pairs of the `*_TOKEN` lines of tokens.env.
 fn read_tokens(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let tokens: Vec<(String, String)> = text
+    Ok(text
         .lines()
         .filter_map(|line| line.split_once('='))
+        .filter(|(k, _)| k.ends_with("_TOKEN"))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect();
-    if tokens.len() != PRINCIPALS.len() {
-        bail!(
-            "{} has {} tokens, expected {}: delete it to make new ones",
-            path.display(),
-            tokens.len(),
-            PRINCIPALS.len()
-        );
-    }
-    Ok(tokens)
+        .collect())
 }
 
 fn token<'a>(tokens: &'a [(String, String)], name: &str) -> &'a str {
-    let key = format!(
-        "CALLVAULT_DEV_{}_TOKEN",
-        name.to_uppercase().replace('-', "_")
-    );
+    let key = format!("{}_TOKEN", dev_var(name));
     tokens
         .iter()
         .find(|(k, _)| *k == key)
@@ -399,7 +468,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     form_cluster(&layout, &operator).await?;
 
     let channel = super::connect(&layout.addr(1), Duration::from_secs(30)).await?;
-    let summary = super::policy_admin::put_policies(channel, &operator, &policies).await?;
+    let operator_key = super::client::load_signing_key(&layout.principal_key("operator"))?;
+    let summary =
+        super::policy_admin::put_policies(channel, &operator, Some(operator_key), &policies)
+            .await?;
     println!(
         "policies from {}: {} put in force, {} unchanged",
         args.policies.display(),

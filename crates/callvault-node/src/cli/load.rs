@@ -111,6 +111,9 @@ pub struct LoadArgs {
     /// attorney calls are made.
     #[arg(long, env = "CALLVAULT_REGISTRY_TOKEN", hide_env_values = true)]
     registry_token: Option<Secret>,
+    /// The registry principal's signing key file (registrations act for a person).
+    #[arg(long, env = "CALLVAULT_REGISTRY_KEY_FILE")]
+    registry_key: Option<std::path::PathBuf>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -123,8 +126,16 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let token = args.client.token()?;
     args.options.validate()?;
     let channel = super::connect(&args.client.addr, CALL_TIMEOUT).await?;
-    let registry_token = args.registry_token.as_ref().map(Secret::expose);
-    let report = run_load(channel, token, registry_token, &args.options).await?;
+    let registry_key = args
+        .registry_key
+        .as_deref()
+        .map(super::client::load_signing_key)
+        .transpose()?;
+    let registry = args.registry_token.as_ref().map(|t| Registry {
+        token: t.expose(),
+        key: registry_key,
+    });
+    let report = run_load(channel, token, registry, &args.options).await?;
     if args.json {
         println!("{}", report.to_json());
     } else {
@@ -147,26 +158,34 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Registers the run's attorney numbers (when `registry_token` is given), then streams
+/// The registry principal the load generator registers attorney numbers as.
+pub struct Registry<'a> {
+    /// Its token.
+    pub token: &'a str,
+    /// Its signing key.
+    pub key: Option<callvault_proto::proof::SigningKey>,
+}
+
+/// Registers the run's attorney numbers (when a registry principal is given), then streams
 /// `options.calls` calls through `channel` presenting `token`, `options.concurrency` at a time,
 /// with a progress bar on stderr when it is a terminal. Fails only when the run cannot start;
 /// what became of each call is in the report.
 pub async fn run_load(
     channel: Channel,
     token: &str,
-    registry_token: Option<&str>,
+    registry: Option<Registry<'_>>,
     options: &LoadOptions,
 ) -> anyhow::Result<LoadReport> {
-    let conn = Connection::new(channel, token)?;
+    let conn = Connection::new(channel, token, None)?;
     let run_id = options.run_id.clone().unwrap_or_else(default_run_id);
     let mut attorney_share = options.attorney_share;
-    if registry_token.is_none() && attorney_share > 0.0 {
+    if registry.is_none() && attorney_share > 0.0 {
         eprintln!("warning: no --registry-token (CALLVAULT_REGISTRY_TOKEN): no attorney calls");
         attorney_share = 0.0;
     }
     let plan = LoadPlan::new(options.plan_config(run_id, attorney_share))?;
-    if let Some(registry_token) = registry_token.filter(|_| attorney_share > 0.0) {
-        register_attorneys(&conn.with_token(registry_token)?, &plan).await?;
+    if let Some(registry) = registry.filter(|_| attorney_share > 0.0) {
+        register_attorneys(&conn.with_principal(registry.token, registry.key)?, &plan).await?;
     }
     stream_calls(&conn, Arc::new(plan), options).await
 }

@@ -138,8 +138,9 @@ async fn connect(
         .with_context(|| format!("cannot reach {addr}"))
 }
 
-/// [`connect`], presenting the token in `CALLVAULT_TOKEN` with every request (for the `cluster`
-/// and `audit` commands, which need an operator's or an auditor's token).
+/// [`connect`], presenting the token in `CALLVAULT_TOKEN` with every request and signing each
+/// with the key in `CALLVAULT_KEY_FILE`, if set (for the `cluster` and `audit` commands, which
+/// need an operator's or an auditor's token).
 async fn connect_with_env_token(
     addr: &str,
     request_timeout: std::time::Duration,
@@ -150,7 +151,14 @@ async fn connect_with_env_token(
         .filter(|t| !t.is_empty())
         .context("no token: set CALLVAULT_TOKEN")?;
     let bearer = callvault_proto::auth::Bearer::new(&token)?;
-    Ok(bearer.channel(connect(addr, request_timeout).await?))
+    let channel = connect(addr, request_timeout).await?;
+    match std::env::var_os("CALLVAULT_KEY_FILE").filter(|f| !f.is_empty()) {
+        Some(file) => Ok(bearer.signed_channel(
+            channel,
+            client::load_signing_key(std::path::Path::new(&file))?,
+        )),
+        None => Ok(bearer.channel(channel)),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

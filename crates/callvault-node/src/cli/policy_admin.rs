@@ -12,6 +12,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use super::client::{Authed, ClientArgs, Connection, REQUEST_TIMEOUT, label, rpc_error};
+use callvault_proto::proof::SigningKey;
 
 #[derive(Debug, Args)]
 pub struct PutArgs {
@@ -83,9 +84,10 @@ pub fn to_proto(policy: &RetentionPolicy) -> pb::RetentionPolicy {
 pub async fn put_policies(
     channel: Channel,
     token: &str,
+    key: Option<SigningKey>,
     policies: &PolicySet,
 ) -> anyhow::Result<PutSummary> {
-    let mut admin = Connection::new(channel, token)?.admin();
+    let mut admin = Connection::new(channel, token, key)?.admin();
     let mut summary = PutSummary::default();
     for (jurisdiction, policy) in policies.iter() {
         let wanted = to_proto(policy);
@@ -138,8 +140,9 @@ pub async fn put_one(args: PutArgs) -> anyhow::Result<()> {
 pub async fn put_all(args: PutAllArgs) -> anyhow::Result<()> {
     let set = read_policy_file(&args.file)?;
     let token = args.client.token()?;
+    let key = args.client.signing_key()?;
     let channel = super::connect(&args.client.addr, REQUEST_TIMEOUT).await?;
-    let summary = put_policies(channel, token, &set).await?;
+    let summary = put_policies(channel, token, key, &set).await?;
     for (jurisdiction, version) in &summary.installed {
         println!("{jurisdiction}: policy v{version} put in force");
     }
