@@ -96,7 +96,9 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 /// The secrets and tokens of a run, from `callvault dev --init-only`.
 pub struct Secrets {
     tokens: HashMap<String, String>,
-    peer_token: String,
+    /// The `meta` role's token: internal reads such as `MetaStore.StateDigest` are the meta
+    /// role's (one table in callvault-proto's `identity` names who may call what).
+    meta_token: String,
     /// The audit log's verifier key.
     pub vkey: String,
     /// The audit log's origin line.
@@ -139,7 +141,7 @@ impl Secrets {
             .to_string();
         Ok(Secrets {
             tokens,
-            peer_token: read("secrets/peer.token")?,
+            meta_token: read("secrets/meta.token")?,
             vkey: read("audit.vkey")?,
             origin,
             template,
@@ -292,10 +294,10 @@ impl Clients {
             .channel(self.channels[id - 1].clone())
     }
 
-    /// A channel to node `id` as a cluster peer (the internal `MetaStore` service).
-    pub fn as_peer(&self, id: usize) -> AuthChannel {
-        Bearer::new(&self.secrets.peer_token)
-            .expect("the peer token is valid")
+    /// A channel to node `id` as the `meta` role (the internal `MetaStore` service).
+    pub fn as_meta_role(&self, id: usize) -> AuthChannel {
+        Bearer::new(&self.secrets.meta_token)
+            .expect("the meta role's token is valid")
             .channel(self.channels[id - 1].clone())
     }
 
@@ -326,7 +328,7 @@ impl Clients {
 
     /// Node `id`'s applied index and state digest.
     pub async fn digest(&self, id: usize) -> Option<(u64, Vec<u8>)> {
-        let mut client = pb::meta_store_client::MetaStoreClient::new(self.as_peer(id));
+        let mut client = pb::meta_store_client::MetaStoreClient::new(self.as_meta_role(id));
         let answer = tokio::time::timeout(
             Duration::from_secs(5),
             client.state_digest(pb::StateDigestRequest {}),
