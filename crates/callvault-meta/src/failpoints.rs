@@ -19,6 +19,20 @@ macro_rules! failpoint {
     };
 }
 
+/// Whether the named failpoint is armed with `return` here and now (e.g. `name=20%return`
+/// fires one time in five); always false without the `failpoints` feature. For faults that are
+/// not a crash, such as a reply lost on its way back.
+#[macro_export]
+macro_rules! failpoint_fires {
+    ($name:literal) => {{
+        #[cfg(feature = "failpoints")]
+        let fires = $crate::failpoints::armed($name);
+        #[cfg(not(feature = "failpoints"))]
+        let fires = false;
+        fires
+    }};
+}
+
 #[cfg(feature = "failpoints")]
 pub use enabled::*;
 
@@ -29,9 +43,14 @@ mod enabled {
         fail::FailScenario::setup()
     }
 
-    /// Whether `name` is armed with `return` (other actions run inside this call).
+    /// Whether `name` is armed with `return` (other actions run inside this call); says so on
+    /// stderr (the node's log) when it is.
     pub fn armed(name: &str) -> bool {
-        fail::eval(name, |_| ()).is_some()
+        let fires = fail::eval(name, |_| ()).is_some();
+        if fires {
+            eprintln!("failpoint {name} fired");
+        }
+        fires
     }
 
     /// Says so on stderr (the node's log), then aborts: no destructor, flush or sync runs.

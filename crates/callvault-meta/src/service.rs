@@ -273,6 +273,10 @@ impl pb::meta_store_server::MetaStore for MetaService {
             crate::authz::check(role, &command)?;
         }
         match self.proposer.propose(command, bytes.len()).await {
+            // Committed and applied, but the caller never hears it: a reply lost on the way back.
+            Ok(_) if crate::failpoint_fires!("propose-reply-lost") => Err(Status::unavailable(
+                "the reply was lost (failpoint propose-reply-lost)",
+            )),
             Ok((log_id, result)) => Ok(Response::new(pb::ProposeResponse {
                 term: log_id.leader_id.term,
                 index: log_id.index,

@@ -33,10 +33,13 @@ pub enum Failpoint {
     SnapshotInstallAfterSwitch,
     /// Log purge: the purge point written, openraft not told yet.
     LogPurgeAfterWrite,
+    /// Not a crash: the leader applies a proposal and its reply is lost (UNAVAILABLE), one time
+    /// in four, while the fault holds. Callers retry.
+    ProposeReplyLost,
 }
 
 impl Failpoint {
-    pub const ALL: [Failpoint; 8] = [
+    pub const ALL: [Failpoint; 9] = [
         Failpoint::IngestBeforeCommit,
         Failpoint::ApplyBeforeAck,
         Failpoint::ShredAfterCompact,
@@ -45,6 +48,7 @@ impl Failpoint {
         Failpoint::SnapshotInstallBeforeSwitch,
         Failpoint::SnapshotInstallAfterSwitch,
         Failpoint::LogPurgeAfterWrite,
+        Failpoint::ProposeReplyLost,
     ];
 
     /// Its name in the binary (`fail_point!`).
@@ -58,7 +62,23 @@ impl Failpoint {
             Failpoint::SnapshotInstallBeforeSwitch => "snapshot-install-before-switch",
             Failpoint::SnapshotInstallAfterSwitch => "snapshot-install-after-switch",
             Failpoint::LogPurgeAfterWrite => "log-purge-after-write",
+            Failpoint::ProposeReplyLost => "propose-reply-lost",
         }
+    }
+
+    /// Whether reaching it crashes the node (the others change what the node answers).
+    pub fn crashes(self) -> bool {
+        self != Failpoint::ProposeReplyLost
+    }
+
+    /// The `FAILPOINTS` value that arms it.
+    fn spec(self) -> String {
+        let action = if self.crashes() {
+            "return"
+        } else {
+            "25%return"
+        };
+        format!("{}={action}", self.name())
     }
 }
 
@@ -115,7 +135,8 @@ impl Fault {
     /// A short name for reports.
     pub fn name(self) -> String {
         match self {
-            Fault::Crash(fp) => format!("crash@{}", fp.name()),
+            Fault::Crash(fp) if fp.crashes() => format!("crash@{}", fp.name()),
+            Fault::Crash(fp) => format!("failpoint@{}", fp.name()),
             other => serde_json::to_value(other)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
@@ -370,7 +391,7 @@ impl Nemesis<'_> {
                 Ok(format!("node {target} (leader {leader:?})"))
             }
             Fault::Membership => self.remove_and_readd(rng, hold, problems).await,
-            Fault::Crash(fp) => self.crash_at(fp, leader, rng, problems).await,
+            Fault::Crash(fp) => self.crash_at(fp, leader, rng, hold, problems).await,
         }
     }
 
@@ -498,18 +519,19 @@ impl Nemesis<'_> {
         fp: Failpoint,
         leader: Option<usize>,
         rng: &mut StdRng,
+        hold: Duration,
         problems: &mut Vec<String>,
     ) -> anyhow::Result<String> {
         let n = self.cluster.size();
         let target = match fp {
             // Proposals reach the leader; the others' shredders and ingest work anywhere.
-            Failpoint::ApplyBeforeAck => leader.unwrap_or(1),
+            Failpoint::ApplyBeforeAck | Failpoint::ProposeReplyLost => leader.unwrap_or(1),
             _ => {
                 let others: Vec<usize> = (1..=n).filter(|&i| Some(i) != leader).collect();
                 others[rng.random_range(0..others.len())]
             }
         };
-        let spec = format!("{}=return", fp.name());
+        let spec = fp.spec();
         let node = self.cluster.node(target);
         node.kill();
         if matches!(
@@ -520,10 +542,27 @@ impl Nemesis<'_> {
             self.wait_log_purged_past(target).await;
         }
         let node = self.cluster.node(target);
+        let log_from = node.log_text().len();
         node.arm_failpoints(&spec);
         node.start()?;
-        if fp == Failpoint::ApplyBeforeAck {
+        if matches!(fp, Failpoint::ApplyBeforeAck | Failpoint::ProposeReplyLost) {
             self.make_leader(target).await;
+        }
+        if !fp.crashes() {
+            // Long enough for a few dozen proposals to reach it.
+            tokio::time::sleep(hold * 2).await;
+            let fired = self.cluster.node(target).log_text()[log_from..]
+                .contains(&format!("failpoint {} fired", fp.name()));
+            if !fired {
+                problems.push(format!(
+                    "failpoint {} on node {target} never fired",
+                    fp.name()
+                ));
+            }
+            let node = self.cluster.node(target);
+            node.kill();
+            node.start()?;
+            return Ok(format!("node {target} armed with {spec}: fired {fired}"));
         }
         let exit = self
             .cluster
@@ -531,10 +570,7 @@ impl Nemesis<'_> {
             .wait_exit(Duration::from_secs(90))
             .await;
         let crashed = exit == Some(Exit::Signal(libc::SIGABRT))
-            && self
-                .cluster
-                .node(target)
-                .log_text()
+            && self.cluster.node(target).log_text()[log_from..]
                 .contains(&format!("failpoint {} reached", fp.name()));
         if !crashed {
             problems.push(format!(

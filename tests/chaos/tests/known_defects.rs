@@ -51,6 +51,14 @@ fn a_wiped_voter_never_costs_an_acknowledged_write() {
     assert_passes(plan(7, vec![Fault::WipeThenSwap], 3));
 }
 
+/// Issue 15, defect 2: a proposal whose reply is lost is retried by `MetaClient` and applied a
+/// second time (a hold nobody placed outlives the release of the one that was).
+#[test]
+#[ignore = "issue 15 defect 2 (foundation: client sessions): a retried proposal applies twice"]
+fn a_retried_proposal_applies_once() {
+    assert_passes(plan(10, vec![Fault::Crash(Failpoint::ProposeReplyLost)], 2));
+}
+
 /// A crash after the state machine switched to an installed snapshot's generation but before
 /// the snapshot file was kept leaves a node that panics on every start.
 #[test]
