@@ -54,7 +54,7 @@ fn tuning(id: usize, nodes: usize, volume: &Path) -> toml::Table {
          data_dir = {volume:?}\n\
          listen_addr = {listen:?}\n\
          [meta]\nheartbeat_ms = 150\nelection_timeout_min_ms = 800\nelection_timeout_max_ms = 1600\n\
-         snapshot_after_entries = 300\nlog_entries_kept_after_snapshot = 50\n\
+         snapshot_after_entries = 100\nlog_entries_kept_after_snapshot = 20\n\
          [bootstrap]\nmode = \"auto\"\njoin_timeout_seconds = 600\n\
          [playback]\ncalls_per_hour = 1000000\nbytes_per_hour = 1099511627776\n\
          [lifecycle]\nsweep_tick_ms = 500\nshred_tick_ms = 1000\ncollect_tick_ms = 1000\n\

@@ -155,9 +155,36 @@ pub struct Step {
     pub seed: u64,
 }
 
+/// How long faults hold and the cluster settles after each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pace {
+    /// CI's bounded mode: 3 to 6 s a fault, 3 s to settle.
+    Quick,
+    /// The long mode and replays: 4 to 9 s a fault, 4 s to settle.
+    Steady,
+}
+
+impl Pace {
+    fn hold_ms(self) -> std::ops::Range<u64> {
+        match self {
+            Pace::Quick => 3_000..6_000,
+            Pace::Steady => 4_000..9_000,
+        }
+    }
+
+    /// The pause after each heal.
+    pub fn settle(self) -> Duration {
+        match self {
+            Pace::Quick => Duration::from_secs(3),
+            Pace::Steady => Duration::from_secs(4),
+        }
+    }
+}
+
 /// The schedule of `seed`: every fault of `faults` once, in a seeded order, then random ones
 /// from `faults` until `steps` steps.
-pub fn schedule(seed: u64, faults: &[Fault], steps: usize) -> Vec<Step> {
+pub fn schedule(seed: u64, faults: &[Fault], steps: usize, pace: Pace) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut order: Vec<Fault> = faults.to_vec();
     order.shuffle(&mut rng);
@@ -168,7 +195,7 @@ pub fn schedule(seed: u64, faults: &[Fault], steps: usize) -> Vec<Step> {
         .into_iter()
         .map(|fault| Step {
             fault,
-            hold_ms: rng.random_range(4_000..9_000),
+            hold_ms: rng.random_range(pace.hold_ms()),
             seed: rng.random(),
         })
         .collect()

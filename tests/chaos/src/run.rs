@@ -28,6 +28,7 @@ pub struct Plan {
     pub steps: usize,
     /// Concurrent clients.
     pub clients: u32,
+    pub pace: crate::nemesis::Pace,
 }
 
 impl Plan {
@@ -191,9 +192,9 @@ async fn drive(
         cluster: &mut cluster,
         history: history.clone(),
         started,
-        settle: Duration::from_secs(4),
+        settle: plan.pace.settle(),
     };
-    for step in schedule(plan.seed, &plan.faults, plan.steps) {
+    for step in schedule(plan.seed, &plan.faults, plan.steps, plan.pace) {
         eprintln!("seed {}: {}", plan.seed, step.fault.name());
         let done = nemesis.run(&step).await;
         report.steps.push(done);

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use callvault_chaos::nemesis::{Failpoint, Fault};
+use callvault_chaos::nemesis::{Failpoint, Fault, Pace};
 use callvault_chaos::run::{Binaries, Plan, run_plan};
 
 fn binaries() -> Binaries {
@@ -40,6 +40,7 @@ fn plan(seed: u64, faults: Vec<Fault>, steps: usize) -> Plan {
         faults,
         steps,
         clients: 8,
+        pace: Pace::Steady,
     }
 }
 
