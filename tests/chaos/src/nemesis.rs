@@ -566,7 +566,11 @@ impl Nemesis<'_> {
             Failpoint::SnapshotInstallBeforeSwitch | Failpoint::SnapshotInstallAfterSwitch
         ) {
             // Down long enough that the leader purges its log past this node's end.
-            self.wait_log_purged_past(target).await;
+            if !self.wait_log_purged_past(target).await {
+                problems.push(format!(
+                    "the leader did not purge its log past node {target}'s end within 90 s"
+                ));
+            }
         }
         let node = self.cluster.node(target);
         let log_from = node.log_text().len();
@@ -610,8 +614,9 @@ impl Nemesis<'_> {
         Ok(format!("node {target} crashed at {}: {crashed}", fp.name()))
     }
 
-    /// Waits (up to 90 s) until the leader's log is purged past where node `id` stopped.
-    async fn wait_log_purged_past(&mut self, id: usize) {
+    /// Waits (up to 90 s) until the leader's log is purged past where node `id` stopped;
+    /// whether it was.
+    async fn wait_log_purged_past(&mut self, id: usize) -> bool {
         let clients = self.clients();
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut last_log = None;
@@ -625,11 +630,12 @@ impl Nemesis<'_> {
                     last_log = Some(status.last_log_index);
                 }
                 if status.role == "leader" && Some(status.purged_index) > last_log {
-                    return;
+                    return true;
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        false
     }
 
     /// Pauses leaders other than `id` until `id` wins an election (at most ten tries).

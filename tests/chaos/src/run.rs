@@ -203,108 +203,129 @@ async fn drive(
     for task in tasks {
         let _ = task.await;
     }
+    let stopped_at = history.now();
     let observed = monitor.await?;
-    finish(
+    let run = Finish {
         plan,
-        &mut cluster,
-        &workload,
-        &history,
+        workload: &workload,
+        history: &history,
         bin,
         dir,
-        observed,
-        report,
-    )
-    .await
+        stopped_at,
+    };
+    run.finish(&mut cluster, observed, report).await
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    plan: &Plan,
-    cluster: &mut Cluster,
-    workload: &Workload,
-    history: &History,
-    bin: &std::path::Path,
-    dir: &std::path::Path,
-    observed: crate::monitor::Observed,
-    report: &mut SeedReport,
-) -> anyhow::Result<()> {
-    let mut problems = Vec::new();
-    Nemesis {
-        cluster,
-        history: history.clone(),
-        started: Instant::now(),
-        settle: Duration::ZERO,
-    }
-    .heal_all(&mut problems)
-    .await?;
-    let all: Vec<usize> = (1..=plan.nodes).collect();
-    if let Err(e) = cluster.wait_ready(&all, Duration::from_secs(120)).await {
-        problems.push(format!("after healing: {e:#}"));
-    }
-    let mut live = Vec::new();
-    for id in all {
-        if cluster.clients.is_ready(id).await {
-            live.push(id);
+/// What is left once the nemesis is done: heal, read every call once more, check.
+struct Finish<'a> {
+    plan: &'a Plan,
+    workload: &'a Workload,
+    history: &'a History,
+    bin: &'a std::path::Path,
+    dir: &'a std::path::Path,
+    /// When the clients stopped (history time).
+    stopped_at: u64,
+}
+
+impl Finish<'_> {
+    async fn finish(
+        &self,
+        cluster: &mut Cluster,
+        observed: crate::monitor::Observed,
+        report: &mut SeedReport,
+    ) -> anyhow::Result<()> {
+        let live = self.heal(cluster, report).await?;
+        // The final reads, recorded like any other operation, so the checks see them.
+        let final_from = self.history.now();
+        let calls = self
+            .workload
+            .known
+            .lock()
+            .expect("known lock")
+            .calls
+            .clone();
+        for (i, call) in calls.iter().enumerate() {
+            final_reads(self.workload, call, &live, i).await;
         }
+        self.history.flush();
+        let completed = history::complete(&self.history.events());
+        report.operations = count(&completed);
+        report.checks.extend(hcheck::linearizability(&completed));
+        let (acked, n) = hcheck::acknowledged_calls(&completed, final_from);
+        report.checks.push(acked);
+        report.acknowledged_calls_checked = n;
+        report.checks.push(hcheck::privileged_at_ingest(&completed));
+        report.checks.push(hcheck::deadlines(&completed));
+        report
+            .checks
+            .push(hcheck::progress(&completed, self.stopped_at));
+        let clients = &cluster.clients;
+        report.checks.push(state::digests(clients, &live).await);
+        let dump = self.dir.join("audit.txt");
+        report
+            .checks
+            .push(state::audit_accounting(clients, live[0], &completed, &dump).await);
+        report
+            .checks
+            .push(state::audit_log(clients, &live, self.bin, self.dir, &observed).await);
+        report.checks.push(state::one_leader_per_term(&observed));
+        // Stop the nodes so everything they wrote is on their volumes, then scan them.
+        for node in &mut cluster.nodes {
+            node.kill();
+        }
+        let volumes: Vec<PathBuf> = cluster
+            .nodes
+            .iter()
+            .map(|n| n.data_dir().to_path_buf())
+            .collect();
+        report.checks.push(state::no_plaintext(&volumes, &calls));
+        std::fs::write(
+            self.dir.join("monitor.json"),
+            serde_json::to_string(&observed)?,
+        )?;
+        Ok(())
     }
-    if !problems.is_empty() {
-        report.steps.push(Done {
-            fault: "final heal".into(),
-            detail: format!("ready: {live:?}"),
-            started_s: 0.0,
-            took_s: 0.0,
-            problems,
-            notes: Vec::new(),
-        });
+
+    /// Lifts every fault, restarts what stopped and waits for the nodes; the ready ones.
+    async fn heal(
+        &self,
+        cluster: &mut Cluster,
+        report: &mut SeedReport,
+    ) -> anyhow::Result<Vec<usize>> {
+        let mut problems = Vec::new();
+        Nemesis {
+            cluster,
+            history: self.history.clone(),
+            started: Instant::now(),
+            settle: Duration::ZERO,
+        }
+        .heal_all(&mut problems)
+        .await?;
+        let all: Vec<usize> = (1..=self.plan.nodes).collect();
+        if let Err(e) = cluster.wait_ready(&all, Duration::from_secs(120)).await {
+            problems.push(format!("after healing: {e:#}"));
+        }
+        let mut live = Vec::new();
+        for id in all {
+            if cluster.clients.is_ready(id).await {
+                live.push(id);
+            }
+        }
+        if !problems.is_empty() {
+            report.steps.push(Done {
+                fault: "final heal".into(),
+                detail: format!("ready: {live:?}"),
+                started_s: 0.0,
+                took_s: 0.0,
+                problems,
+                notes: Vec::new(),
+            });
+        }
+        if live.is_empty() {
+            anyhow::bail!("no node is ready after healing");
+        }
+        Ok(live)
     }
-    if live.is_empty() {
-        anyhow::bail!("no node is ready after healing");
-    }
-    let stopped_at = history.now();
-    // The final reads, recorded like any other operation, so the checks see them.
-    let final_from = stopped_at.saturating_add(1);
-    let calls = workload.known.lock().expect("known lock").calls.clone();
-    for (i, call) in calls.iter().enumerate() {
-        final_reads(workload, call, &live, i).await;
-    }
-    history.flush();
-    let completed = history::complete(&history.events());
-    report.operations = count(&completed);
-    report.checks.extend(hcheck::linearizability(&completed));
-    let (acked, n) = hcheck::acknowledged_calls(&completed, final_from);
-    report.checks.push(acked);
-    report.acknowledged_calls_checked = n;
-    report.checks.push(hcheck::privileged_at_ingest(&completed));
-    report.checks.push(hcheck::deadlines(&completed));
-    report.checks.push(hcheck::progress(&completed, stopped_at));
-    report
-        .checks
-        .push(state::digests(&cluster.clients, &live).await);
-    report.checks.push(
-        state::audit_accounting(
-            &cluster.clients,
-            live[0],
-            &completed,
-            &dir.join("audit.txt"),
-        )
-        .await,
-    );
-    report
-        .checks
-        .push(state::audit_log(&cluster.clients, &live, bin, dir, &observed).await);
-    report.checks.push(state::one_leader_per_term(&observed));
-    // Stop the nodes so everything they wrote is on their volumes, then scan them.
-    for node in &mut cluster.nodes {
-        node.kill();
-    }
-    let volumes: Vec<PathBuf> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.data_dir().to_path_buf())
-        .collect();
-    report.checks.push(state::no_plaintext(&volumes, &calls));
-    std::fs::write(dir.join("monitor.json"), serde_json::to_string(&observed)?)?;
-    Ok(())
 }
 
 /// A call's status (and, for Texas, its audio) read after healing, from the first ready node

@@ -330,33 +330,51 @@ pub fn deadlines(history: &[Completed]) -> Checked {
             _ => false,
         };
         let ops: Vec<&Completed> = history.iter().filter(on_call).collect();
-        // Holds that may be on the call from when their placement was invoked until a release
-        // of them completed.
-        let holds: Vec<(u64, u64)> = ops
+        // Each placement that may have applied: from its invocation (or, once acknowledged, its
+        // completion) until a release of its id may have (invoked) or surely has (acknowledged)
+        // taken effect.
+        struct Held {
+            invoked: u64,
+            acked: Option<u64>,
+            surely_until: u64,
+            maybe_until: u64,
+        }
+        let releases = |hold: &str, kinds: &[Kind]| {
+            ops.iter()
+                .filter(|r| matches!(&r.op, Op::ReleaseHold { hold: h, .. } if h == hold))
+                .filter(|r| kinds.contains(&r.kind))
+                .copied()
+                .collect::<Vec<&Completed>>()
+        };
+        let holds: Vec<Held> = ops
             .iter()
             .filter(|c| matches!(c.op, Op::PlaceHold { .. }) && c.kind != Kind::Fail)
             .map(|place| {
-                let released = ops
-                    .iter()
-                    .filter(|r| match (&r.op, &place.out) {
-                        (Op::ReleaseHold { hold, .. }, Some(Out::HoldPlaced { hold: h })) => {
-                            hold == h && r.kind == Kind::Ok
-                        }
-                        _ => false,
-                    })
-                    .filter_map(|r| r.ret)
-                    .min()
-                    .unwrap_or(u64::MAX);
-                (place.call, released)
+                let id = match &place.out {
+                    Some(Out::HoldPlaced { hold }) => Some(hold.as_str()),
+                    _ => None,
+                };
+                let any = id
+                    .map(|h| releases(h, &[Kind::Ok, Kind::Info]))
+                    .unwrap_or_default();
+                let acked = id.map(|h| releases(h, &[Kind::Ok])).unwrap_or_default();
+                Held {
+                    invoked: place.call,
+                    acked: place.ret.filter(|_| place.kind == Kind::Ok),
+                    surely_until: any.iter().map(|r| r.call).min().unwrap_or(u64::MAX),
+                    maybe_until: acked.iter().filter_map(|r| r.ret).min().unwrap_or(u64::MAX),
+                }
             })
             .collect();
-        let maybe_held = |from: u64, to: u64| holds.iter().any(|&(a, b)| a <= to && from <= b);
+        let maybe_held = |from: u64, to: u64| {
+            holds
+                .iter()
+                .any(|h| h.invoked <= to && from <= h.maybe_until)
+        };
         let surely_held = |from: u64, to: u64| {
-            ops.iter().any(|p| {
-                matches!(p.out, Some(Out::HoldPlaced { .. }))
-                    && p.ret.is_some_and(|r| r <= from)
-                    && holds.iter().any(|&(a, b)| a == p.call && b >= to)
-            })
+            holds
+                .iter()
+                .any(|h| h.acked.is_some_and(|a| a <= from) && h.surely_until >= to)
         };
         for c in ops.iter().filter(|c| c.kind == Kind::Ok) {
             let expired = matches!(&c.out, Some(Out::Status { state, .. }) if state == "expired");
