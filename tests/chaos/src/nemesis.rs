@@ -502,34 +502,32 @@ impl Nemesis<'_> {
             };
             let candidates: Vec<usize> = (1..=n).filter(|&i| i != leader).collect();
             let target = candidates[rng.random_range(0..candidates.len())];
-            let clients = self.clients();
-            let mut cluster = callvault_proto::v1::cluster_client::ClusterClient::new(
-                clients.as_principal(leader, "operator"),
-            );
-            cluster
-                .remove_member(callvault_proto::v1::RemoveMemberRequest {
-                    node_id: target as u64,
+            let removal = callvault_proto::v1::RemoveMemberRequest {
+                node_id: target as u64,
+            };
+            if let Err(e) = self
+                .change_membership(leader, |mut c| {
+                    let r = removal;
+                    async move { c.remove_member(r).await }
                 })
-                .await?;
+                .await
+            {
+                problems.push(format!("removing node {target}: {e}"));
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
-            let request = callvault_proto::v1::AddMemberRequest {
+            let addition = callvault_proto::v1::AddMemberRequest {
                 node_id: target as u64,
                 addr: self.cluster.node(target).addr.clone(),
                 learner_only: false,
             };
-            // The leader may have changed meanwhile: any member forwards.
-            let mut added = Err(tonic::Status::unavailable("not tried"));
-            for attempt in 0..5 {
-                let via = 1 + (leader - 1 + attempt) % n;
-                let mut cluster = callvault_proto::v1::cluster_client::ClusterClient::new(
-                    clients.as_principal(via, "operator"),
-                );
-                added = cluster.add_member(request.clone()).await;
-                if added.is_ok() {
-                    break;
-                }
-            }
-            if let Err(e) = added {
+            if let Err(e) = self
+                .change_membership(leader, |mut c| {
+                    let r = addition.clone();
+                    async move { c.add_member(r).await }
+                })
+                .await
+            {
                 problems.push(format!("adding node {target} back: {e}"));
                 break;
             }
@@ -537,6 +535,36 @@ impl Nemesis<'_> {
             tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
         }
         Ok(format!("removed and added back: {cycles:?}"))
+    }
+
+    /// Sends a membership change through `first`, then any other member, for up to 20 s (an
+    /// election may be under way; any member forwards to the leader).
+    async fn change_membership<F, Fut>(&self, first: usize, call: F) -> Result<(), tonic::Status>
+    where
+        F: Fn(
+            callvault_proto::v1::cluster_client::ClusterClient<callvault_proto::auth::AuthChannel>,
+        ) -> Fut,
+        Fut: std::future::Future<
+                Output = Result<tonic::Response<callvault_proto::v1::ClusterStatus>, tonic::Status>,
+            >,
+    {
+        let n = self.cluster.size();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut attempt = 0;
+        loop {
+            let via = 1 + (first - 1 + attempt) % n;
+            let client = callvault_proto::v1::cluster_client::ClusterClient::new(
+                self.cluster.clients.as_principal(via, "operator"),
+            );
+            match call(client).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     /// Restarts a node with `fp` armed, makes it reach the failpoint, checks that it crashed
