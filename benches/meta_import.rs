@@ -52,6 +52,7 @@ fn policy(jurisdiction: Jurisdiction) -> MetaCommand {
             hold_max_review_days: 365,
             sweep_interval_seconds: 30,
             source: "bench".into(),
+            shortening_notice_seconds: 0,
         },
         expected_version: 0,
         principal: "operator".into(),

@@ -31,6 +31,7 @@ fn policy() -> RetentionPolicy {
         hold_max_review_days: 365,
         sweep_interval_seconds: 30,
         source: "bench".into(),
+        shortening_notice_seconds: 0,
     }
 }
 

@@ -726,6 +726,7 @@ pub fn tx_policy() -> MetaCommand {
             hold_max_review_days: 365,
             sweep_interval_seconds: 30,
             source: "test".into(),
+            shortening_notice_seconds: 0,
         },
         expected_version: 0,
         principal: "operator".into(),

@@ -15,8 +15,9 @@ use callvault_proto::auth::AuthChannel;
 use callvault_proto::identity::Credential;
 use callvault_proto::v1::blob_shard_client::BlobShardClient;
 use callvault_proto::v1::{
-    CollectRequest, GetChunkRequest, HasChunksRequest, MarkDeadRequest, PutChunkHeader,
-    PutChunkRequest, ShardStatus, ShardStatusRequest, put_chunk_request::Part,
+    CollectRequest, GetChunkRequest, HasChunksRequest, ListOrphanCandidatesRequest,
+    MarkDeadRequest, PutChunkHeader, PutChunkRequest, RemoveOrphansRequest, ShardStatus,
+    ShardStatusRequest, put_chunk_request::Part,
 };
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
@@ -26,6 +27,7 @@ use tracing::Instrument as _;
 use crate::chunk::{ChunkId, MAX_CHUNK_BYTES, MAX_IDS_PER_REQUEST};
 use crate::envelope::SealedChunk;
 use crate::placement::{Placement, PlacementError, ShardId, ShardInfo};
+use crate::store::ShredMode;
 
 /// Bytes per `data` message of a streamed chunk: well under [`MAX_MESSAGE_BYTES`].
 pub const PIECE_BYTES: usize = 1 << 20;
@@ -222,27 +224,12 @@ impl ShardClient {
 
     /// Which of `ids` the shard holds, in order (any number of ids; sent in batches).
     pub async fn has(&self, ids: &[ChunkId]) -> Result<Vec<bool>, Status> {
-        let mut present = Vec::with_capacity(ids.len());
-        for batch in ids.chunks(MAX_IDS_PER_REQUEST) {
-            let response = self
-                .inner
-                .clone()
-                .has_chunks(HasChunksRequest {
-                    chunk_ids: batch.iter().map(|id| id.as_bytes().to_vec()).collect(),
-                })
-                .await?
-                .into_inner();
-            if response.present.len() != batch.len() {
-                return Err(Status::internal(format!(
-                    "shard {} answered {} flags for {} ids",
-                    self.info.id,
-                    response.present.len(),
-                    batch.len()
-                )));
-            }
-            present.extend(response.present);
-        }
-        Ok(present)
+        Ok(self
+            .presence(ids)
+            .await?
+            .into_iter()
+            .map(|(held, _)| held)
+            .collect())
     }
 
     /// Marks chunks dead (collection stage 1); returns how many the shard reports marked.
@@ -262,9 +249,10 @@ impl ShardClient {
         Ok(marked)
     }
 
-    /// Removes the chunks of crypto-shredded calls now and rewrites the shard's files; returns
-    /// how many copies it held.
-    pub async fn shred(&self, ids: &[ChunkId]) -> Result<u64, Status> {
+    /// Removes the chunks of crypto-shredded calls now and tombstones them, so no copy can come
+    /// back; with [`ShredMode::RewriteFiles`] the shard also rewrites its files before answering.
+    /// Returns how many copies it held.
+    pub async fn shred(&self, ids: &[ChunkId], mode: ShredMode) -> Result<u64, Status> {
         let mut removed = 0;
         for batch in ids.chunks(MAX_IDS_PER_REQUEST) {
             removed += self
@@ -272,10 +260,106 @@ impl ShardClient {
                 .clone()
                 .shred(callvault_proto::v1::ShredRequest {
                     chunk_ids: batch.iter().map(|id| id.as_bytes().to_vec()).collect(),
+                    deferred: mode == ShredMode::Deferred,
                 })
                 .await?
                 .into_inner()
                 .removed;
+        }
+        Ok(removed)
+    }
+
+    /// For each of `ids`, in order: whether the shard holds it, and whether it keeps a shred
+    /// tombstone for it.
+    pub async fn presence(&self, ids: &[ChunkId]) -> Result<Vec<(bool, bool)>, Status> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(MAX_IDS_PER_REQUEST) {
+            let response = self
+                .inner
+                .clone()
+                .has_chunks(HasChunksRequest {
+                    chunk_ids: batch.iter().map(|id| id.as_bytes().to_vec()).collect(),
+                })
+                .await?
+                .into_inner();
+            let mut shredded = response.shredded;
+            if shredded.is_empty() {
+                // A shard from before tombstones answers `present` only.
+                shredded = vec![false; batch.len()];
+            }
+            if response.present.len() != batch.len() || shredded.len() != batch.len() {
+                return Err(Status::internal(format!(
+                    "shard {} answered {}/{} flags for {} ids",
+                    self.info.id,
+                    response.present.len(),
+                    shredded.len(),
+                    batch.len()
+                )));
+            }
+            out.extend(response.present.into_iter().zip(shredded));
+        }
+        Ok(out)
+    }
+
+    /// One page of the shard's chunks stored at least `min_age` ago, after `after`; the ids and
+    /// where the next page starts (`None`: the end).
+    pub async fn orphan_candidates(
+        &self,
+        after: Option<ChunkId>,
+        min_age: Duration,
+        limit: u32,
+    ) -> Result<(Vec<ChunkId>, Option<ChunkId>), Status> {
+        let response = self
+            .inner
+            .clone()
+            .list_orphan_candidates(ListOrphanCandidatesRequest {
+                after: after.map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
+                min_age_seconds: min_age.as_secs(),
+                limit,
+            })
+            .await?
+            .into_inner();
+        let id = |bytes: &[u8]| {
+            ChunkId::from_slice(bytes).ok_or_else(|| {
+                Status::internal(format!(
+                    "shard {} sent a chunk id of {} bytes",
+                    self.info.id,
+                    bytes.len()
+                ))
+            })
+        };
+        let ids = response
+            .chunk_ids
+            .iter()
+            .map(|b| id(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let resume = match response.resume_after.as_slice() {
+            [] => None,
+            bytes => Some(id(bytes)?),
+        };
+        Ok((ids, resume))
+    }
+
+    /// Removes those of `ids` the shard still holds that are at least `min_age` old and not
+    /// marked; returns how many chunks and bytes went.
+    pub async fn remove_orphans(
+        &self,
+        ids: &[ChunkId],
+        min_age: Duration,
+    ) -> Result<(u64, u64), Status> {
+        let mut removed = (0, 0);
+        for batch in ids.chunks(MAX_IDS_PER_REQUEST) {
+            let r = self
+                .inner
+                .clone()
+                .remove_orphans(RemoveOrphansRequest {
+                    chunk_ids: batch.iter().map(|id| id.as_bytes().to_vec()).collect(),
+                    min_age_seconds: min_age.as_secs(),
+                })
+                .await?
+                .into_inner();
+            removed.0 += r.removed;
+            removed.1 += r.bytes_removed;
         }
         Ok(removed)
     }

@@ -61,4 +61,4 @@ pub use envelope::{
 pub use placement::{Placement, ShardId, ShardInfo};
 pub use scrub::{ScrubCounters, ScrubSnapshot, Scrubber};
 pub use shard::{ServeError, Shard, ShardConfig, serve_shard, serve_shard_on};
-pub use store::{ChunkStore, RocksChunkStore, StoreError};
+pub use store::{ChunkStore, RocksChunkStore, ShredMode, StoreError};

@@ -9,6 +9,8 @@
 //! | `callvault.blob.scrub.findings` | counter | `shard`, `finding` | each scrub pass: `corrupt` (local copy corrupt or missing), `repaired` (corrupt local copy replaced from a peer), `unrepaired` (no peer had an intact copy; retried next pass), `replica_restored` (a placement target lacking the chunk was given it) |
 //! | `callvault.blob.chunks.written` | counter | `outcome` | the shard service: `stored`, `already_present`, `repaired` |
 //! | `callvault.blob.bytes.written` | counter, By | | the shard service: bytes of chunks newly stored |
+//! | `callvault.blob.orphans.removed` | counter | | the shard service: chunks no committed call referenced, removed by the orphan sweep |
+//! | `callvault.blob.orphans.bytes_removed` | counter, By | | the same, in bytes |
 
 use std::sync::OnceLock;
 
@@ -23,6 +25,8 @@ struct Instruments {
     scrub_findings: Counter<u64>,
     chunks_written: Counter<u64>,
     bytes_written: Counter<u64>,
+    orphans_removed: Counter<u64>,
+    orphan_bytes_removed: Counter<u64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -49,6 +53,17 @@ fn instruments() -> &'static Instruments {
                 .u64_counter("callvault.blob.bytes.written")
                 .with_unit("By")
                 .with_description("Bytes of chunks this shard newly stored")
+                .build(),
+            orphans_removed: meter
+                .u64_counter("callvault.blob.orphans.removed")
+                .with_description(
+                    "Chunks no committed call referenced, removed by the orphan sweep",
+                )
+                .build(),
+            orphan_bytes_removed: meter
+                .u64_counter("callvault.blob.orphans.bytes_removed")
+                .with_unit("By")
+                .with_description("Bytes of orphan chunks removed")
                 .build(),
         }
     })
@@ -82,4 +97,11 @@ pub(crate) fn chunk_written(outcome: &'static str, bytes: u64) {
     if outcome != "already_present" {
         m.bytes_written.add(bytes, &[]);
     }
+}
+
+/// Counts orphan chunks one request removed.
+pub(crate) fn orphans_removed(chunks: u64, bytes: u64) {
+    let m = instruments();
+    m.orphans_removed.add(chunks, &[]);
+    m.orphan_bytes_removed.add(bytes, &[]);
 }

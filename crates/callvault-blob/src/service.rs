@@ -8,8 +8,9 @@ use callvault_core::UnixMillis;
 use callvault_proto::v1::blob_shard_server::BlobShard;
 use callvault_proto::v1::{
     CollectRequest, CollectResponse, GetChunkRequest, GetChunkResponse, HasChunksRequest,
-    HasChunksResponse, MarkDeadRequest, MarkDeadResponse, PutChunkRequest, PutChunkResponse,
-    ShardStatus, ShardStatusRequest, put_chunk_request::Part,
+    HasChunksResponse, ListOrphanCandidatesRequest, ListOrphanCandidatesResponse, MarkDeadRequest,
+    MarkDeadResponse, PutChunkRequest, PutChunkResponse, RemoveOrphansRequest,
+    RemoveOrphansResponse, ShardStatus, ShardStatusRequest, put_chunk_request::Part,
 };
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -17,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::chunk::{ChunkId, MAX_CHUNK_BYTES, MAX_IDS_PER_REQUEST};
 use crate::client::PIECE_BYTES;
 use crate::scrub::ScrubCounters;
-use crate::store::{ChunkStore, PutOutcome, StoreError};
+use crate::store::{ChunkStore, PutOutcome, ShredMode, StoreError};
 
 /// The current time, for stamps the store keeps.
 pub(crate) fn now() -> UnixMillis {
@@ -32,17 +33,40 @@ pub struct BlobShardService<S> {
     store: Arc<S>,
     scrub: Arc<ScrubCounters>,
     min_grace: Duration,
+    min_orphan_age: Duration,
 }
 
 impl<S: ChunkStore> BlobShardService<S> {
     /// A service over `store`, reporting `scrub`'s counters. `Collect` requests with a grace
-    /// shorter than `min_grace` are refused.
-    pub fn new(store: Arc<S>, scrub: Arc<ScrubCounters>, min_grace: Duration) -> Self {
+    /// shorter than `min_grace`, and orphan removals of chunks younger than `min_orphan_age`,
+    /// are refused.
+    pub fn new(
+        store: Arc<S>,
+        scrub: Arc<ScrubCounters>,
+        min_grace: Duration,
+        min_orphan_age: Duration,
+    ) -> Self {
         BlobShardService {
             store,
             scrub,
             min_grace,
+            min_orphan_age,
         }
+    }
+
+    /// The cutoff of an orphan request: chunks stored at or before it are old enough. Ages under
+    /// the shard's floor are refused; the shard's own clock measures age, so no other node's
+    /// clock can make a young chunk look old.
+    fn orphan_cutoff(&self, min_age_seconds: u64) -> Result<UnixMillis, Status> {
+        let min_age = Duration::from_secs(min_age_seconds);
+        if min_age < self.min_orphan_age {
+            return Err(Status::invalid_argument(format!(
+                "min_age_seconds {min_age_seconds} is below this shard's floor of {}s",
+                self.min_orphan_age.as_secs()
+            )));
+        }
+        let age_ms = i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX);
+        Ok(UnixMillis(now().0.saturating_sub(age_ms)))
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
@@ -63,7 +87,9 @@ fn to_status(e: StoreError) -> Status {
     match e {
         StoreError::InvalidChunk { .. } => Status::invalid_argument(e.to_string()),
         StoreError::Corrupt { .. } => Status::data_loss(e.to_string()),
-        StoreError::Collected { .. } => Status::failed_precondition(e.to_string()),
+        StoreError::Collected { .. } | StoreError::Shredded { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         StoreError::Open { .. } | StoreError::Io(_) => Status::internal(e.to_string()),
     }
 }
@@ -195,8 +221,10 @@ impl<S: ChunkStore> BlobShard for BlobShardService<S> {
         request: Request<HasChunksRequest>,
     ) -> Result<Response<HasChunksResponse>, Status> {
         let ids = parse_ids(&request.get_ref().chunk_ids)?;
-        let present = self.blocking(move |store| store.has(&ids)).await?;
-        Ok(Response::new(HasChunksResponse { present }))
+        let (present, shredded) = self
+            .blocking(move |store| Ok((store.has(&ids)?, store.shredded(&ids)?)))
+            .await?;
+        Ok(Response::new(HasChunksResponse { present, shredded }))
     }
 
     async fn mark_dead(
@@ -215,12 +243,68 @@ impl<S: ChunkStore> BlobShard for BlobShardService<S> {
         request: Request<callvault_proto::v1::ShredRequest>,
     ) -> Result<Response<callvault_proto::v1::ShredResponse>, Status> {
         let ids = parse_ids(&request.get_ref().chunk_ids)?;
-        let removed = self.blocking(move |store| store.shred(&ids)).await?;
+        let mode = if request.get_ref().deferred {
+            ShredMode::Deferred
+        } else {
+            ShredMode::RewriteFiles
+        };
+        let removed = self
+            .blocking(move |store| store.shred(&ids, now(), mode))
+            .await?;
         if removed > 0 {
-            tracing::info!(removed, "shredded chunks of crypto-shredded calls");
+            tracing::info!(removed, ?mode, "shredded chunks of crypto-shredded calls");
         }
         Ok(Response::new(callvault_proto::v1::ShredResponse {
             removed,
+        }))
+    }
+
+    async fn list_orphan_candidates(
+        &self,
+        request: Request<ListOrphanCandidatesRequest>,
+    ) -> Result<Response<ListOrphanCandidatesResponse>, Status> {
+        let r = request.into_inner();
+        let cutoff = self.orphan_cutoff(r.min_age_seconds)?;
+        let after = match r.after.as_slice() {
+            [] => None,
+            bytes => Some(parse_id(bytes, "after")?),
+        };
+        let limit = (r.limit as usize).clamp(1, MAX_IDS_PER_REQUEST);
+        // Bounded work per request however few of the examined chunks are old.
+        let scan = limit.saturating_mul(4);
+        let page = self
+            .blocking(move |store| store.orphan_candidates(after, cutoff, limit, scan))
+            .await?;
+        Ok(Response::new(ListOrphanCandidatesResponse {
+            chunk_ids: page.ids.iter().map(|id| id.as_bytes().to_vec()).collect(),
+            resume_after: page
+                .resume_after
+                .map(|id| id.as_bytes().to_vec())
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn remove_orphans(
+        &self,
+        request: Request<RemoveOrphansRequest>,
+    ) -> Result<Response<RemoveOrphansResponse>, Status> {
+        let r = request.into_inner();
+        let cutoff = self.orphan_cutoff(r.min_age_seconds)?;
+        let ids = parse_ids(&r.chunk_ids)?;
+        let (removed, bytes_removed) = self
+            .blocking(move |store| store.remove_orphans(&ids, cutoff))
+            .await?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                bytes_removed,
+                "removed orphan chunks no committed call references"
+            );
+            crate::metrics::orphans_removed(removed, bytes_removed);
+        }
+        Ok(Response::new(RemoveOrphansResponse {
+            removed,
+            bytes_removed,
         }))
     }
 

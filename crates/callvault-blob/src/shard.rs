@@ -33,6 +33,7 @@ use callvault_proto::identity::{Credential, InternalGateLayer, PeerTable};
 /// scrub_bytes_per_second = 67108864
 /// scrub_interval_seconds = 86400
 /// collect_min_grace_seconds = 86400
+/// orphan_min_age_seconds = 86400
 /// shards = [
 ///   { id = "blob-1", addr = "10.0.0.1:7400" },
 ///   { id = "blob-2", addr = "10.0.0.2:7400" },
@@ -69,6 +70,11 @@ pub struct ShardConfig {
     /// removes a chunk marked more recently than this.
     #[serde(default = "defaults::grace")]
     pub collect_min_grace_seconds: u64,
+    /// The youngest chunk an orphan sweep may remove, in seconds of this shard's clock (default
+    /// one day). Must exceed the longest a call may stream, or a call still streaming could lose
+    /// its chunks.
+    #[serde(default = "defaults::grace")]
+    pub orphan_min_age_seconds: u64,
     /// Connect timeout to peer shards, in milliseconds (default 2000).
     #[serde(default = "defaults::connect_timeout_ms")]
     pub peer_connect_timeout_ms: u64,
@@ -121,6 +127,7 @@ impl ShardConfig {
             scrub_bytes_per_second: defaults::scrub_rate(),
             scrub_interval_seconds: defaults::scrub_interval(),
             collect_min_grace_seconds: defaults::grace(),
+            orphan_min_age_seconds: defaults::grace(),
             peer_connect_timeout_ms: defaults::connect_timeout_ms(),
             peer_request_timeout_ms: defaults::request_timeout_ms(),
             peers: PeerTable::open(),
@@ -246,6 +253,7 @@ impl Shard {
             self.store.clone(),
             self.counters.clone(),
             Duration::from_secs(self.config.collect_min_grace_seconds),
+            Duration::from_secs(self.config.orphan_min_age_seconds),
         );
         let server = BlobShardServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -352,6 +360,7 @@ mod tests {
         assert_eq!(config.replicas, 3);
         assert_eq!(config.listen_addr.port(), 7400);
         assert_eq!(config.collect_min_grace_seconds, 86_400);
+        assert_eq!(config.orphan_min_age_seconds, 86_400);
         assert_eq!(config.shards.len(), 1);
         let unknown =
             toml::from_str::<ShardConfig>("shard_id = \"a\"\ndata_dir = \"/x\"\nreplica = 2\n");

@@ -14,7 +14,7 @@ use callvault_blob::store::{RocksChunkStore, StoreOptions};
 use callvault_blob::{
     CallSealer, ChunkId, CollectError, Collector, KeyEncryptionKey, KeyRing, ReplicatedBlobClient,
     ReplicationConfig, ReplicationError, ScrubSnapshot, Scrubber, SealedChunk, ServeError, Shard,
-    ShardConfig, ShardId, ShardInfo, StoreError,
+    ShardConfig, ShardId, ShardInfo, ShredMode, StoreError,
 };
 use callvault_core::{CallId, Jurisdiction};
 use callvault_proto::v1::blob_shard_client::BlobShardClient;
@@ -252,6 +252,7 @@ impl Cluster {
         config.scrub_interval_seconds = 0; // passes are run on demand below
         config.scrub_bytes_per_second = 0;
         config.collect_min_grace_seconds = self.min_grace_seconds;
+        config.orphan_min_age_seconds = self.min_grace_seconds;
         config.peer_request_timeout_ms = 5_000;
         config
     }
@@ -689,6 +690,195 @@ async fn collection_removes_a_dead_calls_chunks_everywhere_and_keeps_the_live_ca
     }
     let dead_holders = holders_everywhere(&cluster, &dead_ids).await;
     assert!(dead_holders.iter().flatten().all(|p| !p));
+    cluster.shutdown().await;
+}
+
+/// Issue 14: a shredded chunk never comes back. The chunk is shredded on one shard while a read
+/// repair, a scrub pass and a late write all try to put it back there, then on the others; in
+/// the end no shard holds it, every shard keeps its tombstone, and no path can store it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shredded_chunk_never_comes_back_through_repair_scrub_or_a_late_write() {
+    let cluster = Cluster::start(3, 0).await;
+    let client = Arc::new(cluster.client());
+    let chunks = call_chunks(&key_ring(), "tx-call-shredded", 40);
+    let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
+    // Every chunk on its placement targets except shard 2, which the racers will try to fill.
+    for chunk in &chunks {
+        for target in client.placement().targets(&chunk.id) {
+            if target.id.as_str() != "blob-2" {
+                client
+                    .shard(&target.id)
+                    .unwrap()
+                    .put(chunk.id, &chunk.bytes)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let third = cluster.shard_client(2);
+    let racers = {
+        let (client, chunks, late) = (client.clone(), chunks.clone(), chunks.clone());
+        let scrubber_of_0 = cluster.nodes[0].scrubber.as_ref().unwrap();
+        let third = third.clone();
+        let repairs = async move {
+            for chunk in &chunks {
+                // Reads through placement order; a replica lacking the chunk is rewritten.
+                let _ = client.get(chunk.id).await;
+            }
+        };
+        let late_writes = async move {
+            for chunk in &late {
+                let _ = third.put(chunk.id, &chunk.bytes).await;
+            }
+        };
+        async move {
+            let (_, _, scrubbed) = tokio::join!(repairs, late_writes, scrubber_of_0.run_pass());
+            scrubbed.expect("the racing scrub pass completes");
+        }
+    };
+    // The shred on shard 2 races them; then the other shards shred too.
+    let (_, shredded) = tokio::join!(racers, async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        third.shred(&ids, ShredMode::Deferred).await
+    });
+    shredded.unwrap();
+    // Whatever landed before the shred is gone, and nothing can land after it.
+    for chunk in &chunks {
+        let refused = third.put(chunk.id, &chunk.bytes).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    }
+    assert!(third.has(&ids).await.unwrap().iter().all(|held| !held));
+    let _ = cluster.scrub(0).await;
+    let _ = cluster.scrub(1).await;
+    for chunk in chunks.iter().take(5) {
+        let _ = client.get(chunk.id).await;
+    }
+    assert!(
+        third.has(&ids).await.unwrap().iter().all(|held| !held),
+        "scrub passes and read repairs after the shred brought nothing back"
+    );
+
+    // The other shards shred (purge mode, rewriting files), and then every shard confirms.
+    for i in 0..2 {
+        cluster
+            .shard_client(i)
+            .shred(&ids, ShredMode::RewriteFiles)
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        let presence = cluster.shard_client(i).presence(&ids).await.unwrap();
+        assert!(
+            presence
+                .iter()
+                .all(|(held, tombstoned)| !held && *tombstoned),
+            "shard {i} holds a shredded chunk or lacks its tombstone"
+        );
+    }
+    match client.put_sealed(&chunks[0]).await {
+        Err(ReplicationError::WriteQuorum { failed, .. }) => {
+            assert!(
+                failed.0.iter().all(|f| f.code == Code::FailedPrecondition),
+                "{failed}"
+            );
+        }
+        other => panic!("a shredded chunk was stored again: {other:?}"),
+    }
+    assert!(matches!(
+        client.get(ids[0]).await,
+        Err(ReplicationError::NotFound { .. })
+    ));
+    // The shards that rewrote their files hold no shredded chunk's id in any data file: the
+    // tombstones are filed under a hash of it. (A MANIFEST may still name a key range.)
+    for i in 0..2 {
+        for path in std::fs::read_dir(&cluster.nodes[i].dir).unwrap() {
+            let path = path.unwrap().path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("MANIFEST-")
+            {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            for id in &ids {
+                assert!(
+                    !bytes.windows(32).any(|w| w == id.as_bytes()),
+                    "{} names a shredded chunk",
+                    path.display()
+                );
+            }
+        }
+    }
+    cluster.shutdown().await;
+}
+
+/// The orphan sweep's two requests: a listing of old-enough chunks, and a removal that the shard
+/// re-checks, refusing ages below its floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_requests_list_old_chunks_and_refuse_ages_below_the_floor() {
+    // A floor of one second.
+    let cluster = Cluster::start(1, 1).await;
+    let shard = cluster.shard_client(0);
+    let chunks = call_chunks(&key_ring(), "tx-call-orphan", 12);
+    for chunk in &chunks {
+        shard.put(chunk.id, &chunk.bytes).await.unwrap();
+    }
+    // An age of an hour finds nothing yet; an age below the floor is refused.
+    let (young, resume) = shard
+        .orphan_candidates(None, Duration::from_secs(3600), 100)
+        .await
+        .unwrap();
+    assert!(young.is_empty() && resume.is_none());
+    let refused = shard
+        .orphan_candidates(None, Duration::ZERO, 100)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = shard
+        .remove_orphans(&[chunks[0].id], Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, resume) = shard
+            .orphan_candidates(after, Duration::from_secs(1), 5)
+            .await
+            .unwrap();
+        seen.extend(page);
+        match resume {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
+    ids.sort();
+    assert_eq!(seen, ids);
+    let (removed, bytes) = shard
+        .remove_orphans(&ids[..4], Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(removed, 4);
+    assert_eq!(
+        bytes,
+        chunks
+            .iter()
+            .filter(|c| ids[..4].contains(&c.id))
+            .map(|c| c.bytes.len() as u64)
+            .sum::<u64>()
+    );
+    assert_eq!(
+        shard
+            .remove_orphans(&ids[4..], Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        (0, 0),
+        "a chunk younger than the age asked for stays"
+    );
     cluster.shutdown().await;
 }
 

@@ -390,6 +390,7 @@ pub(crate) mod tests {
             hold_max_review_days: 365,
             sweep_interval_seconds: 30,
             source: String::new(),
+            shortening_notice_seconds: 0,
         }
     }
 

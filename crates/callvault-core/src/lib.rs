@@ -8,7 +8,9 @@
 
 #![warn(missing_docs)]
 
+pub mod approval;
 pub mod call;
+pub mod clock;
 pub mod codec;
 pub mod jurisdiction;
 pub mod phone;
@@ -17,6 +19,7 @@ pub mod privilege;
 pub mod records;
 pub mod retention;
 pub mod time;
+pub mod tombstone;
 
 pub use call::{CallEvent, CallId, CallRecord, CallStatus, Hold, Lifecycle, PurgeReason};
 pub use codec::{DecodeError, VersionedRecord};

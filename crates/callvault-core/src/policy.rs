@@ -20,6 +20,11 @@ pub const MAX_SWEEP_INTERVAL_SECONDS: u32 = 86_400;
 pub const DEFAULT_SWEEP_INTERVAL_SECONDS: u32 = 30;
 /// Longest `source` text.
 pub const MAX_SOURCE_CHARS: usize = 512;
+/// Longest notice before a shortening takes effect: one year, in seconds.
+pub const MAX_SHORTENING_NOTICE_SECONDS: u32 = 365 * 86_400;
+/// The notice when a policy does not name one: 30 days. Also what a policy stored before the
+/// field existed is read with.
+pub const DEFAULT_SHORTENING_NOTICE_SECONDS: u32 = 30 * 86_400;
 
 /// What is kept of a call to a privileged number. Its audio is never kept, whatever this says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +70,9 @@ pub struct RetentionPolicy {
     pub sweep_interval_seconds: u32,
     /// Where the rule comes from (statute, contract), for people.
     pub source: String,
+    /// How long a change that shortens any retention (or this notice) waits, in cluster time,
+    /// before it takes effect, unless a second principal of the jurisdiction approves it.
+    pub shortening_notice_seconds: u32,
 }
 
 /// A policy that breaks a rule, naming the field.
@@ -123,6 +131,15 @@ impl RetentionPolicy {
                 format!(
                     "must be 1..={MAX_SWEEP_INTERVAL_SECONDS}, got {}",
                     self.sweep_interval_seconds
+                ),
+            );
+        }
+        if self.shortening_notice_seconds > MAX_SHORTENING_NOTICE_SECONDS {
+            return violation(
+                "shortening_notice_seconds",
+                format!(
+                    "must be at most {MAX_SHORTENING_NOTICE_SECONDS}, got {}",
+                    self.shortening_notice_seconds
                 ),
             );
         }
@@ -219,6 +236,7 @@ struct RawPolicy {
     hold_max_review_days: Option<Spanned<u32>>,
     sweep_interval_seconds: Option<Spanned<u32>>,
     source: Option<Spanned<String>>,
+    shortening_notice_seconds: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +351,10 @@ fn merge(defaults: &RawPolicy, own: &RawPolicy) -> Result<RetentionPolicy, Merge
         &defaults.sweep_interval_seconds,
     );
     let source = pick(&own.source, &defaults.source);
+    let notice = pick(
+        &own.shortening_notice_seconds,
+        &defaults.shortening_notice_seconds,
+    );
 
     let policy = RetentionPolicy {
         recording_retention_days: *recording.get_ref(),
@@ -344,6 +366,9 @@ fn merge(defaults: &RawPolicy, own: &RawPolicy) -> Result<RetentionPolicy, Merge
             .map(|s| *s.get_ref())
             .unwrap_or(DEFAULT_SWEEP_INTERVAL_SECONDS),
         source: source.map(|s| s.get_ref().clone()).unwrap_or_default(),
+        shortening_notice_seconds: notice
+            .map(|n| *n.get_ref())
+            .unwrap_or(DEFAULT_SHORTENING_NOTICE_SECONDS),
     };
     policy.validate().map_err(|violation| {
         let span = match violation.field {
@@ -352,6 +377,7 @@ fn merge(defaults: &RawPolicy, own: &RawPolicy) -> Result<RetentionPolicy, Merge
             "hold_max_review_days" => Some(max_review.span()),
             "sweep_interval_seconds" => sweep.map(Spanned::span),
             "source" => source.map(Spanned::span),
+            "shortening_notice_seconds" => notice.map(Spanned::span),
             _ => None,
         };
         (span, violation.field, violation.reason)
@@ -429,6 +455,7 @@ source = "example"
 [jurisdiction."US-BOP"]
 privileged_retention = "nothing"
 sweep_interval_seconds = 60
+shortening_notice_seconds = 3600
 "##;
 
     #[test]
@@ -440,9 +467,14 @@ sweep_interval_seconds = 60
         assert_eq!(tx.call_detail_retention_days, 1095);
         assert_eq!(tx.sweep_interval_seconds, DEFAULT_SWEEP_INTERVAL_SECONDS);
         assert_eq!(tx.source, "example");
+        assert_eq!(
+            tx.shortening_notice_seconds,
+            DEFAULT_SHORTENING_NOTICE_SECONDS
+        );
         let bop = set.get(Jurisdiction::Bop).unwrap();
         assert_eq!(bop.privileged_retention, PrivilegedRetention::Nothing);
         assert_eq!(bop.sweep_interval_seconds, 60);
+        assert_eq!(bop.shortening_notice_seconds, 3600);
         assert!(set.missing_required().contains(&Jurisdiction::Ca));
         assert!(!set.missing_required().contains(&Jurisdiction::Tx));
         assert!(!set.missing_required().contains(&Jurisdiction::Pr));
@@ -532,6 +564,7 @@ sweep_interval_seconds = 60
             hold_max_review_days: 30,
             sweep_interval_seconds: sweep,
             source: String::new(),
+            shortening_notice_seconds: 0,
         }
     }
 

@@ -8,7 +8,10 @@ use crate::call::{
 use crate::codec::{DecodeError, Reader, VersionedRecord, Writer};
 use crate::jurisdiction::Jurisdiction;
 use crate::phone::{E164, normalize};
-use crate::policy::{MAX_SOURCE_CHARS, PrivilegedRetention, RetentionPolicy, VersionedPolicy};
+use crate::policy::{
+    DEFAULT_SHORTENING_NOTICE_SECONDS, MAX_SOURCE_CHARS, PrivilegedRetention, RetentionPolicy,
+    VersionedPolicy,
+};
 use crate::privilege::{PrivilegeKind, RegistryEntry};
 use crate::time::UnixMillis;
 
@@ -184,12 +187,39 @@ mod call_v1 {
 
 impl VersionedRecord for VersionedPolicy {
     const NAME: &'static str = "policy record";
-    const CURRENT_VERSION: u8 = 1;
+    const CURRENT_VERSION: u8 = 2;
 
     fn encode(&self) -> Vec<u8> {
-        let p = &self.policy;
-        let mut w = Writer::with_version(1);
-        w.u32(self.version)
+        let mut w = Writer::with_version(2);
+        policy_v1::write_fields(&mut w, self);
+        w.u32(self.policy.shortening_notice_seconds);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        let policy = match version {
+            // Version 1 had no notice period: it reads as the default.
+            1 => policy_v1::read_fields(&mut r, DEFAULT_SHORTENING_NOTICE_SECONDS)?,
+            2 => {
+                let mut policy = policy_v1::read_fields(&mut r, 0)?;
+                policy.policy.shortening_notice_seconds = r.u32()?;
+                policy
+            }
+            other => return Err(r.unsupported(other, Self::CURRENT_VERSION)),
+        };
+        r.finish()?;
+        Ok(policy)
+    }
+}
+
+/// The fields of version 1, which version 2 starts with.
+mod policy_v1 {
+    use super::*;
+
+    pub(super) fn write_fields(w: &mut Writer, v: &VersionedPolicy) {
+        let p = &v.policy;
+        w.u32(v.version)
             .u32(p.recording_retention_days)
             .u32(p.call_detail_retention_days)
             .u8(match p.privileged_retention {
@@ -200,14 +230,12 @@ impl VersionedRecord for VersionedPolicy {
             .u32(p.hold_max_review_days)
             .u32(p.sweep_interval_seconds)
             .str(&p.source);
-        w.finish()
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if version != 1 {
-            return Err(r.unsupported(version, Self::CURRENT_VERSION));
-        }
+    pub(super) fn read_fields(
+        r: &mut Reader<'_>,
+        shortening_notice_seconds: u32,
+    ) -> Result<VersionedPolicy, DecodeError> {
         let policy_version = r.u32()?;
         let recording_retention_days = r.u32()?;
         let call_detail_retention_days = r.u32()?;
@@ -220,7 +248,6 @@ impl VersionedRecord for VersionedPolicy {
         let hold_max_review_days = r.u32()?;
         let sweep_interval_seconds = r.u32()?;
         let source = r.str("source", MAX_SOURCE_CHARS * 4)?;
-        r.finish()?;
         Ok(VersionedPolicy {
             version: policy_version,
             policy: RetentionPolicy {
@@ -231,6 +258,7 @@ impl VersionedRecord for VersionedPolicy {
                 hold_max_review_days,
                 sweep_interval_seconds,
                 source,
+                shortening_notice_seconds,
             },
         })
     }
@@ -315,10 +343,9 @@ mod tests {
     }
 
     fn sample_policy() -> VersionedPolicy {
-        VersionedPolicy {
-            version: 4,
-            policy: crate::call::tests::policy(90),
-        }
+        let mut policy = crate::call::tests::policy(90);
+        policy.shortening_notice_seconds = 10_000;
+        VersionedPolicy { version: 4, policy }
     }
 
     fn sample_entry() -> RegistryEntry {
@@ -336,15 +363,20 @@ mod tests {
     // module with a migration instead of editing v1.
     const CALL_V1: &str = "01060063616c6c2d313005006661632d310500696e6d2d310707070707070707070707070707070707070707070707070707070707070707000068e5cf8b0100006052e6cf8b010000005307000000000003000000090909090909090909090909090909090909090909090909090909090909090901000000000001030000000000000002006461090064612d6167656e63790900323032362d43522d310500747269616c00000000000000000100505c18a301000001";
     const POLICY_V1: &str = "01040000005a0000005a00000000006d0100001e0000000000";
+    const POLICY_V2: &str = "02040000005a0000005a00000000006d0100001e000000000010270000";
     const REGISTRY_V1: &str = "01300c002b3135313235353530313030000b0074782d72656769737472790f005458206261722032343031323334350100000000000000";
 
     #[test]
     fn version_1_golden_bytes_decode_and_encode() {
         assert_eq!(hex(&sample_call().encode()), CALL_V1);
         assert_eq!(CallRecord::decode(&unhex(CALL_V1)), Ok(sample_call()));
-        assert_eq!(hex(&sample_policy().encode()), POLICY_V1);
+        // Version 1 reads with the default notice; version 2 is what is written now.
+        let mut v1 = sample_policy();
+        v1.policy.shortening_notice_seconds = DEFAULT_SHORTENING_NOTICE_SECONDS;
+        assert_eq!(VersionedPolicy::decode(&unhex(POLICY_V1)), Ok(v1));
+        assert_eq!(hex(&sample_policy().encode()), POLICY_V2);
         assert_eq!(
-            VersionedPolicy::decode(&unhex(POLICY_V1)),
+            VersionedPolicy::decode(&unhex(POLICY_V2)),
             Ok(sample_policy())
         );
         assert_eq!(hex(&sample_entry().encode()), REGISTRY_V1);

@@ -957,6 +957,7 @@ pub(crate) mod tests {
             hold_max_review_days: 365,
             sweep_interval_seconds: 30,
             source: "test".into(),
+            shortening_notice_seconds: 0,
         }
     }
 

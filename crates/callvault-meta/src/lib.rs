@@ -22,6 +22,7 @@ pub mod client;
 pub mod command;
 pub mod convert;
 pub mod failpoints;
+pub mod intents;
 pub mod keys;
 pub mod lifecycle;
 pub mod log_store;

@@ -8,25 +8,20 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use callvault_core::call::{CallStatus, check_party_id};
-use callvault_core::policy::{PrivilegedRetention, RetentionPolicy, VersionedPolicy};
+use callvault_core::policy::{PrivilegedRetention, VersionedPolicy};
 use callvault_core::privilege::number_fingerprint;
 use callvault_core::retention::recording_deadline;
-use callvault_core::{
-    CallId, CallRecord, Jurisdiction, Lifecycle, PrivilegeKind, PurgeReason, RegistryEntry,
-    UnixMillis, normalize,
-};
+use callvault_core::{CallRecord, Jurisdiction, Lifecycle, PrivilegeKind, PurgeReason, UnixMillis};
 use callvault_meta::client::MetaClient;
+use callvault_meta::intents::{self, call_id, jurisdiction, millis, no_call};
 use callvault_meta::reads::CallFilter;
-use callvault_meta::{Command, CommandResult, Refusal};
+use callvault_meta::{CommandResult, Refusal};
 use callvault_proto::v1 as pb;
 use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{AccessRole, Principal, caller};
 use crate::ingest::now;
-
-/// Longest reason or evidence text, in bytes.
-const MAX_TEXT: usize = callvault_meta::command::MAX_TEXT;
 
 /// Serves `Query` and `Admin` over the metadata store.
 #[derive(Clone)]
@@ -40,43 +35,6 @@ fn timestamp(t: UnixMillis) -> Timestamp {
         seconds: t.0.div_euclid(1000),
         nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32,
     }
-}
-
-fn millis(t: &Timestamp) -> Result<UnixMillis, Status> {
-    if !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(Status::invalid_argument("timestamp nanos out of range"));
-    }
-    t.seconds
-        .checked_mul(1000)
-        .and_then(|s| s.checked_add(i64::from(t.nanos / 1_000_000)))
-        .map(UnixMillis)
-        .ok_or_else(|| Status::invalid_argument("timestamp out of range"))
-}
-
-pub(crate) fn jurisdiction(code: &str) -> Result<Jurisdiction, Status> {
-    Jurisdiction::from_code(code).map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-pub(crate) fn call_id(id: &str) -> Result<CallId, Status> {
-    CallId::new(id).map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-fn text(field: &str, value: &str, required: bool) -> Result<String, Status> {
-    let value = value.trim();
-    if required && value.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is required")));
-    }
-    if value.len() > MAX_TEXT {
-        return Err(Status::invalid_argument(format!(
-            "{field} is longer than {MAX_TEXT} bytes"
-        )));
-    }
-    Ok(value.to_string())
-}
-
-/// The one answer for a call that does not exist or that the caller may not see.
-fn no_call(j: Jurisdiction, call_id: &str) -> Status {
-    Status::not_found(format!("no call {}/{call_id}", j.code()))
 }
 
 /// Whether `who` may see `j`'s calls: its agency, or an auditor scoped to it.
@@ -161,32 +119,8 @@ fn policy_to_pb(v: &VersionedPolicy) -> pb::RetentionPolicy {
         hold_max_review_days: p.hold_max_review_days,
         sweep_interval_seconds: p.sweep_interval_seconds,
         source: p.source.clone(),
+        shortening_notice_seconds: p.shortening_notice_seconds,
     }
-}
-
-fn policy_from_pb(p: &pb::RetentionPolicy) -> Result<RetentionPolicy, Status> {
-    let privileged_retention = match pb::PrivilegedRetention::try_from(p.privileged_retention) {
-        Ok(pb::PrivilegedRetention::Nothing) => PrivilegedRetention::Nothing,
-        Ok(pb::PrivilegedRetention::CallDetail) => PrivilegedRetention::CallDetail,
-        _ => {
-            return Err(Status::invalid_argument(
-                "policy.privileged_retention must be NOTHING or CALL_DETAIL",
-            ));
-        }
-    };
-    let policy = RetentionPolicy {
-        recording_retention_days: p.recording_retention_days,
-        call_detail_retention_days: p.call_detail_retention_days,
-        privileged_retention,
-        hold_requires_review_date: p.hold_requires_review_date,
-        hold_max_review_days: p.hold_max_review_days,
-        sweep_interval_seconds: p.sweep_interval_seconds,
-        source: p.source.clone(),
-    };
-    policy
-        .validate()
-        .map_err(|v| Status::invalid_argument(format!("policy: {v}")))?;
-    Ok(policy)
 }
 
 fn kind_to_pb(kind: PrivilegeKind) -> pb::PrivilegeKind {
@@ -202,17 +136,6 @@ fn page_token(token: &str) -> Result<Vec<u8>, Status> {
     URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| Status::invalid_argument("page_token is not one this service issued"))
-}
-
-/// Holds are an agency's: `PERMISSION_DENIED` for another role, and another jurisdiction's call
-/// is indistinguishable from no call.
-fn require_agency_of_call(who: &Principal, j: Jurisdiction, call_id: &str) -> Result<(), Status> {
-    who.require_role(&[AccessRole::Agency])?;
-    if who.may(AccessRole::Agency, j) {
-        Ok(())
-    } else {
-        Err(no_call(j, call_id))
-    }
 }
 
 /// The status for a refused hold placement or release.
@@ -399,23 +322,8 @@ impl pb::admin_server::Admin for ApiService {
     ) -> Result<Response<pb::PutPolicyResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
+        let command = intents::put_policy(&who, &r, now())?;
         let j = jurisdiction(&r.jurisdiction)?;
-        // Operators set any jurisdiction's policy; an agency sets its own.
-        if who.role != AccessRole::Operator {
-            who.require(AccessRole::Agency, j)?;
-        }
-        let policy = policy_from_pb(
-            r.policy
-                .as_ref()
-                .ok_or_else(|| Status::invalid_argument("policy is required"))?,
-        )?;
-        let command = Command::PutPolicy {
-            jurisdiction: j,
-            policy,
-            expected_version: r.expected_version,
-            principal: who.name.clone(),
-            at: now(),
-        };
         match self.meta.propose(&command).await?.1 {
             CommandResult::PolicyPut { version } => {
                 Ok(Response::new(pb::PutPolicyResponse { version }))
@@ -475,28 +383,9 @@ impl pb::admin_server::Admin for ApiService {
     ) -> Result<Response<pb::RegisterPrivilegedNumberResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        let j = jurisdiction(&r.jurisdiction)?;
-        who.require(AccessRole::Registry, j)?;
-        let number =
-            normalize(&r.number).map_err(|e| Status::invalid_argument(format!("number: {e}")))?;
-        let kind = match pb::PrivilegeKind::try_from(r.kind) {
-            Ok(pb::PrivilegeKind::Attorney) => PrivilegeKind::Attorney,
-            Ok(pb::PrivilegeKind::Clergy) => PrivilegeKind::Clergy,
-            Ok(pb::PrivilegeKind::Physician) => PrivilegeKind::Physician,
-            Ok(pb::PrivilegeKind::Other) => PrivilegeKind::Other,
-            _ => return Err(Status::invalid_argument("kind is required")),
-        };
-        let command = Command::RegisterPrivileged {
-            fingerprint: number_fingerprint(&self.index_key, j, &number),
-            entry: RegistryEntry {
-                jurisdiction: j,
-                number: number.clone(),
-                kind,
-                registrant: who.name.clone(),
-                evidence: text("evidence", &r.evidence, true)?,
-                registered_at: now(),
-            },
-        };
+        let (j, number) = intents::registered_number(&who, &r.jurisdiction, &r.number)?;
+        let fingerprint = number_fingerprint(&self.index_key, j, &number);
+        let command = intents::register_privileged(&who, &r, now(), fingerprint)?;
         match self.meta.propose(&command).await?.1 {
             CommandResult::NumberRegistered { purged } => {
                 Ok(Response::new(pb::RegisterPrivilegedNumberResponse {
@@ -548,20 +437,8 @@ impl pb::admin_server::Admin for ApiService {
     ) -> Result<Response<pb::FlagPrivilegedResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
+        let command = intents::flag_privileged(&who, &r, now())?;
         let j = jurisdiction(&r.jurisdiction)?;
-        let call_id = call_id(&r.call_id)?;
-        who.require_role(&[AccessRole::Agency, AccessRole::Registry])?;
-        if !(who.may(AccessRole::Agency, j) || who.may(AccessRole::Registry, j)) {
-            return Err(no_call(j, &r.call_id));
-        }
-        let command = Command::FlagPrivileged {
-            jurisdiction: j,
-            call_id,
-            reason: text("reason", &r.reason, true)?,
-            evidence: text("evidence", &r.evidence, false)?,
-            principal: who.name.clone(),
-            at: now(),
-        };
         match self.meta.propose(&command).await?.1 {
             CommandResult::CallFlagged { purged } => {
                 Ok(Response::new(pb::FlagPrivilegedResponse { purged }))
@@ -577,18 +454,9 @@ impl pb::admin_server::Admin for ApiService {
     ) -> Result<Response<pb::RegisterSensitiveNumberResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        let j = jurisdiction(&r.jurisdiction)?;
-        who.require(AccessRole::Registry, j)?;
-        let number =
-            normalize(&r.number).map_err(|e| Status::invalid_argument(format!("number: {e}")))?;
-        let command = Command::RegisterSensitive {
-            jurisdiction: j,
-            fingerprint: number_fingerprint(&self.index_key, j, &number),
-            number: number.clone(),
-            reason: text("reason", &r.reason, true)?,
-            principal: who.name.clone(),
-            at: now(),
-        };
+        let (j, number) = intents::registered_number(&who, &r.jurisdiction, &r.number)?;
+        let fingerprint = number_fingerprint(&self.index_key, j, &number);
+        let command = intents::register_sensitive(&who, &r, now(), fingerprint)?;
         match self.meta.propose(&command).await?.1 {
             CommandResult::SensitiveRegistered => {
                 Ok(Response::new(pb::RegisterSensitiveNumberResponse {
@@ -605,26 +473,8 @@ impl pb::admin_server::Admin for ApiService {
     ) -> Result<Response<pb::PlaceHoldResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
+        let command = intents::place_hold(&who, &r, now())?;
         let j = jurisdiction(&r.jurisdiction)?;
-        let call_id = call_id(&r.call_id)?;
-        require_agency_of_call(&who, j, &r.call_id)?;
-        let case_number = text("case_number", &r.case_number, true)?;
-        if case_number.chars().count() > callvault_core::call::MAX_HOLD_TEXT {
-            return Err(Status::invalid_argument(format!(
-                "case_number is longer than {} characters",
-                callvault_core::call::MAX_HOLD_TEXT
-            )));
-        }
-        let command = Command::PlaceHold {
-            jurisdiction: j,
-            call_id,
-            issuer: who.name.clone(),
-            agency: who.agency.clone(),
-            case_number,
-            reason: text("reason", &r.reason, true)?,
-            review_date: r.review_date.as_ref().map(millis).transpose()?,
-            at: now(),
-        };
         match self.meta.propose(&command).await?.1 {
             CommandResult::HoldPlaced { hold_id } => Ok(Response::new(pb::PlaceHoldResponse {
                 hold_id: hold_id.to_string(),
@@ -640,21 +490,8 @@ impl pb::admin_server::Admin for ApiService {
     ) -> Result<Response<pb::ReleaseHoldResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
+        let command = intents::release_hold(&who, &r, now())?;
         let j = jurisdiction(&r.jurisdiction)?;
-        let call_id = call_id(&r.call_id)?;
-        let hold_id: u64 =
-            r.hold_id.trim().parse().map_err(|_| {
-                Status::invalid_argument("hold_id is the number PlaceHold returned")
-            })?;
-        require_agency_of_call(&who, j, &r.call_id)?;
-        let command = Command::ReleaseHold {
-            jurisdiction: j,
-            call_id,
-            hold_id,
-            principal: who.name.clone(),
-            agency: who.agency.clone(),
-            at: now(),
-        };
         match self.meta.propose(&command).await?.1 {
             CommandResult::HoldReleased { .. } => Ok(Response::new(pb::ReleaseHoldResponse {})),
             CommandResult::Refused(refusal) => Err(hold_refusal(refusal, j, &r.call_id)),

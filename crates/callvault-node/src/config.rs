@@ -282,6 +282,22 @@ pub struct LifecycleSection {
     /// How often the leader removes shredded calls' chunks from the blob shards (default
     /// 2000 ms). Needs `blob.shards`.
     pub collect_tick_ms: u64,
+    /// How often this voter attests its wall clock through the log (default 1000 ms). The
+    /// cluster time is the median of the voters' latest attestations.
+    pub clock_attest_ms: u64,
+    /// How far a voter's clock may be off the cluster time before it is reported and stops
+    /// leading sweeps (default 10000 ms; well above `clock_attest_ms`).
+    pub max_clock_skew_ms: u64,
+    /// The longest an expired call's shred waits for this node's ordinary snapshot and log
+    /// purge before the shredder forces one (default 21600 s). Purges never wait.
+    pub expiry_receipt_max_seconds: u64,
+    /// How often the leader sweeps the blob shards for orphan chunks, seconds (default 600;
+    /// 0 = never). Needs `blob.shards`.
+    pub orphan_sweep_seconds: u64,
+    /// How old a chunk no committed call references must be before the sweep removes it,
+    /// seconds (default 86400). At least the longest stream plus the commit window
+    /// (`ingest.max_call_seconds` + 120), and at least each shard's `blob.orphan_min_age_seconds`.
+    pub orphan_grace_seconds: u64,
 }
 
 impl Default for LifecycleSection {
@@ -292,6 +308,11 @@ impl Default for LifecycleSection {
             expire_batch: 1000,
             shred_tick_ms: 2000,
             collect_tick_ms: 2000,
+            clock_attest_ms: 1000,
+            max_clock_skew_ms: 10_000,
+            expiry_receipt_max_seconds: 6 * 3600,
+            orphan_sweep_seconds: 600,
+            orphan_grace_seconds: 86_400,
         }
     }
 }
@@ -409,6 +430,9 @@ pub struct BlobSection {
     pub scrub_interval_seconds: Option<u64>,
     /// Shortest grace a collection may use, seconds (default 86400).
     pub collect_min_grace_seconds: Option<u64>,
+    /// The youngest chunk an orphan sweep may remove from this shard, seconds (default 86400):
+    /// at least the longest stream plus the commit window (`ingest.max_call_seconds` + 120).
+    pub orphan_min_age_seconds: Option<u64>,
     /// Connect timeout to peer shards, milliseconds (default 2000).
     pub peer_connect_timeout_ms: Option<u64>,
     /// Deadline of each request to a peer shard, milliseconds (default 30000).
@@ -591,6 +615,36 @@ impl NodeConfig {
         if i.chunk_writes_in_flight == 0 || i.write_quorum == 0 {
             bail!("ingest.chunk_writes_in_flight and ingest.write_quorum must be greater than 0");
         }
+        self.check_retention_times()
+    }
+
+    /// Times that must fit together: the clock's pace and bound, and the orphan grace against
+    /// the longest stream (a shorter grace could remove chunks of a call that still commits).
+    fn check_retention_times(&self) -> anyhow::Result<()> {
+        let l = &self.lifecycle;
+        if l.clock_attest_ms == 0 || l.max_clock_skew_ms < 3 * l.clock_attest_ms {
+            bail!(
+                "lifecycle.max_clock_skew_ms must be at least three lifecycle.clock_attest_ms (> 0)"
+            );
+        }
+        let floor = crate::ingest::orphan_grace_floor(self.ingest.max_call_seconds).as_secs();
+        if l.orphan_grace_seconds < floor {
+            bail!(
+                "lifecycle.orphan_grace_seconds must be at least {floor} (ingest.max_call_seconds \
+                 plus the stream slack and commit window)"
+            );
+        }
+        let shard_floor = self
+            .blob
+            .orphan_min_age_seconds
+            .unwrap_or(l.orphan_grace_seconds);
+        if shard_floor < floor || shard_floor > l.orphan_grace_seconds {
+            bail!(
+                "blob.orphan_min_age_seconds must be between {floor} and \
+                 lifecycle.orphan_grace_seconds ({})",
+                l.orphan_grace_seconds
+            );
+        }
         Ok(())
     }
 
@@ -626,6 +680,9 @@ impl NodeConfig {
         }
         if let Some(v) = b.collect_min_grace_seconds {
             config.collect_min_grace_seconds = v;
+        }
+        if let Some(v) = b.orphan_min_age_seconds {
+            config.orphan_min_age_seconds = v;
         }
         if let Some(v) = b.peer_connect_timeout_ms {
             config.peer_connect_timeout_ms = v;
@@ -905,6 +962,35 @@ mod tests {
         assert!(err.contains("node_id"), "{err}");
         std::fs::write(&path, format!("{base}[meta]\nheartbeat_ms = 5000\n")).unwrap();
         assert!(NodeConfig::load(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn an_orphan_grace_shorter_than_the_longest_stream_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let base = "node_id = 1\ndata_dir = \"d\"\nlisten_addr = \"127.0.0.1:1\"\n\
+                    roles = [\"meta\"]\n[identity]\npeers_file = \"p\"\ntoken_files.meta = \"t\"\n";
+        let load = |extra: &str| {
+            std::fs::write(&path, format!("{base}{extra}")).unwrap();
+            NodeConfig::load(Some(&path)).map_err(|e| format!("{e:#}"))
+        };
+        // A 60 s call may stream 120 s and commit within 60 s more: 180 s is the floor.
+        let short = "[ingest]\nmax_call_seconds = 60\n[lifecycle]\norphan_grace_seconds = 179\n";
+        let err = load(short).unwrap_err();
+        assert!(
+            err.contains("orphan_grace_seconds must be at least 180"),
+            "{err}"
+        );
+        let fits = "[ingest]\nmax_call_seconds = 60\n[lifecycle]\norphan_grace_seconds = 180\n";
+        load(fits).unwrap();
+        let floor = format!("{fits}[blob]\norphan_min_age_seconds = 100\n");
+        assert!(
+            load(&floor)
+                .unwrap_err()
+                .contains("blob.orphan_min_age_seconds")
+        );
+        let skew = "[lifecycle]\nclock_attest_ms = 1000\nmax_clock_skew_ms = 2000\n";
+        assert!(load(skew).unwrap_err().contains("max_clock_skew_ms"));
     }
 
     #[test]

@@ -10,16 +10,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use callvault_blob::{CallOpener, ChunkId, KeyRing, ReplicatedBlobClient, WrappedDataKey};
-use callvault_core::Jurisdiction;
+use callvault_meta::CommandResult;
 use callvault_meta::client::MetaClient;
-use callvault_meta::command::{AccessDecision, AccessQuota, AccessRequest, MAX_TEXT};
-use callvault_meta::{Command, CommandResult};
+use callvault_meta::command::{AccessDecision, AccessQuota};
+use callvault_meta::intents::{self, call_id, jurisdiction, no_call};
 use callvault_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::api::{call_id, jurisdiction};
-use crate::auth::{AccessRole, caller};
+use crate::auth::caller;
 use crate::ingest::now;
 
 /// Serves `Content.Playback`.
@@ -56,16 +55,6 @@ impl ContentService {
     }
 }
 
-fn no_call(j: Jurisdiction, call_id: &str) -> Status {
-    Status::not_found(format!("no call {}/{call_id}", j.code()))
-}
-
-/// A required free-text field, trimmed and bounded; empty is `None`.
-fn required_text(value: &str) -> Option<String> {
-    let value = value.trim();
-    (!value.is_empty()).then(|| value.chars().take(MAX_TEXT / 4).collect())
-}
-
 #[tonic::async_trait]
 impl pb::content_server::Content for ContentService {
     type PlaybackStream = AudioStream;
@@ -76,50 +65,8 @@ impl pb::content_server::Content for ContentService {
     ) -> Result<Response<Self::PlaybackStream>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        // Without a jurisdiction and call id there is nothing an access record could name.
-        let j = jurisdiction(&r.jurisdiction)?;
-        let call_id = call_id(&r.call_id)?;
-        let case_number = required_text(&r.case_number);
-        let reason = required_text(&r.reason);
-
-        // What this node refuses on its own; recorded all the same.
-        let refusal: Option<(String, Status)> = if who.role != AccessRole::Agency {
-            Some((
-                format!("role {} may not play back content", who.role),
-                Status::permission_denied(format!(
-                    "{} has role {}; playback needs an agency principal",
-                    who.name, who.role
-                )),
-            ))
-        } else if !who.may(AccessRole::Agency, j) {
-            Some((
-                "outside the principal's jurisdictions".into(),
-                no_call(j, &r.call_id),
-            ))
-        } else if case_number.is_none() {
-            Some((
-                "no case number".into(),
-                Status::invalid_argument("case_number is required for playback"),
-            ))
-        } else if reason.is_none() {
-            Some((
-                "no reason".into(),
-                Status::invalid_argument("reason is required for playback"),
-            ))
-        } else {
-            None
-        };
-        let command = Command::RecordAccess(AccessRequest {
-            jurisdiction: j,
-            call_id: call_id.clone(),
-            principal: who.name.clone(),
-            case_number: case_number.unwrap_or_default(),
-            reason: reason.unwrap_or_default(),
-            elevated: who.elevated,
-            denial: refusal.as_ref().map(|(text, _)| text.clone()),
-            quota: self.quota,
-            at: now(),
-        });
+        let (command, refusal) = intents::record_access(&who, &r, now(), self.quota)?;
+        let (j, call_id) = (jurisdiction(&r.jurisdiction)?, call_id(&r.call_id)?);
         let (decision, record) = match self.meta.propose(&command).await?.1 {
             CommandResult::AccessDecided { decision, record } => (decision, record),
             other => {
@@ -142,9 +89,7 @@ impl pb::content_server::Content for ContentService {
                 }
             }
             AccessDecision::Refused(_) => {
-                return Err(refusal
-                    .map(|(_, status)| status)
-                    .unwrap_or_else(|| Status::permission_denied("refused")));
+                return Err(refusal.unwrap_or_else(|| Status::permission_denied("refused")));
             }
             AccessDecision::NotFound => return Err(no_call(j, &r.call_id)),
             AccessDecision::SealedNeedsElevation => {

@@ -74,6 +74,23 @@ struct Start {
 }
 
 /// The wall clock, for the times commands carry (`apply` itself reads none).
+/// How much longer than the longest call a stream may take to arrive (network, slow platform).
+pub const STREAM_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long after its stream a commit may still apply: the metadata client's retries, plus
+/// margin.
+pub const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The longest a stream may last, from its start to its commit proposal.
+pub fn longest_stream(max_call_seconds: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(max_call_seconds) + STREAM_SLACK
+}
+
+/// The shortest orphan grace that cannot take a chunk of a call that may still commit: the
+/// longest stream plus the commit window.
+pub fn orphan_grace_floor(max_call_seconds: u64) -> std::time::Duration {
+    longest_stream(max_call_seconds) + COMMIT_WINDOW
+}
+
 pub(crate) fn now() -> UnixMillis {
     UnixMillis(
         SystemTime::now()
@@ -305,6 +322,19 @@ impl IngestService {
         }
     }
 
+    /// Refuses a stream that has lasted longer than the longest call plus [`STREAM_SLACK`]:
+    /// nothing of it is committed, and its chunks are orphans for the sweep.
+    fn check_stream_time(&self, since: std::time::Instant) -> Result<(), Status> {
+        let limit = longest_stream(self.limits.max_call_seconds);
+        if since.elapsed() > limit {
+            return Err(Status::deadline_exceeded(format!(
+                "the stream lasted longer than {}s; nothing was committed",
+                limit.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
     /// Streams, encrypts and writes the audio, then commits the call. `existing` is the call's
     /// record when this is a retry: then nothing is written and the content is compared.
     async fn stream_and_commit(
@@ -323,6 +353,9 @@ impl IngestService {
                 )?,
             )),
         };
+        // Chunks are written as they arrive, so a stream's wall time bounds how long its chunks
+        // may wait for their commit: the orphan sweep's grace rests on this bound.
+        let streaming_since = std::time::Instant::now();
         let mut hasher = blake3::Hasher::new();
         let mut next_seq: u32 = 0;
         let mut total: u64 = 0;
@@ -340,6 +373,7 @@ impl IngestService {
                 }
                 Some(Part::End(end)) => break end,
                 Some(Part::Chunk(chunk)) => {
+                    self.check_stream_time(streaming_since)?;
                     if chunk.seq != next_seq {
                         return Err(Status::invalid_argument(format!(
                             "chunk seq {} {}: expected {next_seq}; nothing was committed",
@@ -458,6 +492,7 @@ impl IngestService {
         // The chunks are on the shards; nothing is committed yet.
         callvault_meta::failpoint!("ingest-before-commit");
         let sealer = sealer.expect("a new call has a sealer");
+        self.check_stream_time(streaming_since)?;
         let command = Command::CommitCall {
             call: call.clone(),
             wrapped_key: sealer.wrapped_key().as_bytes().to_vec(),

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callvault_blob::{ChunkId, ReplicatedBlobClient};
+use callvault_blob::client::ShardClient;
+use callvault_blob::{ChunkId, ReplicatedBlobClient, ShredMode};
 use callvault_core::retention::recording_deadline;
 use callvault_core::{CallId, Jurisdiction};
 use callvault_meta::MetaNode;
@@ -334,31 +335,40 @@ impl Lifecycle {
         if batch.is_empty() {
             return Ok(());
         }
-        let ids: Vec<ChunkId> = batch
+        let ids_of = |kind: ShredKind| -> Vec<ChunkId> {
+            batch
+                .iter()
+                .filter(|s| s.record.kind == kind)
+                .flat_map(|s| s.record.chunk_ids.iter().map(|id| ChunkId::from_bytes(*id)))
+                .collect()
+        };
+        let (purged, expired) = (ids_of(ShredKind::Purge), ids_of(ShredKind::Expiry));
+        let shards: Vec<ShardClient> = blobs
+            .placement()
+            .shards()
             .iter()
-            .flat_map(|s| s.record.chunk_ids.iter().map(|id| ChunkId::from_bytes(*id)))
-            .collect();
-        let shards = blobs.placement().shards();
-        let mut shard_ids = Vec::with_capacity(shards.len());
-        for shard in shards {
-            let client = blobs
-                .shard(&shard.id)
-                .ok_or_else(|| anyhow::anyhow!("no client for shard {}", shard.id))?;
-            if !ids.is_empty() {
-                client
-                    .shred(&ids)
-                    .await
-                    .map_err(|s| anyhow::anyhow!("shard {}: {}", shard.id, s.message()))?;
-                let held = client
-                    .has(&ids)
-                    .await
-                    .map_err(|s| anyhow::anyhow!("shard {}: {}", shard.id, s.message()))?;
-                if held.iter().any(|h| *h) {
-                    anyhow::bail!("shard {} still holds shredded chunks", shard.id);
-                }
-            }
-            shard_ids.push(shard.id.to_string());
-        }
+            .map(|shard| {
+                blobs
+                    .shard(&shard.id)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("no client for shard {}", shard.id))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        // Every shard removes and tombstones first; only then is absence checked everywhere, so
+        // no copy can travel back (repair, scrub) from a shard not yet done to one already done.
+        let shredded = futures::future::join_all(
+            shards
+                .iter()
+                .map(|client| shred_on(client, &purged, &expired)),
+        )
+        .await;
+        shredded.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        let all: Vec<ChunkId> = purged.iter().chain(&expired).copied().collect();
+        let confirmed =
+            futures::future::join_all(shards.iter().map(|client| confirm_gone(client, &all))).await;
+        confirmed.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        let shard_ids: Vec<String> = shards.iter().map(|c| c.info().id.to_string()).collect();
+        let ids_len = all.len();
         let calls: Vec<(Jurisdiction, CallId)> = batch
             .iter()
             .map(|s| (s.jurisdiction, s.call_id.clone()))
@@ -373,11 +383,50 @@ impl Lifecycle {
         record_completed(&db, &batch);
         tracing::info!(
             calls = batch.len(),
-            chunks = ids.len(),
+            chunks = ids_len,
             "removed shredded calls' chunks from every shard"
         );
         Ok(())
     }
+}
+
+/// Shreds a collector round's chunks on one shard: purged calls' chunks with a rewrite of the
+/// shard's files (their receipt promises the bytes are off the disk), expired calls' chunks
+/// deferred to the shard's ordinary compaction, so an expiry costs what it deletes.
+async fn shred_on(
+    client: &ShardClient,
+    purged: &[ChunkId],
+    expired: &[ChunkId],
+) -> anyhow::Result<()> {
+    let id = &client.info().id;
+    for (ids, mode) in [
+        (purged, ShredMode::RewriteFiles),
+        (expired, ShredMode::Deferred),
+    ] {
+        if !ids.is_empty() {
+            client
+                .shred(ids, mode)
+                .await
+                .map_err(|s| anyhow::anyhow!("shard {id}: {}", s.message()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that one shard holds none of `ids` and keeps a tombstone for each.
+async fn confirm_gone(client: &ShardClient, ids: &[ChunkId]) -> anyhow::Result<()> {
+    let id = &client.info().id;
+    let presence = client
+        .presence(ids)
+        .await
+        .map_err(|s| anyhow::anyhow!("shard {id}: {}", s.message()))?;
+    if presence
+        .iter()
+        .any(|(held, tombstoned)| *held || !tombstoned)
+    {
+        anyhow::bail!("shard {id} still holds shredded chunks or lacks their tombstones");
+    }
+    Ok(())
 }
 
 /// Records the latency of the shreds in `batch` that the receipt just proposed completed (those

@@ -125,6 +125,9 @@ pub const INTERNAL_RPCS: &[InternalRpc] = &[
     rpc("/callvault.v1.BlobShard/Collect", &[Meta]),
     rpc("/callvault.v1.BlobShard/Status", &[Meta, Blob]),
     rpc("/callvault.v1.BlobShard/Shred", &[Meta]),
+    // The leader's orphan sweep.
+    rpc("/callvault.v1.BlobShard/ListOrphanCandidates", &[Meta]),
+    rpc("/callvault.v1.BlobShard/RemoveOrphans", &[Meta]),
     // Members call each other's Cluster service (forwarding, joining); operators call it too.
     InternalRpc {
         path: "/callvault.v1.Cluster/Init",

@@ -21,6 +21,7 @@ pub fn tx_policy(seq: u32) -> pb::RetentionPolicy {
         hold_max_review_days: 365,
         sweep_interval_seconds: 5,
         source: format!("chaos suite, put #{seq}"),
+        shortening_notice_seconds: 0,
     }
 }
 
@@ -34,6 +35,7 @@ fn ca_policy() -> pb::RetentionPolicy {
         hold_max_review_days: 365,
         sweep_interval_seconds: CA_SWEEP_SECONDS,
         source: "chaos suite: due during the run".into(),
+        shortening_notice_seconds: 0,
     }
 }
 

@@ -5,7 +5,7 @@
 
 use callvault_core::UnixMillis;
 
-use super::{ChunkStore, MarkState, PutOutcome, StoreError};
+use super::{ChunkStore, MarkState, PutOutcome, ShredMode, StoreError};
 use crate::chunk::{ChunkId, MAX_CHUNK_BYTES};
 
 /// Makes stores for the suite.
@@ -50,6 +50,8 @@ pub fn run<H: StoreHarness>(harness: &mut H) {
     ids_after_pages_every_chunk_once(harness);
     marks_keep_the_earliest_time_and_chunks_stay_readable(harness);
     collect_removes_only_chunks_marked_before_the_cutoff(harness);
+    shredded_chunks_are_refused_forever(harness);
+    orphan_sweeps_see_and_remove_only_old_unmarked_chunks(harness);
     everything_survives_reopen(harness);
 }
 
@@ -275,6 +277,98 @@ fn collect_removes_only_chunks_marked_before_the_cutoff<H: StoreHarness>(h: &mut
         vec![young]
     );
     assert_eq!(store.get(live).unwrap().as_deref(), Some(&live_bytes[..]));
+}
+
+fn shredded_chunks_are_refused_forever<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let (a, a_bytes) = chunk(60, 3000);
+    let (b, b_bytes) = chunk(61, 3000);
+    let (never_held, never_held_bytes) = chunk(62, 3000);
+    let (kept, kept_bytes) = chunk(63, 3000);
+    for (id, bytes) in [(a, &a_bytes), (b, &b_bytes), (kept, &kept_bytes)] {
+        store.put(id, bytes, T0).unwrap();
+    }
+    store.mark_dead(&[b], T0).unwrap();
+    assert_eq!(
+        store
+            .shred(&[a, never_held], T0, ShredMode::Deferred)
+            .unwrap(),
+        1,
+        "shred reports the copies it held"
+    );
+    assert_eq!(store.shred(&[b], T0, ShredMode::RewriteFiles).unwrap(), 1);
+    assert_eq!(store.has(&[a, b, kept]).unwrap(), [false, false, true]);
+    assert_eq!(
+        store.shredded(&[a, b, never_held, kept]).unwrap(),
+        [true, true, true, false],
+        "every shredded id keeps a tombstone, held or not"
+    );
+    assert!(store.mark(b).unwrap().is_none(), "a shred drops the mark");
+    for (id, bytes) in [
+        (a, &a_bytes),
+        (b, &b_bytes),
+        (never_held, &never_held_bytes),
+    ] {
+        assert!(
+            matches!(store.put(id, bytes, T0), Err(StoreError::Shredded { .. })),
+            "a shredded chunk is refused: a late write, a repair or a scrub copy cannot bring it back"
+        );
+    }
+    let stats = store.stats();
+    assert_eq!((stats.chunks, stats.bytes, stats.marked_dead), (1, 3000, 0));
+    let store = h.reopen(store);
+    assert!(
+        matches!(store.put(a, &a_bytes, T0), Err(StoreError::Shredded { .. })),
+        "the tombstone survives reopen"
+    );
+    assert_eq!(store.get(kept).unwrap().as_deref(), Some(&kept_bytes[..]));
+}
+
+fn orphan_sweeps_see_and_remove_only_old_unmarked_chunks<H: StoreHarness>(h: &mut H) {
+    let store = h.fresh();
+    let old: Vec<_> = (0..30).map(|s| chunk(700 + s, 1200)).collect();
+    let young: Vec<_> = (0..10).map(|s| chunk(800 + s, 1200)).collect();
+    for (id, bytes) in &old {
+        store.put(*id, bytes, T0).unwrap();
+    }
+    for (id, bytes) in &young {
+        store.put(*id, bytes, UnixMillis(T0.0 + 60_000)).unwrap();
+    }
+    let cutoff = UnixMillis(T0.0 + 1_000);
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..100 {
+        let page = store.orphan_candidates(after, cutoff, 7, 11).unwrap();
+        assert!(page.ids.len() <= 7, "a page respects its limit");
+        seen.extend(page.ids);
+        match page.resume_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut expected: Vec<ChunkId> = old.iter().map(|(id, _)| *id).collect();
+    expected.sort();
+    assert_eq!(seen, expected, "every old chunk once, no young one");
+
+    let marked = old[0].0;
+    store.mark_dead(&[marked], T0).unwrap();
+    let mut asked: Vec<ChunkId> = old.iter().map(|(id, _)| *id).collect();
+    asked.push(young[0].0);
+    assert_eq!(
+        store.remove_orphans(&asked, cutoff).unwrap(),
+        (29, 29 * 1200),
+        "old unmarked chunks go; young and marked ones stay"
+    );
+    assert_eq!(
+        store.has(&[marked, young[0].0, old[1].0]).unwrap(),
+        [true, true, false]
+    );
+    assert_eq!(store.stats().chunks, 11);
+    assert_eq!(
+        store.put(old[1].0, &old[1].1, T0).unwrap(),
+        PutOutcome::Stored,
+        "an orphan leaves no tombstone"
+    );
 }
 
 fn everything_survives_reopen<H: StoreHarness>(h: &mut H) {

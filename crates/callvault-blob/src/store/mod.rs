@@ -41,6 +41,15 @@ pub enum StoreError {
         /// When it was collected (Unix milliseconds).
         at: i64,
     },
+    /// The chunk belonged to a crypto-shredded call; its tombstone refuses it forever, so neither
+    /// a late write, read repair nor the scrubber can bring it back.
+    #[error("chunk {id} was shredded at {at} ms and can never be stored again")]
+    Shredded {
+        /// The chunk.
+        id: ChunkId,
+        /// When it was shredded (Unix milliseconds).
+        at: i64,
+    },
     /// The data directory cannot be opened as a chunk store.
     #[error("cannot open chunk store at {path}: {reason}")]
     Open {
@@ -76,12 +85,33 @@ pub struct StoreStats {
     pub marked_dead: u64,
 }
 
+/// How a shred leaves the shard's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShredMode {
+    /// Rewrite every file that could hold the chunks now (a pass over the shard): for privilege
+    /// purges, whose receipt promises the bytes are gone from the disk.
+    RewriteFiles,
+    /// Delete and tombstone now; the store's ordinary compaction and blob garbage collection
+    /// reclaim the bytes later. For expiries, so their cost follows what they delete.
+    Deferred,
+}
+
+/// Chunks old enough to be orphans, one page of the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrphanCandidates {
+    /// Held chunks stored at or before the cutoff, ascending.
+    pub ids: Vec<ChunkId>,
+    /// Where the next page starts (exclusive); `None` when the index was read to its end.
+    pub resume_after: Option<ChunkId>,
+}
+
 /// A shard's chunk storage. Implementations must pass [`conformance::run`].
 ///
 /// Contract:
 /// - `put` checks `blake3(bytes) == id` and the size bound, is idempotent, and returns only
 ///   once the chunk is durable (survives power loss). Putting over a corrupt copy repairs it.
-///   Putting a collected chunk is refused ([`StoreError::Collected`]).
+///   Putting a collected chunk is refused ([`StoreError::Collected`]), and so is putting a shredded
+///   one ([`StoreError::Shredded`]), forever.
 /// - `get` re-hashes and returns [`StoreError::Corrupt`] rather than wrong bytes.
 /// - Marks (collection stage 1) keep the earliest mark time; a marked chunk stays readable.
 ///   `collect` (stage 2) removes chunks marked at or before `cutoff` and leaves a tombstone.
@@ -107,7 +137,24 @@ pub trait ChunkStore: Send + Sync + 'static {
     fn collect(&self, cutoff: UnixMillis, now: UnixMillis) -> Result<Vec<ChunkId>, StoreError>;
     /// Current counts.
     fn stats(&self) -> StoreStats;
-    /// Removes `ids` now, with any marks, and rewrites the store's files so no copy of their
-    /// bytes (or ids) stays on disk. Returns how many were held.
-    fn shred(&self, ids: &[ChunkId]) -> Result<u64, StoreError>;
+    /// Removes `ids` now, with any marks, and leaves a tombstone for each (stamped `now`) that
+    /// refuses it forever. With [`ShredMode::RewriteFiles`] the store's files are rewritten so no
+    /// copy of their bytes (or ids) stays on disk. Returns how many were held.
+    fn shred(&self, ids: &[ChunkId], now: UnixMillis, mode: ShredMode) -> Result<u64, StoreError>;
+    /// Which of `ids` carry a shred tombstone, in order.
+    fn shredded(&self, ids: &[ChunkId]) -> Result<Vec<bool>, StoreError>;
+    /// Up to `limit` held chunks after `after` that were stored at or before `cutoff`, examining
+    /// at most `scan` index entries: the candidates of an orphan sweep, page by page.
+    fn orphan_candidates(
+        &self,
+        after: Option<ChunkId>,
+        cutoff: UnixMillis,
+        limit: usize,
+        scan: usize,
+    ) -> Result<OrphanCandidates, StoreError>;
+    /// Removes those of `ids` still held, stored at or before `cutoff` and not marked: chunks no
+    /// committed call references. No tombstone: a chunk is not refused for having been an orphan.
+    /// Returns how many chunks and bytes were removed.
+    fn remove_orphans(&self, ids: &[ChunkId], cutoff: UnixMillis)
+    -> Result<(u64, u64), StoreError>;
 }

@@ -7,6 +7,43 @@ use callvault_core::UnixMillis;
 const INDEX_V1: u8 = 1;
 /// Version 1 of a mark: `[1] state:u8 at_ms:i64 BE`.
 const MARK_V1: u8 = 1;
+/// Version 1 of a shred tombstone: `[1] at_ms:i64 BE`.
+const TOMBSTONE_V1: u8 = 1;
+
+/// The key a shredded chunk's tombstone is stored under: a domain-separated hash of its id, so
+/// the shard's files keep no id of a shredded chunk while a later copy is still recognized.
+pub(crate) fn tombstone_key(id: &[u8; 32]) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("callvault chunk-store shred tombstone v1")
+        .update(id)
+        .finalize()
+        .as_bytes()
+}
+
+/// When a chunk was shredded: the whole tombstone. It refuses the chunk forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tombstone {
+    pub at: UnixMillis,
+}
+
+impl Tombstone {
+    pub fn encode(&self) -> [u8; 9] {
+        let mut out = [0u8; 9];
+        out[0] = TOMBSTONE_V1;
+        out[1..9].copy_from_slice(&self.at.0.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes {
+            [TOMBSTONE_V1, rest @ ..] if rest.len() == 8 => Ok(Tombstone {
+                at: UnixMillis(i64::from_be_bytes(rest.try_into().expect("8 bytes"))),
+            }),
+            [TOMBSTONE_V1, ..] => Err(format!("tombstone v1 of {} bytes", bytes.len())),
+            [v, ..] => Err(format!("tombstone of unknown version {v}")),
+            [] => Err("empty tombstone".into()),
+        }
+    }
+}
 
 /// What the index knows of a held chunk without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,5 +146,23 @@ mod tests {
         assert!(StoredMark::decode(&[2, 1, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(IndexEntry::decode(&[1, 0]).is_err());
         assert!(IndexEntry::decode(&[]).is_err());
+        let tombstone = Tombstone { at: UnixMillis(2) };
+        assert_eq!(tombstone.encode(), [1, 0, 0, 0, 0, 0, 0, 0, 2]);
+        assert_eq!(Tombstone::decode(&tombstone.encode()), Ok(tombstone));
+        assert!(Tombstone::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 2]).is_err());
+        assert!(Tombstone::decode(&[1, 0]).is_err());
+    }
+
+    #[test]
+    fn tombstone_keys_name_no_chunk_id() {
+        let id = [7u8; 32];
+        let key = tombstone_key(&id);
+        assert_ne!(key, id);
+        assert_eq!(
+            key,
+            tombstone_key(&id),
+            "the same id finds its tombstone again"
+        );
+        assert_ne!(key, tombstone_key(&[8u8; 32]));
     }
 }

@@ -8,6 +8,8 @@
 //!   bytes. `has`, the scrubber's pages and the counts read only this, never the audio; and a
 //!   corrupt blob cannot stop an iteration over the store.
 //! - `marks`: chunk id → [`StoredMark`] (collection stage and time).
+//! - `shredded`: a hash of a shredded chunk's id → its tombstone (when it was shredded). The id
+//!   itself is not kept, yet a later copy of the chunk is recognized and refused forever.
 //!
 //! A marker file written when the store is created tells a shard's data directory apart from an
 //! empty or foreign one, so a directory whose RocksDB files are missing or damaged is an error at
@@ -24,13 +26,14 @@ use rocksdb::{
     ErrorKind, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
-use super::records::{IndexEntry, MarkState, StoredMark};
-use super::{ChunkStore, PutOutcome, StoreError, StoreStats};
+use super::records::{IndexEntry, MarkState, StoredMark, Tombstone, tombstone_key};
+use super::{ChunkStore, OrphanCandidates, PutOutcome, ShredMode, StoreError, StoreStats};
 use crate::chunk::{ChunkId, MAX_CHUNK_BYTES};
 
 const CF_CHUNKS: &str = "chunks";
 const CF_INDEX: &str = "index";
 const CF_MARKS: &str = "marks";
+const CF_SHREDDED: &str = "shredded";
 /// Names the directory as a callvault chunk store, format version 1.
 const MARKER_FILE: &str = "CALLVAULT-CHUNK-STORE";
 const MARKER_V1: &str = "callvault chunk store v1\n";
@@ -126,7 +129,8 @@ impl RocksChunkStore {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(!existing);
         db_opts.set_error_if_exists(!existing);
-        db_opts.create_missing_column_families(!existing);
+        // Stores made before a family existed (`shredded`) gain it at their next open.
+        db_opts.create_missing_column_families(true);
         db_opts.set_paranoid_checks(true);
         // Every acknowledged write was fsync'd, so only an unacknowledged write can be torn at the
         // tail of the WAL; corruption anywhere else fails the open instead of dropping data.
@@ -146,7 +150,8 @@ impl RocksChunkStore {
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_CHUNKS, chunk_opts),
             ColumnFamilyDescriptor::new(CF_INDEX, small_opts.clone()),
-            ColumnFamilyDescriptor::new(CF_MARKS, small_opts),
+            ColumnFamilyDescriptor::new(CF_MARKS, small_opts.clone()),
+            ColumnFamilyDescriptor::new(CF_SHREDDED, small_opts),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
             open_err(if existing {
@@ -188,7 +193,12 @@ impl RocksChunkStore {
     /// Flushes memtables to SST and blob files and syncs the WAL, so a restart replays nothing.
     /// Called on graceful shutdown; every acknowledged put is already durable without it.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let cfs = [self.cf(CF_CHUNKS), self.cf(CF_INDEX), self.cf(CF_MARKS)];
+        let cfs = [
+            self.cf(CF_CHUNKS),
+            self.cf(CF_INDEX),
+            self.cf(CF_MARKS),
+            self.cf(CF_SHREDDED),
+        ];
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
             .map_err(io)?;
@@ -316,6 +326,7 @@ impl ChunkStore for RocksChunkStore {
         {
             return Err(StoreError::Collected { id, at: mark.at.0 });
         }
+        self.refuse_if_shredded(id)?;
         let outcome = match self.index_entry(id) {
             Ok(None) => PutOutcome::Stored,
             Ok(Some(_)) | Err(StoreError::Corrupt { .. }) => match self.get(id) {
@@ -512,46 +523,146 @@ impl ChunkStore for RocksChunkStore {
         *lock(&self.stats)
     }
 
-    fn shred(&self, ids: &[ChunkId]) -> Result<u64, StoreError> {
-        let mut removed = 0;
-        {
-            let _marks = lock(&self.marks_lock);
-            // Hold every stripe so no put of these ids interleaves with their removal.
-            let _stripes: Vec<_> = self.stripes.iter().map(lock).collect();
-            let mut batch = WriteBatch::default();
-            let mut freed = (0u64, 0u64, 0u64);
-            for &id in ids {
-                if let Some(entry) = self.index_entry(id).ok().flatten() {
-                    freed.0 += 1;
-                    freed.1 += entry.length;
-                }
-                if matches!(self.mark(id), Ok(Some(m)) if m.state == MarkState::Marked) {
-                    freed.2 += 1;
-                }
-                batch.delete_cf(self.cf(CF_CHUNKS), id.as_bytes());
-                batch.delete_cf(self.cf(CF_INDEX), id.as_bytes());
-                batch.delete_cf(self.cf(CF_MARKS), id.as_bytes());
+    fn shred(&self, ids: &[ChunkId], now: UnixMillis, mode: ShredMode) -> Result<u64, StoreError> {
+        let removed = self.remove_and_tombstone(ids, now)?;
+        if mode == ShredMode::RewriteFiles {
+            self.rewrite_files().map_err(io)?;
+        }
+        Ok(removed)
+    }
+
+    fn shredded(&self, ids: &[ChunkId]) -> Result<Vec<bool>, StoreError> {
+        let keys: Vec<[u8; 32]> = ids.iter().map(|id| tombstone_key(id.as_bytes())).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(CF_SHREDDED), keys.iter(), false)
+            .into_iter()
+            .map(|r| r.map(|v| v.is_some()).map_err(io))
+            .collect()
+    }
+
+    fn orphan_candidates(
+        &self,
+        after: Option<ChunkId>,
+        cutoff: UnixMillis,
+        limit: usize,
+        scan: usize,
+    ) -> Result<OrphanCandidates, StoreError> {
+        let start = after.map(|id| *id.as_bytes()).unwrap_or([0; 32]);
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        let (limit, scan) = (limit.max(1), scan.max(1));
+        let mut page = OrphanCandidates::default();
+        let mut last = None;
+        let mut examined = 0;
+        for item in self.db.iterator_cf(self.cf(CF_INDEX), mode) {
+            let (key, value) = item.map_err(io)?;
+            let id = ChunkId::from_slice(&key)
+                .ok_or_else(|| StoreError::Io(format!("index key of {} bytes", key.len())))?;
+            if Some(id) == after {
+                continue;
             }
+            if examined == scan || page.ids.len() == limit {
+                // More entries follow: the next page resumes after the last one examined.
+                page.resume_after = last;
+                return Ok(page);
+            }
+            examined += 1;
+            last = Some(id);
+            let entry =
+                IndexEntry::decode(&value).map_err(|reason| StoreError::Corrupt { id, reason })?;
+            if entry.stored_at <= cutoff {
+                page.ids.push(id);
+            }
+        }
+        Ok(page)
+    }
+
+    fn remove_orphans(
+        &self,
+        ids: &[ChunkId],
+        cutoff: UnixMillis,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut removed = (0, 0);
+        for &id in ids {
+            let _guard = self.stripe(&id);
+            let Ok(Some(entry)) = self.index_entry(id) else {
+                continue;
+            };
+            if entry.stored_at > cutoff || self.mark(id)?.is_some() {
+                continue;
+            }
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(self.cf(CF_CHUNKS), id.as_bytes());
+            batch.delete_cf(self.cf(CF_INDEX), id.as_bytes());
             self.sync_write(batch)?;
             let mut stats = lock(&self.stats);
-            stats.chunks = stats.chunks.saturating_sub(freed.0);
-            stats.bytes = stats.bytes.saturating_sub(freed.1);
-            stats.marked_dead = stats.marked_dead.saturating_sub(freed.2);
-            removed += freed.0;
+            stats.chunks = stats.chunks.saturating_sub(1);
+            stats.bytes = stats.bytes.saturating_sub(entry.length);
+            removed.0 += 1;
+            removed.1 += entry.length;
         }
-        self.rewrite_files().map_err(io)?;
         Ok(removed)
     }
 }
 
 impl RocksChunkStore {
+    /// Refuses a chunk that carries a shred tombstone.
+    fn refuse_if_shredded(&self, id: ChunkId) -> Result<(), StoreError> {
+        let key = tombstone_key(id.as_bytes());
+        match self.db.get_pinned_cf(self.cf(CF_SHREDDED), key) {
+            Ok(Some(bytes)) => {
+                let tombstone = Tombstone::decode(&bytes)
+                    .map_err(|e| StoreError::Io(format!("tombstone of {id}: {e}")))?;
+                Err(StoreError::Shredded {
+                    id,
+                    at: tombstone.at.0,
+                })
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Deletes `ids` with their marks and writes their tombstones, in one synced batch, while no
+    /// put can interleave; returns how many were held.
+    fn remove_and_tombstone(&self, ids: &[ChunkId], now: UnixMillis) -> Result<u64, StoreError> {
+        let _marks = lock(&self.marks_lock);
+        // Hold every stripe so no put of these ids interleaves with their removal.
+        let _stripes: Vec<_> = self.stripes.iter().map(lock).collect();
+        let mut batch = WriteBatch::default();
+        let mut freed = (0u64, 0u64, 0u64);
+        let tombstone = Tombstone { at: now }.encode();
+        for &id in ids {
+            if let Some(entry) = self.index_entry(id).ok().flatten() {
+                freed.0 += 1;
+                freed.1 += entry.length;
+            }
+            if matches!(self.mark(id), Ok(Some(m)) if m.state == MarkState::Marked) {
+                freed.2 += 1;
+            }
+            batch.delete_cf(self.cf(CF_CHUNKS), id.as_bytes());
+            batch.delete_cf(self.cf(CF_INDEX), id.as_bytes());
+            batch.delete_cf(self.cf(CF_MARKS), id.as_bytes());
+            batch.put_cf(
+                self.cf(CF_SHREDDED),
+                tombstone_key(id.as_bytes()),
+                tombstone,
+            );
+        }
+        self.sync_write(batch)?;
+        let mut stats = lock(&self.stats);
+        stats.chunks = stats.chunks.saturating_sub(freed.0);
+        stats.bytes = stats.bytes.saturating_sub(freed.1);
+        stats.marked_dead = stats.marked_dead.saturating_sub(freed.2);
+        Ok(freed.0)
+    }
+
     /// Rewrites every file that could still hold deleted chunks: flushes the memtables (so the
     /// WAL that carried the puts becomes obsolete and is deleted), then compacts every family to
     /// the bottom level with blob garbage collection over all blob files, which relocates live
     /// chunks and deletes blob files left holding only garbage. Costs a pass over the shard, so
     /// the collector batches shreds.
     fn rewrite_files(&self) -> Result<(), rocksdb::Error> {
-        let families = [CF_CHUNKS, CF_INDEX, CF_MARKS].map(|name| self.cf(name));
+        let families = [CF_CHUNKS, CF_INDEX, CF_MARKS, CF_SHREDDED].map(|name| self.cf(name));
         self.db
             .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
         self.db.flush_wal(true)?;

@@ -75,6 +75,7 @@ pub fn to_proto(policy: &RetentionPolicy) -> pb::RetentionPolicy {
         hold_max_review_days: policy.hold_max_review_days,
         sweep_interval_seconds: policy.sweep_interval_seconds,
         source: policy.source.clone(),
+        shortening_notice_seconds: policy.shortening_notice_seconds,
     }
 }
 
