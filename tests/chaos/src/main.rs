@@ -126,8 +126,12 @@ const KNOWN_DEFECTS: &[(Fault, &str)] = &[
         "issue 15 defect 2: a retried proposal applies twice (foundation)",
     ),
     (
+        Fault::Crash(Failpoint::SnapshotInstallBeforeSwitch),
+        "FINDINGS: a crash mid snapshot install bricks the node (log purged past the snapshot)",
+    ),
+    (
         Fault::Crash(Failpoint::SnapshotInstallAfterSwitch),
-        "FINDINGS: a crash mid snapshot install bricks the node",
+        "FINDINGS: a crash mid snapshot install bricks the node (log purged past the snapshot)",
     ),
 ];
 

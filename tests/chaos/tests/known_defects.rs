@@ -60,14 +60,17 @@ fn a_retried_proposal_applies_once() {
     assert_passes(plan(10, vec![Fault::Crash(Failpoint::ProposeReplyLost)], 2));
 }
 
-/// A crash after the state machine switched to an installed snapshot's generation but before
-/// the snapshot file was kept leaves a node that panics on every start.
+/// A crash while a follower installs a snapshot (before or after the state machine switches to
+/// it) leaves its log purged past the snapshot it can serve: openraft panics on every start.
 #[test]
-#[ignore = "FINDINGS 2026-11-30: crash mid snapshot install bricks the node (openraft purge_upto > snapshot)"]
+#[ignore = "FINDINGS 2026-11-30: a crash mid snapshot install bricks the node (purge_upto > snapshot)"]
 fn a_crash_mid_snapshot_install_recovers() {
     assert_passes(plan(
         1502,
-        vec![Fault::Crash(Failpoint::SnapshotInstallAfterSwitch)],
+        vec![
+            Fault::Crash(Failpoint::SnapshotInstallBeforeSwitch),
+            Fault::Crash(Failpoint::SnapshotInstallAfterSwitch),
+        ],
         2,
     ));
 }
