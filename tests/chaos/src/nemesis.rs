@@ -215,6 +215,9 @@ pub struct Done {
     pub notes: Vec<String>,
 }
 
+/// How long the cluster may take to have every node a ready voter again after a heal.
+const RECOVERY: Duration = Duration::from_secs(60);
+
 /// Runs the nemesis against `cluster`.
 pub struct Nemesis<'a> {
     pub cluster: &'a mut Cluster,
@@ -270,6 +273,12 @@ impl Nemesis<'_> {
             Vec::new()
         };
         tokio::time::sleep(self.settle).await;
+        // Every fault stays within what the cluster must survive (a minority at a time), so after
+        // the heal every node must be a caught-up voter again before the next fault.
+        let all: Vec<usize> = (1..=self.cluster.size()).collect();
+        if let Err(e) = self.cluster.wait_ready(&all, RECOVERY).await {
+            problems.push(format!("not recovered after the heal: {e:#}"));
+        }
         Done {
             fault: step.fault.name(),
             detail,
@@ -609,7 +618,7 @@ impl Nemesis<'_> {
         }
         if !fp.crashes() {
             // Long enough for a few dozen proposals to reach it.
-            tokio::time::sleep(hold * 2).await;
+            tokio::time::sleep(hold * 3).await;
             let fired = self.cluster.node(target).log_text()[log_from..]
                 .contains(&format!("failpoint {} fired", fp.name()));
             if !fired {
@@ -666,9 +675,9 @@ impl Nemesis<'_> {
         false
     }
 
-    /// Pauses leaders other than `id` until `id` wins an election (at most ten tries).
+    /// Pauses leaders other than `id` until `id` wins an election (at most twenty tries).
     async fn make_leader(&mut self, id: usize) {
-        for _ in 0..10 {
+        for _ in 0..20 {
             if !self.wait_ready(id, Duration::from_secs(30)).await {
                 return;
             }
