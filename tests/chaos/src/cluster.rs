@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use callvault_proto::auth::{AuthChannel, Bearer};
+use callvault_proto::proof::SigningKey;
 use callvault_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
 
@@ -95,7 +96,11 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 
 /// The secrets and tokens of a run, from `callvault dev --init-only`.
 pub struct Secrets {
+    /// `tokens.env`: each dev principal's token (`CALLVAULT_DEV_<NAME>_TOKEN`) and signing key
+    /// file (`…_KEY`).
     tokens: HashMap<String, String>,
+    /// The principals' signing keys, loaded once, by `CALLVAULT_DEV_<NAME>`.
+    keys: HashMap<String, SigningKey>,
     /// The `meta` role's token: internal reads such as `MetaStore.StateDigest` are the meta
     /// role's (one table in callvault-proto's `identity` names who may call what).
     meta_token: String,
@@ -127,11 +132,19 @@ impl Secrets {
                 .trim()
                 .to_string())
         };
-        let tokens = read("tokens.env")?
+        let tokens: HashMap<String, String> = read("tokens.env")?
             .lines()
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let mut keys = HashMap::new();
+        for (var, path) in &tokens {
+            if let Some(name) = var.strip_suffix("_KEY") {
+                let key =
+                    SigningKey::load(Path::new(path)).map_err(|e| anyhow::anyhow!("{var}: {e}"))?;
+                keys.insert(name.to_string(), key);
+            }
+        }
         let template: toml::Table = toml::from_str(&read("node-1.toml")?)?;
         let origin = template
             .get("audit")
@@ -141,6 +154,7 @@ impl Secrets {
             .to_string();
         Ok(Secrets {
             tokens,
+            keys,
             meta_token: read("secrets/meta.token")?,
             vkey: read("audit.vkey")?,
             origin,
@@ -150,13 +164,14 @@ impl Secrets {
 
     /// A dev principal's token (`platform`, `agency-tx`, `registry`, `operator`, …).
     pub fn token(&self, name: &str) -> &str {
-        let key = format!(
-            "CALLVAULT_DEV_{}_TOKEN",
-            name.to_uppercase().replace('-', "_")
-        );
         self.tokens
-            .get(&key)
+            .get(&format!("{}_TOKEN", dev_var(name)))
             .unwrap_or_else(|| panic!("the dev layout has no {name} token"))
+    }
+
+    /// A dev principal's signing key, if the layout gives it one.
+    fn key(&self, name: &str) -> Option<SigningKey> {
+        self.keys.get(&dev_var(name)).cloned()
     }
 
     /// The config of node `id` of `nodes`.
@@ -167,6 +182,11 @@ impl Secrets {
         merge(&mut config, tuning(id, nodes, volume));
         toml::to_string(&config).expect("a TOML table serializes")
     }
+}
+
+/// The `CALLVAULT_DEV_<NAME>` prefix of a dev principal's variables in tokens.env.
+fn dev_var(name: &str) -> String {
+    format!("CALLVAULT_DEV_{}", name.to_uppercase().replace('-', "_"))
 }
 
 /// A gRPC channel to `addr` (inside the namespaces: call from the clients' namespace).
@@ -287,11 +307,15 @@ impl Clients {
         &self.secrets
     }
 
-    /// A channel to node `id` presenting the token of principal `who`.
+    /// A channel to node `id` presenting the token of principal `who` and signing each
+    /// request with its key, as a real client of that principal does.
     pub fn as_principal(&self, id: usize, who: &str) -> AuthChannel {
-        Bearer::new(self.secrets.token(who))
-            .expect("dev tokens are valid")
-            .channel(self.channels[id - 1].clone())
+        let bearer = Bearer::new(self.secrets.token(who)).expect("dev tokens are valid");
+        let channel = self.channels[id - 1].clone();
+        match self.secrets.key(who) {
+            Some(key) => bearer.signed_channel(channel, key),
+            None => bearer.channel(channel),
+        }
     }
 
     /// A channel to node `id` as the `meta` role (the internal `MetaStore` service).
