@@ -12,35 +12,59 @@
 // feed it return it too rather than boxing and unboxing at every call.
 #![allow(clippy::result_large_err)]
 
-pub mod apply;
-pub mod apply_trace;
-pub mod audit_log;
-pub mod audit_service;
+// The pure half: builds without RocksDB (`--no-default-features`), for the fuzz targets.
 pub mod auth_failures;
 pub mod authz;
-pub mod client;
 pub mod command;
 pub mod convert;
 pub mod failpoints;
 pub mod intents;
-pub mod keys;
-pub mod lifecycle;
-pub mod log_store;
-pub mod metrics;
-pub mod network;
-pub mod node;
 pub mod principal;
-pub mod proposer;
-pub mod reads;
-pub mod service;
+pub mod records;
 pub mod snapshot;
-pub mod state_machine;
-pub mod storage;
-pub mod txn;
 pub mod types;
 
+// The store, the services and the Raft runtime.
+#[cfg(feature = "store")]
+pub mod apply;
+#[cfg(feature = "store")]
+pub mod apply_trace;
+#[cfg(feature = "store")]
+pub mod audit_log;
+#[cfg(feature = "store")]
+pub mod audit_service;
+#[cfg(feature = "store")]
+pub mod client;
+#[cfg(feature = "store")]
+pub mod keys;
+#[cfg(feature = "store")]
+pub mod lifecycle;
+#[cfg(feature = "store")]
+pub mod log_store;
+#[cfg(feature = "store")]
+pub mod metrics;
+#[cfg(feature = "store")]
+pub mod network;
+#[cfg(feature = "store")]
+pub mod node;
+#[cfg(feature = "store")]
+pub mod proposer;
+#[cfg(feature = "store")]
+pub mod reads;
+#[cfg(feature = "store")]
+pub mod service;
+#[cfg(feature = "store")]
+pub mod state_machine;
+#[cfg(feature = "store")]
+pub mod storage;
+#[cfg(feature = "store")]
+pub mod txn;
+
 pub use command::{Command, CommandResult, CommitOutcome, Refusal};
+#[cfg(feature = "store")]
 pub use log_store::LogStore;
+#[cfg(feature = "store")]
 pub use node::{MetaConfig, MetaNode};
+#[cfg(feature = "store")]
 pub use state_machine::StateMachineStore;
 pub use types::{NodeId, Raft, TypeConfig};

@@ -1,0 +1,273 @@
+//! The records the state machine keeps in its column families, with their versioned encodings.
+//!
+//! They live apart from the code that reads and writes them (`apply`, `lifecycle`) so that they
+//! build without RocksDB: the fuzz targets decode every one of them (see `fuzz/`), and a build
+//! with `--no-default-features` compiles this module, the commands and the conversions only.
+
+use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
+use callvault_core::{E164, UnixMillis};
+
+use crate::command::MAX_CHUNKS_PER_CALL;
+
+/// Per-jurisdiction counts kept by `apply`, so status queries cost the same at any size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Calls committed (recorded, purged at commit, or blocked with a call-detail record).
+    pub calls_total: u64,
+    /// Recordings stored and readable.
+    pub live: u64,
+    /// Live recordings with at least one hold.
+    pub held: u64,
+    /// Recordings expired at their deadline.
+    pub expired: u64,
+    /// Recordings crypto-shredded as privileged.
+    pub purged: u64,
+    /// Calls refused at ingest as privileged.
+    pub blocked_privileged: u64,
+    /// Purges whose receipts are not all in.
+    pub purges_pending: u64,
+}
+
+impl VersionedRecord for Counters {
+    const NAME: &'static str = "counters";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.u64(self.calls_total)
+            .u64(self.live)
+            .u64(self.held)
+            .u64(self.expired)
+            .u64(self.purged)
+            .u64(self.blocked_privileged)
+            .u64(self.purges_pending);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let counters = Counters {
+            calls_total: r.u64()?,
+            live: r.u64()?,
+            held: r.u64()?,
+            expired: r.u64()?,
+            purged: r.u64()?,
+            blocked_privileged: r.u64()?,
+            purges_pending: r.u64()?,
+        };
+        r.finish()?;
+        Ok(counters)
+    }
+}
+
+/// A sensitive number as the registry keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensitiveEntry {
+    /// The number, canonical.
+    pub number: E164,
+    /// Why calls to it are sealed.
+    pub reason: String,
+    /// Who registered it.
+    pub registrant: String,
+    /// When.
+    pub registered_at: UnixMillis,
+}
+
+impl VersionedRecord for SensitiveEntry {
+    const NAME: &'static str = "sensitive entry";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.str(self.number.as_str())
+            .str(&self.reason)
+            .str(&self.registrant)
+            .i64(self.registered_at.0);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let text = r.str("number", 16)?;
+        let number = callvault_core::normalize(&text)
+            .ok()
+            .filter(|n| n.as_str() == text)
+            .ok_or_else(|| r.invalid("number", "not canonical E.164"))?;
+        let entry = SensitiveEntry {
+            number,
+            reason: r.str("reason", crate::command::MAX_TEXT)?,
+            registrant: r.str("registrant", crate::command::MAX_PRINCIPAL)?,
+            registered_at: UnixMillis(r.i64()?),
+        };
+        r.finish()?;
+        Ok(entry)
+    }
+}
+
+/// Where a command sits in the Raft log: what a commit receipt names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogPosition {
+    /// The term of the entry.
+    pub term: u64,
+    /// Its index.
+    pub index: u64,
+}
+
+impl VersionedRecord for LogPosition {
+    const NAME: &'static str = "commit position";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.u64(self.term).u64(self.index);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let position = LogPosition {
+            term: r.u64()?,
+            index: r.u64()?,
+        };
+        r.finish()?;
+        Ok(position)
+    }
+}
+
+/// Why a recording's content is being destroyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShredKind {
+    /// Found privileged: a purge.
+    Purge,
+    /// Its retention deadline passed.
+    Expiry,
+}
+
+/// A crypto-shred in progress: the data key is already gone from the state; this waits for every
+/// meta replica to compact it away and purge its log past `key_entry`, and for the blob shards to
+/// drop `chunk_ids`. Deleted when complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShredRecord {
+    /// Purge or expiry.
+    pub kind: ShredKind,
+    /// When the shred applied (the command's time).
+    pub started_at: UnixMillis,
+    /// Index of the Raft log entry that carried the wrapped key (the call's commit).
+    pub key_entry: u64,
+    /// The chunks to remove from every shard.
+    pub chunk_ids: Vec<[u8; 32]>,
+    /// Meta replicas that sent their receipt.
+    pub meta_receipts: Vec<u64>,
+    /// Whether the blob collector confirmed the chunks gone from every shard.
+    pub blob_done: bool,
+}
+
+impl VersionedRecord for ShredRecord {
+    const NAME: &'static str = "shred record";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.u8(match self.kind {
+            ShredKind::Purge => 0,
+            ShredKind::Expiry => 1,
+        })
+        .i64(self.started_at.0)
+        .u64(self.key_entry)
+        .u32(self.chunk_ids.len() as u32);
+        for id in &self.chunk_ids {
+            w.bytes32(id);
+        }
+        w.u32(self.meta_receipts.len() as u32);
+        for node in &self.meta_receipts {
+            w.u64(*node);
+        }
+        w.bool(self.blob_done);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let kind = match r.u8()? {
+            0 => ShredKind::Purge,
+            1 => ShredKind::Expiry,
+            t => return Err(r.invalid("kind", format!("unknown tag {t}"))),
+        };
+        let started_at = UnixMillis(r.i64()?);
+        let key_entry = r.u64()?;
+        let count = r.u32()? as usize;
+        if count > MAX_CHUNKS_PER_CALL {
+            return Err(r.invalid("chunk_ids", format!("{count} chunks")));
+        }
+        let mut chunk_ids = Vec::with_capacity(count.min(4096));
+        for _ in 0..count {
+            chunk_ids.push(r.bytes32()?);
+        }
+        let count = r.u32()? as usize;
+        if count > 64 {
+            return Err(r.invalid("meta_receipts", format!("{count} receipts")));
+        }
+        let mut meta_receipts = Vec::with_capacity(count);
+        for _ in 0..count {
+            meta_receipts.push(r.u64()?);
+        }
+        let record = ShredRecord {
+            kind,
+            started_at,
+            key_entry,
+            chunk_ids,
+            meta_receipts,
+            blob_done: r.bool("blob_done")?,
+        };
+        r.finish()?;
+        Ok(record)
+    }
+}
+
+/// One principal's playback use in the current clock hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaUse {
+    /// Hours since the epoch.
+    pub hour: i64,
+    /// Calls played back in that hour.
+    pub calls: u64,
+    /// Audio bytes played back in that hour.
+    pub bytes: u64,
+}
+
+impl VersionedRecord for QuotaUse {
+    const NAME: &'static str = "quota use";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.i64(self.hour).u64(self.calls).u64(self.bytes);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let usage = QuotaUse {
+            hour: r.i64()?,
+            calls: r.u64()?,
+            bytes: r.u64()?,
+        };
+        r.finish()?;
+        Ok(usage)
+    }
+}
