@@ -469,7 +469,12 @@ fn write(dir: &Path, target: &str, seeds: impl IntoIterator<Item = Vec<u8>>) {
     // Seeds of an older encoding go; anything else in the folder stays.
     for item in std::fs::read_dir(&dir).unwrap() {
         let path = item.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("seed-") {
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("seed-")
+        {
             std::fs::remove_file(path).unwrap();
         }
     }

@@ -126,6 +126,10 @@ const KNOWN_DEFECTS: &[(Fault, &str)] = &[
         "issue 15 defect 2: a retried proposal applies twice (foundation)",
     ),
     (
+        Fault::DiskFull,
+        "FINDINGS: a full disk stops the Raft core for good; the process lives on",
+    ),
+    (
         Fault::Crash(Failpoint::SnapshotInstallBeforeSwitch),
         "FINDINGS: a crash mid snapshot install bricks the node (log purged past the snapshot)",
     ),
