@@ -226,11 +226,6 @@ impl Workload {
     fn choose(&self, rng: &mut StdRng, process: u32, n: u32) -> Op {
         let mut known = self.known.lock().expect("known lock");
         let roll = rng.random_range(0..100);
-        let pick_call = |rng: &mut StdRng, known: &Known, j: &str| {
-            let calls: Vec<&CallSpec> =
-                known.calls.iter().filter(|c| c.jurisdiction == j).collect();
-            (!calls.is_empty()).then(|| calls[rng.random_range(0..calls.len())].clone())
-        };
         match roll {
             0..30 => {
                 let call = self.new_call(rng, process, n, TX);
@@ -250,18 +245,10 @@ impl Workload {
                 jurisdiction: TX.into(),
                 number: number(rng.random_range(0..PRIVILEGED_POOL)),
             },
-            45..54 => {
-                let j = if rng.random_bool(0.7) { TX } else { CA };
-                match pick_call(rng, &known, j) {
-                    Some(call) => Op::PlaceHold {
-                        jurisdiction: j.into(),
-                        call: call.id,
-                    },
-                    None => Op::GetPolicy {
-                        jurisdiction: TX.into(),
-                    },
-                }
-            }
+            45..54 => on_a_call(rng, &known, 0.7, |jurisdiction, call| Op::PlaceHold {
+                jurisdiction,
+                call,
+            }),
             54..60 if !known.holds.is_empty() => {
                 let at = rng.random_range(0..known.holds.len());
                 let (j, call, hold) = known.holds.swap_remove(at);
@@ -286,30 +273,14 @@ impl Workload {
             68..71 => Op::ListRegistry {
                 jurisdiction: TX.into(),
             },
-            71..88 => {
-                let j = if rng.random_bool(0.6) { TX } else { CA };
-                match pick_call(rng, &known, j) {
-                    Some(call) => Op::Status {
-                        jurisdiction: j.into(),
-                        call: call.id,
-                    },
-                    None => Op::ListRegistry {
-                        jurisdiction: TX.into(),
-                    },
-                }
-            }
-            _ => {
-                let j = if rng.random_bool(0.6) { TX } else { CA };
-                match pick_call(rng, &known, j) {
-                    Some(call) => Op::Playback {
-                        jurisdiction: j.into(),
-                        call: call.id,
-                    },
-                    None => Op::GetPolicy {
-                        jurisdiction: TX.into(),
-                    },
-                }
-            }
+            71..88 => on_a_call(rng, &known, 0.6, |jurisdiction, call| Op::Status {
+                jurisdiction,
+                call,
+            }),
+            _ => on_a_call(rng, &known, 0.6, |jurisdiction, call| Op::Playback {
+                jurisdiction,
+                call,
+            }),
         }
     }
 
@@ -510,6 +481,25 @@ impl Workload {
         let known = self.known.lock().expect("known lock");
         known.calls.iter().find(|c| c.id == id).cloned()
     }
+}
+
+/// `op` on a call streamed before, Texan with probability `texas`, else Californian; a policy
+/// read while there is none yet.
+fn on_a_call(
+    rng: &mut StdRng,
+    known: &Known,
+    texas: f64,
+    op: impl FnOnce(String, String) -> Op,
+) -> Op {
+    let j = if rng.random_bool(texas) { TX } else { CA };
+    let calls: Vec<&CallSpec> = known.calls.iter().filter(|c| c.jurisdiction == j).collect();
+    if calls.is_empty() {
+        return Op::GetPolicy {
+            jurisdiction: TX.into(),
+        };
+    }
+    let call = calls[rng.random_range(0..calls.len())];
+    op(j.into(), call.id.clone())
 }
 
 /// Plays back a call; the audio's digest.
