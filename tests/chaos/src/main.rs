@@ -126,6 +126,10 @@ const KNOWN_DEFECTS: &[(Fault, &str)] = &[
         "issue 15 defect 2: a retried proposal applies twice (foundation)",
     ),
     (
+        Fault::ClockSkew,
+        "FINDINGS: invariant 10, the leader's own clock drives expiries (retention: cluster time)",
+    ),
+    (
         Fault::DiskFull,
         "FINDINGS: a full disk stops the Raft core for good; the process lives on",
     ),
