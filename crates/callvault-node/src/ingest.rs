@@ -12,6 +12,7 @@ use callvault_blob::{CallSealer, KeyRing, ReplicatedBlobClient};
 use callvault_core::call::{CallRecord, Direction, Lifecycle};
 use callvault_core::ingest::{
     Accepted, CallStart, CallStartFields, CallStream, StreamError, StreamLimits, StreamPart,
+    StreamedAudio,
 };
 use callvault_core::privilege::{decide_ingest, number_fingerprint};
 use callvault_core::{
@@ -22,13 +23,16 @@ use callvault_meta::client::MetaClient;
 use callvault_meta::{Command, CommandResult, CommitOutcome, Refusal};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::record_call_request::Part;
-use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::auth::{AccessRole, caller};
+
+mod blocks;
+
+use blocks::{BlockWriter, Blocks};
+pub use blocks::{MAX_BLOCK_BYTES, MIN_BLOCK_BYTES};
 
 /// How long a stream may stay silent before it is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -44,8 +48,11 @@ pub struct IngestLimits {
     pub max_concurrent_calls: usize,
     /// Audio bytes held in memory across all streams.
     pub max_buffered_bytes: u64,
-    /// Chunk writes in flight per call.
+    /// Block writes in flight per call.
     pub chunk_writes_in_flight: usize,
+    /// Size of the blocks the audio is cut into before sealing
+    /// ([`MIN_BLOCK_BYTES`]..=[`MAX_BLOCK_BYTES`]).
+    pub block_bytes: usize,
 }
 
 impl IngestLimits {
@@ -104,10 +111,6 @@ pub(crate) fn now() -> UnixMillis {
 
 fn millis(t: Option<&prost_types::Timestamp>) -> Option<UnixMillis> {
     t.and_then(|t| UnixMillis::from_timestamp(t.seconds, t.nanos))
-}
-
-fn kib(bytes: usize) -> u32 {
-    bytes.div_ceil(1024).max(1) as u32
 }
 
 /// The receipt's content digest: BLAKE3 over the call's content identity.
@@ -330,31 +333,28 @@ impl IngestService {
         Ok(())
     }
 
-    /// Streams, encrypts and writes the audio, then commits the call. `existing` is the call's
-    /// record when this is a retry: then nothing is written and the content is compared.
-    async fn stream_and_commit(
+    /// The call's sealer: a fresh data key, wrapped for the jurisdiction.
+    fn sealer(&self, start: &Start) -> Result<Arc<CallSealer>, Status> {
+        CallSealer::new(
+            self.keys.as_ref(),
+            &start.call.call_id,
+            start.call.jurisdiction,
+        )
+        .map(Arc::new)
+        .map_err(|e| Status::failed_precondition(format!("cannot encrypt this call: {e}")))
+    }
+
+    /// Reads the audio until `CallEnd`, cutting it into blocks written through `writer` (none on
+    /// a retry, whose audio is only checked), and checks that only the stream's close follows.
+    async fn receive_audio(
         &self,
         start: &Start,
-        sealed: bool,
-        existing: Option<(CallRecord, LogPosition)>,
         stream: &mut Streaming<pb::RecordCallRequest>,
         rules: &mut CallStream,
-        principal: &str,
-    ) -> Result<Response<pb::RecordCallResponse>, Status> {
-        let jurisdiction = start.call.jurisdiction;
-        let sealer = match existing {
-            Some(_) => None,
-            None => Some(Arc::new(
-                CallSealer::new(self.keys.as_ref(), &start.call.call_id, jurisdiction).map_err(
-                    |e| Status::failed_precondition(format!("cannot encrypt this call: {e}")),
-                )?,
-            )),
-        };
-        // Chunks are written as they arrive, so a stream's wall time bounds how long its chunks
-        // may wait for their commit: the orphan sweep's grace rests on this bound.
-        let streaming_since = std::time::Instant::now();
-        let mut writes = FuturesOrdered::new();
-        let mut chunk_ids: Vec<[u8; 32]> = Vec::new();
+        mut writer: Option<&mut BlockWriter>,
+        streaming_since: std::time::Instant,
+    ) -> Result<StreamedAudio, Status> {
+        let mut blocks = Blocks::new(self.limits.block_bytes, self.buffer.clone());
         let audio = loop {
             let chunk = match Self::next(stream, rules).await? {
                 Some((Accepted::Ended(audio), _)) => break audio,
@@ -365,46 +365,59 @@ impl IngestService {
                 _ => return Err(out_of_step()),
             };
             self.check_stream_time(streaming_since)?;
-            crate::metrics::audio_received(jurisdiction, chunk.data.len());
-            let Some(sealer) = &sealer else { continue };
-            // Wait for room in the node's audio budget before holding more.
-            let permit = self
-                .buffer
-                .clone()
-                .acquire_many_owned(kib(chunk.data.len()))
-                .await
-                .map_err(|_| Status::unavailable("ingest is shutting down"))?;
-            let (sealer, blobs) = (sealer.clone(), self.blobs.clone());
-            // The call's span: each chunk write is part of the call's trace.
-            let span = tracing::Span::current();
-            writes.push_back(tokio::spawn(async move {
-                let sealed = sealer.seal(u64::from(chunk.seq), &chunk.data);
-                drop(chunk);
-                let id = sealed.id;
-                let written = blobs.put(id, Arc::new(sealed.bytes)).instrument(span).await;
-                drop(permit);
-                written.map(|_| *id.as_bytes())
-            }));
-            while writes.len() >= self.limits.chunk_writes_in_flight {
-                chunk_ids.push(Self::written(writes.next().await)?);
+            crate::metrics::audio_received(start.call.jurisdiction, chunk.data.len());
+            if let Some(writer) = writer.as_deref_mut() {
+                for block in blocks.push(&chunk.data).await? {
+                    writer.write(block).await?;
+                }
             }
         };
-        while let Some(done) = writes.next().await {
-            chunk_ids.push(Self::written(Some(done))?);
+        if let (Some(writer), Some(last)) = (writer, blocks.finish()) {
+            writer.write(last).await?;
         }
         // Only the close of the stream may follow CallEnd.
         if Self::next(stream, rules).await?.is_some() {
             return Err(out_of_step());
         }
+        Ok(audio)
+    }
 
+    /// Streams, encrypts and writes the audio as blocks, then commits the call. `existing` is
+    /// the call's record when this is a retry: then nothing is written and the content is
+    /// compared.
+    async fn stream_and_commit(
+        &self,
+        start: &Start,
+        sealed: bool,
+        existing: Option<(CallRecord, LogPosition)>,
+        stream: &mut Streaming<pb::RecordCallRequest>,
+        rules: &mut CallStream,
+        principal: &str,
+    ) -> Result<Response<pb::RecordCallResponse>, Status> {
+        let mut writer = match existing {
+            Some(_) => None,
+            None => Some(BlockWriter::new(
+                self.sealer(start)?,
+                self.blobs.clone(),
+                self.limits.chunk_writes_in_flight,
+            )),
+        };
+        // Blocks are written as they fill, so a stream's wall time bounds how long its chunks
+        // may wait for their commit: the orphan sweep's grace rests on this bound.
+        let streaming_since = std::time::Instant::now();
+        let audio = self
+            .receive_audio(start, stream, rules, writer.as_mut(), streaming_since)
+            .await?;
         let mut call = self.record(start, sealed);
         call.ended_at = audio.ended_at;
         call.byte_length = audio.byte_length;
-        call.chunk_count = audio.chunk_count;
         call.plaintext_digest = audio.plaintext_digest;
 
-        if let Some((existing, at)) = existing {
-            // A retry: same content, same receipt; anything else is a conflict.
+        let Some(writer) = writer else {
+            let (existing, at) = existing.expect("no writer only for a retry");
+            // The block count follows from the node's block size, which may have changed since:
+            // the content is its digest and length.
+            call.chunk_count = existing.chunk_count;
             return if existing.same_content(&call) {
                 Ok(answer(
                     pb::Decision::Recorded,
@@ -414,15 +427,28 @@ impl IngestService {
             } else {
                 Err(refused(Refusal::CallIdConflict, &call))
             };
-        }
-
+        };
+        let wrapped_key = writer.sealer().wrapped_key().as_bytes().to_vec();
+        let chunk_ids = writer.finish().await?;
         // The chunks are on the shards; nothing is committed yet.
         callvault_meta::failpoint!("ingest-before-commit");
-        let sealer = sealer.expect("a new call has a sealer");
+        call.chunk_count = u32::try_from(chunk_ids.len())
+            .map_err(|_| Status::invalid_argument("too many blocks in one call"))?;
         self.check_stream_time(streaming_since)?;
+        self.commit(call, wrapped_key, chunk_ids, principal).await
+    }
+
+    /// Proposes a recorded call's commit and answers the platform with what apply decided.
+    async fn commit(
+        &self,
+        call: CallRecord,
+        wrapped_key: Vec<u8>,
+        chunk_ids: Vec<[u8; 32]>,
+        principal: &str,
+    ) -> Result<Response<pb::RecordCallResponse>, Status> {
         let command = Command::CommitCall {
             call: call.clone(),
-            wrapped_key: sealer.wrapped_key().as_bytes().to_vec(),
+            wrapped_key,
             chunk_ids,
             principal: principal.to_string(),
             at: now(),
@@ -457,21 +483,6 @@ impl IngestService {
             ))),
             CommandResult::Refused(refusal) => Err(refused(refusal, &call)),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
-        }
-    }
-
-    fn written(
-        done: Option<
-            Result<Result<[u8; 32], callvault_blob::ReplicationError>, tokio::task::JoinError>,
-        >,
-    ) -> Result<[u8; 32], Status> {
-        match done {
-            Some(Ok(Ok(id))) => Ok(id),
-            Some(Ok(Err(e))) => Err(Status::unavailable(format!(
-                "a chunk could not be stored on enough blob replicas: {e}; nothing was committed"
-            ))),
-            Some(Err(e)) => Err(Status::internal(format!("chunk write task: {e}"))),
-            None => Err(Status::internal("no chunk write pending")),
         }
     }
 }
