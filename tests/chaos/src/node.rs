@@ -47,7 +47,6 @@ pub struct Node {
     log: PathBuf,
     clock_file: PathBuf,
     child: Option<Child>,
-    paused: bool,
     /// `FAILPOINTS` of the next start only.
     failpoints: Option<String>,
     /// How the last process ended, if it ended by itself (not by the harness).
@@ -90,7 +89,6 @@ impl Node {
             log,
             clock_file,
             child: None,
-            paused: false,
             failpoints: None,
             last_exit: None,
         })
@@ -145,7 +143,6 @@ impl Node {
             });
         }
         self.child = Some(command.spawn().context("cannot start callvault serve")?);
-        self.paused = false;
         self.last_exit = None;
         Ok(())
     }
@@ -166,19 +163,16 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.paused = false;
     }
 
     /// SIGSTOP.
     pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
-        self.paused = self.child.is_some();
     }
 
     /// SIGCONT.
     pub fn resume(&mut self) {
         self.signal(libc::SIGCONT);
-        self.paused = false;
     }
 
     /// Whether the process runs (checks whether it exited by itself, noting how).
