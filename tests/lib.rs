@@ -393,6 +393,25 @@ impl NodeProcess {
         }
     }
 
+    /// Pauses the process (SIGSTOP): it keeps its sockets but answers nothing, like a node
+    /// stuck in a long GC pause or a frozen VM.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the node is running");
+        // SAFETY: sending a signal to a child process we own.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, signal);
+        }
+    }
+
     /// Stops the process with SIGTERM and waits for it to exit; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
@@ -444,6 +463,13 @@ impl NodeProcess {
     /// The process id, while it runs (for /proc figures in the benches).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// How the process ended, once it has exited by itself (it is then no longer running).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().expect("wait")?;
+        self.child = None;
+        Some(status)
     }
 
     /// Whether the process is running.

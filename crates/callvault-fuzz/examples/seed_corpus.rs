@@ -15,14 +15,16 @@ use callvault_core::{Jurisdiction, PrivilegeKind, RegistryEntry, UnixMillis, nor
 use callvault_fuzz::audit::{ORIGIN, signer};
 use callvault_fuzz::records::RECORDS;
 use callvault_meta::CommandResult;
+use callvault_meta::MetaMember;
 use callvault_meta::auth_failures::{AuthFailureReport, SourceFailures};
+use callvault_meta::command::SessionRequest;
 use callvault_meta::command::{AccessQuota, AccessRequest, Command};
 use callvault_meta::convert;
 use callvault_meta::records::{
-    Counters, LogPosition, QuotaUse, SensitiveEntry, ShredKind, ShredRecord,
+    Counters, LogPosition, QuotaUse, SensitiveEntry, SessionRecord, ShredKind, ShredRecord,
 };
 use callvault_proto::v1 as pb;
-use openraft::{BasicNode, CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
 use prost::Message;
 
 fn policy() -> RetentionPolicy {
@@ -112,7 +114,7 @@ fn commands() -> Vec<Command> {
         },
         commit.clone(),
         register.clone(),
-        Command::Batch(vec![commit, register]),
+        Command::Batch(vec![commit.clone(), register]),
         Command::RegisterSensitive {
             jurisdiction: Jurisdiction::Ca,
             number: normalize("+1 415 555 0100").unwrap(),
@@ -177,6 +179,13 @@ fn commands() -> Vec<Command> {
             calls: vec![(Jurisdiction::Tx, call_id())],
             at: UnixMillis(9),
         },
+        Command::OpenSession,
+        Command::Session(SessionRequest {
+            session: 41 << 10,
+            seq: 7,
+            acked_below: 6,
+            command: Box::new(commit.clone()),
+        }),
     ]
 }
 
@@ -263,6 +272,14 @@ fn records() -> Vec<Vec<Vec<u8>>> {
             }
             .encode(),
         ],
+        vec![
+            SessionRecord {
+                last_used: 77 << 10 | 3,
+                acked_below: 5,
+                pending: 2,
+            }
+            .encode(),
+        ],
     ]
 }
 
@@ -277,7 +294,12 @@ fn raft_messages() -> Vec<(u8, Vec<u8>)> {
     let membership = Membership::new(
         vec![[1, 2, 3].into()],
         [1, 2, 3]
-            .map(|id| (id, BasicNode::new(format!("127.0.0.1:700{id}"))))
+            .map(|id| {
+                (
+                    id,
+                    MetaMember::new(format!("127.0.0.1:700{id}"), 0x1000 + id),
+                )
+            })
             .into_iter()
             .collect::<std::collections::BTreeMap<_, _>>(),
     );

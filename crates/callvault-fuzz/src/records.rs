@@ -74,6 +74,7 @@ records! {
     round_trip callvault_meta::records::QuotaUse,
     round_trip callvault_meta::auth_failures::AuthFailureReport,
     round_trip callvault_core::tombstone::CallTombstone,
+    round_trip callvault_meta::records::SessionRecord,
 }
 
 /// The `command` target: a Raft log entry's command, as every replica decodes it.

@@ -1,6 +1,7 @@
 //! openraft's types to and from `callvault.v1` protobuf messages. The same messages serve the
 //! network and the disk (log entries, vote, membership), so one bounded decoder guards both.
 
+use crate::member::MetaMember;
 use std::collections::{BTreeMap, BTreeSet};
 
 use callvault_core::codec::{DecodeError, VersionedRecord};
@@ -10,7 +11,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, SnapshotSegmentId};
+use openraft::{CommittedLeaderId, EntryPayload, Membership, SnapshotSegmentId};
 use prost::Message;
 
 use crate::command::Command;
@@ -92,7 +93,7 @@ pub fn vote_from_pb(vote: &pb::RaftVote) -> Result<Vote, ConvertError> {
 }
 
 /// `Membership` to protobuf.
-pub fn membership_to_pb(membership: &Membership<u64, BasicNode>) -> pb::Membership {
+pub fn membership_to_pb(membership: &Membership<u64, MetaMember>) -> pb::Membership {
     pb::Membership {
         configs: membership
             .get_joint_config()
@@ -108,6 +109,7 @@ pub fn membership_to_pb(membership: &Membership<u64, BasicNode>) -> pb::Membersh
                     *id,
                     pb::RaftNode {
                         addr: node.addr.clone(),
+                        incarnation: node.incarnation,
                     },
                 )
             })
@@ -118,7 +120,7 @@ pub fn membership_to_pb(membership: &Membership<u64, BasicNode>) -> pb::Membersh
 /// Protobuf to `Membership`, checking sizes and that every voter has an address.
 pub fn membership_from_pb(
     membership: &pb::Membership,
-) -> Result<Membership<u64, BasicNode>, ConvertError> {
+) -> Result<Membership<u64, MetaMember>, ConvertError> {
     if membership.configs.len() > 2 || membership.configs.is_empty() {
         return Err(ConvertError::Invalid {
             field: "membership.configs",
@@ -136,10 +138,10 @@ pub fn membership_from_pb(
         .iter()
         .map(|set| set.ids.iter().copied().collect())
         .collect();
-    let nodes: BTreeMap<u64, BasicNode> = membership
+    let nodes: BTreeMap<u64, MetaMember> = membership
         .nodes
         .iter()
-        .map(|(id, node)| (*id, BasicNode::new(node.addr.clone())))
+        .map(|(id, node)| (*id, MetaMember::new(node.addr.clone(), node.incarnation)))
         .collect();
     for id in configs.iter().flatten() {
         if !nodes.contains_key(id) {
@@ -444,10 +446,10 @@ mod tests {
         let membership = Membership::new(
             vec![BTreeSet::from([1, 2, 3])],
             BTreeMap::from([
-                (1, BasicNode::new("127.0.0.1:1")),
-                (2, BasicNode::new("127.0.0.1:2")),
-                (3, BasicNode::new("127.0.0.1:3")),
-                (4, BasicNode::new("127.0.0.1:4")),
+                (1, MetaMember::new("127.0.0.1:1", 101)),
+                (2, MetaMember::new("127.0.0.1:2", 202)),
+                (3, MetaMember::new("127.0.0.1:3", 303)),
+                (4, MetaMember::new("127.0.0.1:4", 404)),
             ]),
         );
         for payload in [
@@ -467,7 +469,14 @@ mod tests {
     fn a_membership_naming_a_voter_without_address_is_refused() {
         let bad = pb::Membership {
             configs: vec![pb::NodeIdSet { ids: vec![1, 9] }],
-            nodes: [(1, pb::RaftNode { addr: "a".into() })].into(),
+            nodes: [(
+                1,
+                pb::RaftNode {
+                    addr: "a".into(),
+                    incarnation: 0,
+                },
+            )]
+            .into(),
         };
         assert!(membership_from_pb(&bad).is_err());
     }

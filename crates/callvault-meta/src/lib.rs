@@ -19,6 +19,7 @@ pub mod command;
 pub mod convert;
 pub mod failpoints;
 pub mod intents;
+pub mod member;
 pub mod principal;
 pub mod records;
 pub mod snapshot;
@@ -54,6 +55,8 @@ pub mod reads;
 #[cfg(feature = "store")]
 pub mod service;
 #[cfg(feature = "store")]
+pub mod session;
+#[cfg(feature = "store")]
 pub mod state_machine;
 #[cfg(feature = "store")]
 pub mod storage;
@@ -63,6 +66,7 @@ pub mod txn;
 pub use command::{Command, CommandResult, CommitOutcome, Refusal};
 #[cfg(feature = "store")]
 pub use log_store::LogStore;
+pub use member::MetaMember;
 #[cfg(feature = "store")]
 pub use node::{MetaConfig, MetaNode};
 #[cfg(feature = "store")]

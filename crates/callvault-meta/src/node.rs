@@ -126,6 +126,7 @@ impl MetaNode {
             }
         }
 
+        let incarnation = crate::member::load_or_create_incarnation(&config.data_dir)?;
         let log = LogStore::open(&config.data_dir.join("raft-log"))?;
         let state_machine = StateMachineStore::open(&config.data_dir)?;
         let raft_config = Config {
@@ -167,7 +168,7 @@ impl MetaNode {
             state_machine.clone(),
             pool,
             config.node_id,
-            config.advertise_addr.clone(),
+            crate::member::MetaMember::new(config.advertise_addr.clone(), incarnation),
         );
         Ok(Arc::new(MetaNode {
             raft,
@@ -175,6 +176,26 @@ impl MetaNode {
             log,
             service,
         }))
+    }
+
+    /// Resolves, with the error, once the Raft core has stopped on its own: a storage error (a
+    /// full or failing disk) or a panic. A member in that state can neither vote nor serve and
+    /// never comes back by itself, so its process must stop and let a supervisor restart it.
+    /// Never resolves while Raft runs or after a clean [`MetaNode::shutdown`].
+    pub async fn failed(&self) -> openraft::error::Fatal<NodeId> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let state = metrics.borrow_and_update().running_state.clone();
+            match state {
+                Err(openraft::error::Fatal::Stopped) => break,
+                Err(fatal) => return fatal,
+                Ok(()) => {}
+            }
+            if metrics.changed().await.is_err() {
+                break;
+            }
+        }
+        std::future::pending().await
     }
 
     /// Stops Raft: no more appends or applies, so the stores close consistent.

@@ -271,3 +271,41 @@ impl VersionedRecord for QuotaUse {
         Ok(usage)
     }
 }
+
+/// What the state machine keeps of one client session (see `crate::session`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The unique id (log position) of the entry that last used it.
+    pub last_used: u64,
+    /// Results below this sequence were acknowledged and dropped.
+    pub acked_below: u64,
+    /// Results kept.
+    pub pending: u32,
+}
+
+impl VersionedRecord for SessionRecord {
+    const NAME: &'static str = "client session";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.u64(self.last_used)
+            .u64(self.acked_below)
+            .u32(self.pending);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let record = SessionRecord {
+            last_used: r.u64()?,
+            acked_below: r.u64()?,
+            pending: r.u32()?,
+        };
+        r.finish()?;
+        Ok(record)
+    }
+}

@@ -28,6 +28,8 @@ use crate::txn::Txn;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const CURRENT_SNAPSHOT: &str = "current.snap";
+/// A received snapshot, complete and synced, while it is being installed.
+const INSTALLING_SNAPSHOT: &str = "incoming.tmp";
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
     StorageIOError::new(
@@ -131,7 +133,7 @@ impl StateMachineStore {
         let db = open_db(&dir, cf_descriptors())?;
         remove_other_generations(&sm_dir, generation);
         let _ = std::fs::remove_dir_all(snapshot_dir.join("build-checkpoint"));
-        Ok(StateMachineStore {
+        let store = StateMachineStore {
             shared: Arc::new(Shared {
                 sm_dir,
                 snapshot_dir,
@@ -140,7 +142,48 @@ impl StateMachineStore {
                 last_built: std::sync::atomic::AtomicU64::new(0),
                 apply_times: Arc::default(),
             }),
-        })
+        };
+        store.finish_interrupted_install()?;
+        Ok(store)
+    }
+
+    /// Finishes a snapshot install that a crash interrupted. Its file was complete and synced
+    /// before the install began, and openraft may already have purged the log up to it; left
+    /// half done, the next start finds the log purged past the snapshot file it is served (and
+    /// openraft refuses to run). So the state is brought to the snapshot, or, when the pointer
+    /// had already switched, the file is kept as the current snapshot.
+    fn finish_interrupted_install(&self) -> Result<(), OpenError> {
+        let incoming = self.shared.snapshot_dir.join(INSTALLING_SNAPSHOT);
+        if !incoming.exists() {
+            return Ok(());
+        }
+        let damaged = |e: &dyn std::fmt::Display| OpenError::Io {
+            path: incoming.clone(),
+            source: std::io::Error::other(format!("finishing an interrupted install: {e}")),
+        };
+        let meta = snapshot::verify(&incoming)
+            .and_then(|()| snapshot::read_meta(&incoming))
+            .ok()
+            .and_then(|m| convert::snapshot_meta_from_pb(&m).ok());
+        let Some(meta) = meta else {
+            // Never complete, so never installed: the leader sends it again.
+            let _ = std::fs::remove_file(&incoming);
+            return Ok(());
+        };
+        let applied = self.applied().map_err(|e| damaged(&e))?;
+        if meta.last_log_id > applied {
+            tracing::warn!(snapshot = ?meta.last_log_id, ?applied, "finishing an interrupted snapshot install");
+            return self
+                .install_blocking(&incoming, &meta)
+                .map_err(|e| damaged(&e));
+        }
+        if meta.last_log_id == applied {
+            std::fs::rename(&incoming, self.current_snapshot_path()).map_err(|e| damaged(&e))?;
+            sync_dir(&self.shared.snapshot_dir).map_err(|e| damaged(&e))?;
+        } else {
+            let _ = std::fs::remove_file(&incoming);
+        }
+        Ok(())
     }
 
     /// The current database, for reads. Reads through it see every applied entry.
@@ -380,11 +423,15 @@ fn remove_other_generations(sm_dir: &Path, keep: u64) {
 }
 
 /// Applies entries in one atomic write, with the applied log id and membership.
+///
+/// Every entry sees the state exactly as the entries before it left it, whatever batch openraft
+/// happened to hand over: a membership entry is written into the write set where it sits, so a
+/// shred receipt after it counts the new voters on every replica, however the log was cut into
+/// apply calls.
 fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, StorageError> {
     let mut txn = Txn::new(db);
     let mut results = Vec::with_capacity(entries.len());
     let mut last = None;
-    let mut membership = None;
     for entry in entries {
         last = Some(entry.log_id);
         let result = match entry.payload {
@@ -404,7 +451,12 @@ fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, St
                 // Membership changes are audited in the same write as the membership itself.
                 crate::audit_log::append_membership(&mut txn, entry.log_id.index, &m)
                     .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                let stored = StoredMembership::new(Some(entry.log_id), m);
+                txn.put(
+                    CF_SM_META,
+                    KEY_MEMBERSHIP.to_vec(),
+                    to_disk(&convert::stored_membership_to_pb(&stored)),
+                );
                 CommandResult::Empty
             }
         };
@@ -415,13 +467,6 @@ fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, St
             CF_SM_META,
             KEY_APPLIED.to_vec(),
             to_disk(&convert::log_id_to_pb(&last)),
-        );
-    }
-    if let Some(m) = membership {
-        txn.put(
-            CF_SM_META,
-            KEY_MEMBERSHIP.to_vec(),
-            to_disk(&convert::stored_membership_to_pb(&m)),
         );
     }
     // Not fsync'd: the log is, and an entry lost here is re-applied from it after a crash.
@@ -495,7 +540,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let _guard = self.shared.snapshot_lock.lock().await;
         // Copy whatever handle openraft gives us (the file we handed out, or another node's
         // snapshot in tests) into a file of our own, durably, then install from it.
-        let incoming = self.shared.snapshot_dir.join("incoming.tmp");
+        let incoming = self.shared.snapshot_dir.join(INSTALLING_SNAPSHOT);
         let mut out = tokio::fs::File::create(&incoming)
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -523,6 +568,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.open_current_snapshot()
     }
 }
+
+#[cfg(test)]
+mod batch_splits;
 
 #[cfg(test)]
 mod tests {
@@ -882,6 +930,47 @@ mod tests {
         }
     }
 
+    /// The snapshot a store serves, as its file says.
+    fn served_snapshot(sm: &StateMachineStore) -> Option<LogId> {
+        let meta = snapshot::read_meta(&sm.current_snapshot_path()).ok()?;
+        convert::snapshot_meta_from_pb(&meta).unwrap().last_log_id
+    }
+
+    #[test]
+    fn a_snapshot_install_cut_short_by_a_crash_is_finished_at_the_next_open() {
+        let mut leader = Harness::new();
+        leader.apply(vec![commit("s-1", 1, 1000), commit("s-2", 2, 2000)]);
+        leader.sm.build_blocking(1).unwrap();
+        let at = served_snapshot(&leader.sm);
+        assert!(at.is_some());
+
+        // Killed before the pointer switched: only the received, synced file is there.
+        let follower = tempfile::tempdir().unwrap();
+        drop(StateMachineStore::open(follower.path()).unwrap());
+        let incoming = follower.path().join("snapshots").join(INSTALLING_SNAPSHOT);
+        std::fs::copy(leader.sm.current_snapshot_path(), &incoming).unwrap();
+        let sm = StateMachineStore::open(follower.path()).unwrap();
+        assert_eq!(sm.applied().unwrap(), at);
+        assert_eq!(served_snapshot(&sm), at);
+        assert_eq!(sm.digest().unwrap(), leader.sm.digest().unwrap());
+        assert!(!incoming.exists());
+
+        // Killed after the pointer switched, before the file was kept as the current snapshot.
+        std::fs::remove_file(sm.current_snapshot_path()).unwrap();
+        std::fs::copy(leader.sm.current_snapshot_path(), &incoming).unwrap();
+        drop(sm);
+        let sm = StateMachineStore::open(follower.path()).unwrap();
+        assert_eq!(served_snapshot(&sm), at);
+        assert!(!incoming.exists());
+
+        // A file cut short by the crash is dropped: the leader sends it again.
+        drop(sm);
+        std::fs::write(&incoming, b"half a snapshot").unwrap();
+        let sm = StateMachineStore::open(follower.path()).unwrap();
+        assert_eq!(sm.applied().unwrap(), at);
+        assert!(!incoming.exists());
+    }
+
     #[test]
     fn a_damaged_generation_pointer_is_an_error_not_an_empty_store() {
         let dir = tempfile::tempdir().unwrap();
@@ -975,7 +1064,17 @@ mod tests {
         let CommandResult::HoldPlaced { hold_id } = placed[0] else {
             panic!("{placed:?}")
         };
-        assert_eq!(hold_id, h.index, "the hold's id is its entry's index");
+        assert_eq!(
+            hold_id,
+            crate::apply::unique_id(
+                LogPosition {
+                    term: 1,
+                    index: h.index
+                },
+                0
+            ),
+            "the hold's id is its command's unique position"
+        );
         assert!(due(&h, 99 * DAY_MS).is_empty());
         assert_eq!(
             h.apply(vec![expire(99 * DAY_MS, &["young"])]),
@@ -1089,6 +1188,150 @@ mod tests {
                 AccessDecision::NotFound,
                 AccessDecision::Allowed { sealed: false },
             ]
+        );
+    }
+
+    fn in_session(session: u64, seq: u64, acked_below: u64, command: Command) -> Command {
+        Command::Session(crate::command::SessionRequest {
+            session,
+            seq,
+            acked_below,
+            command: Box::new(command),
+        })
+    }
+
+    fn open_session(h: &mut Harness) -> u64 {
+        match h.apply(vec![Command::OpenSession]).pop() {
+            Some(CommandResult::SessionOpened { session }) => session,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn audit_size(h: &Harness) -> u64 {
+        let db = h.sm.db();
+        crate::audit_log::tree_size(&Txn::new(&db)).unwrap()
+    }
+
+    #[test]
+    fn a_retried_proposal_answers_its_first_result_and_applies_once() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000)]);
+        let session = open_session(&mut h);
+        let hold = in_session(session, 1, 1, place_hold("c-1", "da", 5));
+        let first = h.apply(vec![hold.clone()]);
+        let entries = audit_size(&h);
+        // The answer was lost; the client sends the same numbered proposal again, twice.
+        assert_eq!(h.apply(vec![hold.clone()]), first);
+        assert_eq!(h.apply(vec![hold]), first);
+        assert_eq!(h.call("c-1").unwrap().holds.len(), 1);
+        assert_eq!(audit_size(&h), entries, "a retry is not audited again");
+        // A policy change retried after it succeeded is not a version conflict.
+        let put = |seq| {
+            in_session(
+                session,
+                seq,
+                1,
+                Command::PutPolicy {
+                    jurisdiction: Jurisdiction::Tx,
+                    policy: policy(45),
+                    expected_version: 1,
+                    principal: "op".into(),
+                    at: UnixMillis(9),
+                },
+            )
+        };
+        assert_eq!(
+            h.apply(vec![put(2)]),
+            vec![CommandResult::PolicyPut { version: 2 }]
+        );
+        assert_eq!(
+            h.apply(vec![put(2)]),
+            vec![CommandResult::PolicyPut { version: 2 }]
+        );
+    }
+
+    #[test]
+    fn holds_placed_in_one_batch_entry_get_distinct_ids() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000)]);
+        let results = h.apply(vec![Command::Batch(vec![
+            place_hold("c-1", "da", 5),
+            place_hold("c-1", "pd", 6),
+        ])]);
+        let CommandResult::Batch(results) = &results[0] else {
+            panic!("{results:?}")
+        };
+        let ids: Vec<u64> = results
+            .iter()
+            .map(|r| match r {
+                CommandResult::HoldPlaced { hold_id } => *hold_id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_ne!(ids[0], ids[1]);
+        let held: Vec<u64> = h.call("c-1").unwrap().holds.iter().map(|h| h.id).collect();
+        assert_eq!(held, ids);
+    }
+
+    #[test]
+    fn acknowledged_results_are_dropped_and_older_numbers_refused() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000)]);
+        let session = open_session(&mut h);
+        let flag = |seq, acked_below| {
+            in_session(
+                session,
+                seq,
+                acked_below,
+                Command::FlagPrivileged {
+                    jurisdiction: Jurisdiction::Tx,
+                    call_id: callvault_core::CallId::new("c-1").unwrap(),
+                    reason: "attorney".into(),
+                    evidence: "review".into(),
+                    principal: "tx-registry".into(),
+                    at: UnixMillis(7),
+                },
+            )
+        };
+        h.apply(vec![flag(1, 1), flag(2, 1)]);
+        // Seq 3 says every answer below 3 arrived: 1 and 2 are dropped, and asking again for 1
+        // cannot be a retry.
+        h.apply(vec![flag(3, 3)]);
+        assert_eq!(
+            h.apply(vec![flag(1, 3)]),
+            vec![CommandResult::Refused(Refusal::SessionUnknown)]
+        );
+        // A session nobody opened knows no results.
+        assert_eq!(
+            h.apply(vec![in_session(session + 1, 1, 1, commit("c-2", 2, 0))]),
+            vec![CommandResult::Refused(Refusal::SessionUnknown)]
+        );
+        assert!(h.call("c-2").is_none());
+    }
+
+    #[test]
+    fn the_least_recently_used_session_is_evicted_beyond_the_limit() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000)]);
+        let first = open_session(&mut h);
+        let second = open_session(&mut h);
+        // Using the first makes the second the least recently used.
+        h.apply(vec![in_session(first, 1, 1, place_hold("c-1", "da", 5))]);
+        // Fill up to the limit, then open one more.
+        let mut to_open = crate::session::MAX_SESSIONS as usize - 2 + 1;
+        while to_open > 0 {
+            let n = to_open.min(crate::command::MAX_BATCH);
+            h.apply(vec![Command::Batch(vec![Command::OpenSession; n])]);
+            to_open -= n;
+        }
+        assert_eq!(
+            h.apply(vec![in_session(second, 1, 1, place_hold("c-1", "pd", 6))]),
+            vec![CommandResult::Refused(Refusal::SessionUnknown)]
+        );
+        let retry = h.apply(vec![in_session(first, 1, 1, place_hold("c-1", "da", 5))]);
+        assert!(
+            matches!(retry[0], CommandResult::HoldPlaced { .. }),
+            "{retry:?}"
         );
     }
 }
