@@ -3,8 +3,9 @@
 //! - `bounded`: CI's mode — a few seeds that together inject every fault and crash at every
 //!   failpoint at least once; exits non-zero, printing each failing seed's replay command, if
 //!   any check finds an anomaly.
-//! - `long --duration 60m --report FILE`: seed after seed, each with every fault, until the time
-//!   is up; writes a markdown report with per-seed schedules, operations, faults and checks.
+//! - `long --duration 60m --report FILE`: seed after seed, each with every fault but the known
+//!   defects (`--with-known-defects` adds them), until the time is up; writes a markdown report
+//!   with per-seed schedules, operations, faults and checks, rewritten after every seed.
 //! - `run --seed N …`: one seed (what the replay commands call).
 //! - `check --history FILE`: the history checks on a recorded history.
 
@@ -44,6 +45,9 @@ enum Mode {
         seed: Option<u64>,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Also inject the faults of known, unfixed defects (their seeds then fail).
+        #[arg(long)]
+        with_known_defects: bool,
     },
     /// One seed.
     Run {
@@ -115,7 +119,7 @@ fn out_dir(cli: &Option<PathBuf>) -> PathBuf {
 
 /// Faults that show anomalies known and not yet fixed on this branch, each with the finding.
 /// The bounded mode leaves them out, so that it gates what is fixed; `tests/known_defects.rs`
-/// keeps one ignored, failing test for each; the long mode still runs them.
+/// keeps one ignored, failing test for each; the long mode runs them only when asked.
 const KNOWN_DEFECTS: &[(Fault, &str)] = &[
     (
         Fault::WipeThenSwap,
@@ -145,6 +149,18 @@ const KNOWN_DEFECTS: &[(Fault, &str)] = &[
 
 fn known(fault: Fault) -> bool {
     KNOWN_DEFECTS.iter().any(|(f, _)| *f == fault)
+}
+
+/// The faults a mode leaves out, and why, for its output and its report.
+fn left_out_note(with_known_defects: bool) -> String {
+    if with_known_defects || KNOWN_DEFECTS.is_empty() {
+        return String::new();
+    }
+    let lines: Vec<String> = KNOWN_DEFECTS
+        .iter()
+        .map(|(fault, why)| format!("- left out: `{}` ({why})\n", fault.name()))
+        .collect();
+    format!("Known defects, not injected:\n\n{}\n", lines.concat())
 }
 
 /// The bounded mode's plans: every nemesis in one seed, every failpoint in another, quickly.
@@ -210,14 +226,13 @@ fn main() -> ExitCode {
     let out = out_dir(&cli.out);
     match cli.mode {
         Mode::Bounded => {
-            for (fault, why) in KNOWN_DEFECTS {
-                eprintln!("bounded mode leaves out {} ({why})", fault.name());
-            }
+            let left_out = left_out_note(false);
+            eprint!("{left_out}");
             let reports: Vec<SeedReport> = bounded_plans()
                 .into_iter()
                 .map(|p| run_one(p, &out))
                 .collect();
-            let text = report::markdown("callvault fault suite: bounded mode", &reports, "");
+            let text = report::markdown("callvault fault suite: bounded mode", &reports, &left_out);
             let _ = std::fs::write(out.join("bounded-report.md"), text);
             summarize(&reports)
         }
@@ -226,6 +241,7 @@ fn main() -> ExitCode {
             report: path,
             seed,
             nodes,
+            with_known_defects,
         } => {
             let started = Instant::now();
             let mut seed = seed.unwrap_or_else(|| {
@@ -233,7 +249,12 @@ fn main() -> ExitCode {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(1, |d| d.as_secs())
             });
-            let faults = all_faults();
+            let faults: Vec<Fault> = all_faults()
+                .into_iter()
+                .filter(|f| with_known_defects || !known(*f))
+                .collect();
+            let left_out = left_out_note(with_known_defects);
+            eprint!("{left_out}");
             let mut reports = Vec::new();
             while started.elapsed() < duration {
                 let plan = Plan {
@@ -246,9 +267,9 @@ fn main() -> ExitCode {
                 };
                 reports.push(run_one(plan, &out));
                 let header = format!(
-                    "Long mode: {} of {:?} elapsed; binary `{}`.",
+                    "Long mode: {} of {} elapsed; binary `{}`.\n\n{left_out}",
                     humanize(started.elapsed()),
-                    duration,
+                    humanize(duration),
                     binaries().normal.display()
                 );
                 let text = report::markdown("callvault fault suite: long mode", &reports, &header);
