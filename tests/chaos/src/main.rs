@@ -118,34 +118,12 @@ fn out_dir(cli: &Option<PathBuf>) -> PathBuf {
 }
 
 /// Faults that show anomalies known and not yet fixed on this branch, each with the finding.
-/// The bounded mode leaves them out, so that it gates what is fixed; `tests/known_defects.rs`
+/// The bounded mode leaves them out, so that it gates what is fixed; `tests/defects.rs`
 /// keeps one ignored, failing test for each; the long mode runs them only when asked.
-const KNOWN_DEFECTS: &[(Fault, &str)] = &[
-    (
-        Fault::WipeThenSwap,
-        "issue 15 defect 3: a wiped voter votes a stale node in (foundation)",
-    ),
-    (
-        Fault::Crash(Failpoint::ProposeReplyLost),
-        "issue 15 defect 2: a retried proposal applies twice (foundation)",
-    ),
-    (
-        Fault::ClockSkew,
-        "FINDINGS: invariant 10, the leader's own clock drives expiries (retention: cluster time)",
-    ),
-    (
-        Fault::DiskFull,
-        "FINDINGS: a full disk stops the Raft core for good; the process lives on",
-    ),
-    (
-        Fault::Crash(Failpoint::SnapshotInstallBeforeSwitch),
-        "FINDINGS: a crash mid snapshot install bricks the node (log purged past the snapshot)",
-    ),
-    (
-        Fault::Crash(Failpoint::SnapshotInstallAfterSwitch),
-        "FINDINGS: a crash mid snapshot install bricks the node (log purged past the snapshot)",
-    ),
-];
+const KNOWN_DEFECTS: &[(Fault, &str)] = &[(
+    Fault::ClockSkew,
+    "FINDINGS: invariant 10, the leader's own clock drives expiries (retention: cluster time)",
+)];
 
 fn known(fault: Fault) -> bool {
     KNOWN_DEFECTS.iter().any(|(f, _)| *f == fault)
