@@ -586,10 +586,13 @@ impl Nemesis<'_> {
         hold: Duration,
         problems: &mut Vec<String>,
     ) -> anyhow::Result<String> {
+        if !fp.crashes() {
+            return self.lose_replies(fp, hold, problems).await;
+        }
         let n = self.cluster.size();
         let target = match fp {
             // Proposals reach the leader; the others' shredders and ingest work anywhere.
-            Failpoint::ApplyBeforeAck | Failpoint::ProposeReplyLost => leader.unwrap_or(1),
+            Failpoint::ApplyBeforeAck => leader.unwrap_or(1),
             _ => {
                 let others: Vec<usize> = (1..=n).filter(|&i| Some(i) != leader).collect();
                 others[rng.random_range(0..others.len())]
@@ -613,24 +616,8 @@ impl Nemesis<'_> {
         let log_from = node.log_text().len();
         node.arm_failpoints(&spec);
         node.start()?;
-        if matches!(fp, Failpoint::ApplyBeforeAck | Failpoint::ProposeReplyLost) {
+        if fp == Failpoint::ApplyBeforeAck {
             self.make_leader(target).await;
-        }
-        if !fp.crashes() {
-            // Long enough for a few dozen proposals to reach it.
-            tokio::time::sleep(hold * 3).await;
-            let fired = self.cluster.node(target).log_text()[log_from..]
-                .contains(&format!("failpoint {} fired", fp.name()));
-            if !fired {
-                problems.push(format!(
-                    "failpoint {} on node {target} never fired",
-                    fp.name()
-                ));
-            }
-            let node = self.cluster.node(target);
-            node.kill();
-            node.start()?;
-            return Ok(format!("node {target} armed with {spec}: fired {fired}"));
         }
         let exit = self
             .cluster
@@ -649,6 +636,56 @@ impl Nemesis<'_> {
         }
         self.cluster.node(target).start()?;
         Ok(format!("node {target} crashed at {}: {crashed}", fp.name()))
+    }
+
+    /// A failpoint that changes what the leader answers (`propose-reply-lost`): armed on every
+    /// node by restarting them one at a time, so whoever leads while it holds loses replies
+    /// (making one chosen node lead is a race the other follower often wins); then every node
+    /// is restarted clean. A step in which it never fired is a problem: it tested nothing.
+    async fn lose_replies(
+        &mut self,
+        fp: Failpoint,
+        hold: Duration,
+        problems: &mut Vec<String>,
+    ) -> anyhow::Result<String> {
+        let spec = fp.spec();
+        let ids: Vec<usize> = (1..=self.cluster.size()).collect();
+        let mut log_from = Vec::new();
+        for &id in &ids {
+            self.restart_ready(id, Some(&spec)).await?;
+            log_from.push(self.cluster.node(id).log_text().len());
+        }
+        // Long enough for a few dozen proposals to reach the leader.
+        tokio::time::sleep(hold * 3).await;
+        let fired: Vec<usize> = ids
+            .iter()
+            .zip(&log_from)
+            .filter(|&(&id, &from)| {
+                self.cluster.node(id).log_text()[from..]
+                    .contains(&format!("failpoint {} fired", fp.name()))
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if fired.is_empty() {
+            problems.push(format!("failpoint {} never fired on any node", fp.name()));
+        }
+        for &id in &ids {
+            self.restart_ready(id, None).await?;
+        }
+        Ok(format!("every node armed with {spec}; fired on {fired:?}"))
+    }
+
+    /// kill -9 and a restart (with `failpoints` armed, if any), then up to 30 s for the node to
+    /// be ready, so that a rolling restart never takes down a quorum.
+    async fn restart_ready(&mut self, id: usize, failpoints: Option<&str>) -> anyhow::Result<()> {
+        let node = self.cluster.node(id);
+        node.kill();
+        if let Some(spec) = failpoints {
+            node.arm_failpoints(spec);
+        }
+        node.start()?;
+        self.wait_ready(id, Duration::from_secs(30)).await;
+        Ok(())
     }
 
     /// Waits (up to 90 s) until the leader's log is purged past where node `id` stopped;
