@@ -18,6 +18,7 @@ pub mod authz;
 pub mod command;
 pub mod convert;
 pub mod custody;
+pub mod failpoints;
 pub mod intents;
 pub mod member;
 pub mod metadata;

@@ -486,6 +486,10 @@ impl MetaService {
     async fn propose_or_forward(&self, command: Command) -> Result<pb::ProposeResponse, Status> {
         let bytes = command.encode();
         match self.proposer.propose(command, bytes.len()).await {
+            // Committed and applied, but the caller never hears it: a reply lost on the way back.
+            Ok(_) if crate::failpoint_fires!("propose-reply-lost") => Err(Status::unavailable(
+                "the reply was lost (failpoint propose-reply-lost)",
+            )),
             Ok((log_id, result)) => Ok(pb::ProposeResponse {
                 term: log_id.leader_id.term,
                 index: log_id.index,

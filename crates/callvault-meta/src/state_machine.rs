@@ -386,12 +386,14 @@ impl StateMachineStore {
             return Err(err(&"unpacked state is not at the snapshot's log id"));
         }
         sync_dir(&self.shared.sm_dir).map_err(|e| err(&e))?;
+        crate::failpoint!("snapshot-install-before-switch");
         write_atomically(
             &self.shared.sm_dir.join("CURRENT"),
             next.to_string().as_bytes(),
         )
         .map_err(|e| err(&e))?;
         *self.shared.db.write().expect("lock is not poisoned") = (next, Arc::new(db));
+        crate::failpoint!("snapshot-install-after-switch");
         std::fs::rename(received, self.current_snapshot_path()).map_err(|e| err(&e))?;
         sync_dir(&self.shared.snapshot_dir).map_err(|e| err(&e))?;
         // The old generation is dropped once its last reader lets go of it.

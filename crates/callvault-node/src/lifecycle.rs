@@ -231,6 +231,7 @@ impl Lifecycle {
         // 1. The deleted keys leave the state machine's files and its write-ahead log.
         let state = sm.clone();
         tokio::task::spawn_blocking(move || state.compact_shredded_keys()).await??;
+        callvault_meta::failpoint!("shred-after-compact");
 
         // 2. A snapshot that starts after that compaction replaces the one that may hold keys.
         let before = sm.snapshot_builds_started().await;
@@ -243,6 +244,7 @@ impl Lifecycle {
             },
         )
         .await?;
+        callvault_meta::failpoint!("shred-after-snapshot");
 
         // 3. The log is purged past the entries that carried the keys, and its files rewritten.
         let raft = &self.node.raft;
@@ -262,6 +264,7 @@ impl Lifecycle {
         .await?;
         let log = self.node.log.clone();
         tokio::task::spawn_blocking(move || log.compact_purged(through)).await??;
+        callvault_meta::failpoint!("shred-before-receipt");
 
         // 4. The receipt.
         let calls: Vec<(Jurisdiction, CallId)> = mine

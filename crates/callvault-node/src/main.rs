@@ -19,6 +19,8 @@ mod serve;
 mod telemetry;
 
 fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = callvault_meta::failpoints::setup();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,
