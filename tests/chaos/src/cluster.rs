@@ -58,6 +58,7 @@ fn tuning(id: usize, nodes: usize, volume: &Path) -> toml::Table {
          snapshot_after_entries = 100\nlog_entries_kept_after_snapshot = 20\n\
          [bootstrap]\nmode = \"auto\"\njoin_timeout_seconds = 600\n\
          [playback]\ncalls_per_hour = 1000000\nbytes_per_hour = 1099511627776\n\
+         [query]\nrequests_per_hour = 1000000\nbulk_records_per_hour = 1000000000\n\
          [lifecycle]\nsweep_tick_ms = 500\nshred_tick_ms = 1000\ncollect_tick_ms = 1000\n\
          [blob]\nlisten_addr = \"{blob_ip}:{BLOB_PORT}\"\nreplicas = 3\n",
         listen = addr(id),
