@@ -393,6 +393,25 @@ impl NodeProcess {
         }
     }
 
+    /// Pauses the process (SIGSTOP): it keeps its sockets but answers nothing, like a node
+    /// stuck in a long GC pause or a frozen VM.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the node is running");
+        // SAFETY: sending a signal to a child process we own.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, signal);
+        }
+    }
+
     /// Stops the process with SIGTERM and waits for it to exit; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {

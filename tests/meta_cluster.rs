@@ -356,3 +356,95 @@ async fn damaged_data_refuses_to_start_with_a_clear_error() {
     assert_eq!(counters.calls_total, 20);
     node.kill();
 }
+
+/// The call `i` as a linearizable read through `node` sees it: `Some(true)` stored, `Some(false)`
+/// unknown, `None` no answer.
+async fn has_call(node: &NodeProcess, i: usize) -> Option<bool> {
+    let r = node
+        .meta()
+        .read_call(pb::ReadCallRequest {
+            jurisdiction: "US-TX".into(),
+            call_id: format!("call-{i}"),
+            local: false,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    Some(!r.record.is_empty())
+}
+
+/// Invariant 4 against a lost volume. A voter whose volume is wiped comes back with an empty log
+/// and no memory of its votes; under its old identity it would vote for a peer that lacks writes
+/// it had itself acknowledged. Here a write is acknowledged by A (the leader) and C while B is
+/// down; then A dies and C loses its volume. B and the new C are a majority, and without
+/// volume incarnations C grants B its vote and the acknowledged write is gone. With them, C
+/// refuses every RPC meant for its old volume: no leader until A is back, the write survives,
+/// and C rejoins as a learner through `AddMember` before it votes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_that_lost_its_volume_cannot_elect_a_leader_missing_acknowledged_writes() {
+    let mut cluster = MetaCluster::start(3, FAST_RAFT).await;
+    let nodes = addresses(&cluster);
+    propose(&nodes, &tx_policy(), Duration::from_secs(30)).await;
+    let a = cluster.leader().await;
+    let (b, c) = match a {
+        1 => (2, 3),
+        2 => (1, 3),
+        _ => (1, 2),
+    };
+    // B is down (not paused: a paused process's kernel still queues the entries sent to it).
+    cluster.node(b).kill();
+    let leader_addr = vec![(a, cluster.node(a).addr.clone())];
+    let acked = propose(&leader_addr, &commit(1), Duration::from_secs(30)).await;
+    assert!(
+        matches!(acked, CommandResult::CallCommitted { .. }),
+        "{acked:?}"
+    );
+
+    cluster.node(a).kill();
+    cluster.node(c).kill();
+    std::fs::remove_dir_all(cluster.node(c).data_dir()).unwrap();
+    cluster.node(c).start();
+    cluster.node(b).start();
+
+    // Many election timeouts: B must not become leader with the wiped C's vote.
+    let watch_until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < watch_until {
+        for id in [b, c] {
+            if let Some(status) = cluster.node(id).status().await {
+                assert_ne!(
+                    status.role, "leader",
+                    "node {id} leads term {} without the acknowledged write's holder",
+                    status.term
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    cluster.node(a).start();
+    let node_b = &cluster.nodes[(b - 1) as usize];
+    let found = eventually("a linearizable read", Duration::from_secs(30), || {
+        has_call(node_b, 1)
+    })
+    .await;
+    assert!(found, "the acknowledged call was lost");
+
+    // The operator (or auto bootstrap) adds C back: its new volume replaces the old one.
+    let leader = cluster.leader().await;
+    let c_addr = cluster.node(c).addr.clone();
+    cluster
+        .node(leader)
+        .cluster()
+        .add_member(pb::AddMemberRequest {
+            node_id: c,
+            addr: c_addr,
+            learner_only: false,
+        })
+        .await
+        .expect("the wiped node rejoins");
+    let status = cluster.node(leader).status().await.unwrap();
+    let member = status.members.iter().find(|m| m.node_id == c).unwrap();
+    assert!(member.voter, "{status:?}");
+    converged(&cluster).await;
+    assert_eq!(has_call(cluster.node(c), 1).await, Some(true));
+}

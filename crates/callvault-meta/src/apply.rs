@@ -219,13 +219,57 @@ pub fn apply_command(
     if let Command::Batch(commands) = command {
         let results = commands
             .iter()
-            .map(|c| apply_command(txn, c, at))
+            .enumerate()
+            .map(|(slot, c)| apply_in_slot(txn, c, at, slot))
             .collect::<Result<_, _>>()?;
         return Ok(CommandResult::Batch(results));
     }
+    apply_in_slot(txn, command, at, 0)
+}
+
+/// Bits of a unique id that number the commands of one batch entry.
+const SLOT_BITS: u32 = 10;
+const _: () = assert!(crate::command::MAX_BATCH <= 1 << SLOT_BITS);
+
+/// An id no other command of the log gets: the entry's index and the command's slot in it.
+pub fn unique_id(at: LogPosition, slot: usize) -> u64 {
+    at.index << SLOT_BITS | slot as u64
+}
+
+/// Applies the command in `slot` of the entry at `at` (a session's proposal once only).
+fn apply_in_slot(
+    txn: &mut Txn<'_>,
+    command: &Command,
+    at: LogPosition,
+    slot: usize,
+) -> Result<CommandResult, ApplyError> {
+    match command {
+        Command::OpenSession => crate::session::open(txn, unique_id(at, slot)),
+        Command::Session(request) => {
+            let numbered = crate::session::Numbered {
+                session: request.session,
+                seq: request.seq,
+                acked_below: request.acked_below,
+                at: unique_id(at, slot),
+            };
+            crate::session::apply_once(txn, &numbered, |txn| {
+                apply_plain(txn, &request.command, at, slot)
+            })
+        }
+        plain => apply_plain(txn, plain, at, slot),
+    }
+}
+
+/// Decides a command that is neither a batch nor a session's and audits its result.
+fn apply_plain(
+    txn: &mut Txn<'_>,
+    command: &Command,
+    at: LogPosition,
+    slot: usize,
+) -> Result<CommandResult, ApplyError> {
     let result = match command.check_shape() {
         Err(refusal) => CommandResult::Refused(refusal),
-        Ok(()) => decide(txn, command, at)?,
+        Ok(()) => decide(txn, command, at, slot)?,
     };
     if let Some(event) = audit_event(command, &result) {
         audit_log::append(txn, event)?;
@@ -406,7 +450,9 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
         | Command::KeysShredded { .. }
         | Command::ChunksCollected { .. }
         | Command::RecordAuthFailures(_)
-        | Command::Batch(_) => return None,
+        | Command::Batch(_)
+        | Command::Session(_)
+        | Command::OpenSession => return None,
     })
 }
 
@@ -414,6 +460,7 @@ fn decide(
     txn: &mut Txn<'_>,
     command: &Command,
     position: LogPosition,
+    slot: usize,
 ) -> Result<CommandResult, ApplyError> {
     match command {
         Command::PutPolicy {
@@ -519,7 +566,7 @@ fn decide(
                 review_date: *review_date,
                 at: *at,
             },
-            position,
+            unique_id(position, slot),
         ),
         Command::ReleaseHold {
             jurisdiction,
@@ -549,7 +596,9 @@ fn decide(
             crate::auth_failures::apply(txn, report)?;
             Ok(CommandResult::Empty)
         }
-        Command::Batch(_) => unreachable!("batches are unrolled by apply_command"),
+        Command::Batch(_) | Command::Session(_) | Command::OpenSession => {
+            unreachable!("unrolled by apply_command")
+        }
     }
 }
 

@@ -2,13 +2,14 @@
 //! written by the same atomic `apply` batch as the event they record, so the log and the state can
 //! never disagree, and snapshots and replication carry them.
 
+use crate::member::MetaMember;
 use callvault_audit::{AuditEntry, AuditEntryBuilder, AuditEvent, Hash, MerkleTree, NodeStore};
 use callvault_core::codec::VersionedRecord;
 use callvault_core::{Jurisdiction, UnixMillis};
 
 use crate::txn::Txn;
 use crate::types::NodeId;
-use openraft::{BasicNode, Membership};
+use openraft::Membership;
 
 /// Audit entries: `sequence` (u64 BE) → the entry's canonical bytes (the Merkle leaf).
 pub const CF_AUDIT_ENTRIES: &str = "audit_entries";
@@ -224,7 +225,7 @@ fn node_ids<'a>(ids: impl Iterator<Item = &'a NodeId>) -> String {
 pub fn append_membership(
     txn: &mut Txn<'_>,
     log_index: u64,
-    membership: &Membership<NodeId, BasicNode>,
+    membership: &Membership<NodeId, MetaMember>,
 ) -> Result<AuditEntry, AuditError> {
     let time = latest_entry_time(txn)?;
     let configs: Vec<String> = membership
@@ -235,7 +236,8 @@ pub fn append_membership(
     let joint = configs.len() > 1;
     let addresses: Vec<String> = membership
         .nodes()
-        .map(|(id, node)| format!("{id}={}", node.addr))
+        // The incarnation says which volume: a member replaced after losing its volume shows.
+        .map(|(id, node)| format!("{id}={}#{:016x}", node.addr, node.incarnation))
         .collect();
     let max = callvault_audit::entry::MAX_DETAIL_VALUE;
     append(
@@ -284,7 +286,7 @@ mod tests {
     use callvault_core::UnixMillis;
     use callvault_core::codec::VersionedRecord;
     use openraft::storage::RaftStateMachine;
-    use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership};
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
     use rocksdb::IteratorMode;
 
     use super::*;
@@ -303,12 +305,15 @@ mod tests {
         }
     }
 
-    fn membership(voters: &[&[u64]], learners: &[u64]) -> Membership<NodeId, BasicNode> {
+    fn membership(voters: &[&[u64]], learners: &[u64]) -> Membership<NodeId, MetaMember> {
         let configs: Vec<BTreeSet<u64>> =
             voters.iter().map(|c| c.iter().copied().collect()).collect();
         let mut nodes = BTreeMap::new();
         for id in configs.iter().flatten().chain(learners) {
-            nodes.insert(*id, BasicNode::new(format!("127.0.0.1:{}", 7100 + id)));
+            nodes.insert(
+                *id,
+                MetaMember::new(format!("127.0.0.1:{}", 7100 + id), *id),
+            );
         }
         Membership::new(configs, nodes)
     }
@@ -387,7 +392,7 @@ mod tests {
         assert_eq!(detail(&logged[2], "learners"), "2");
         assert_eq!(
             detail(&logged[2], "nodes"),
-            "1=127.0.0.1:7101,2=127.0.0.1:7102"
+            "1=127.0.0.1:7101#0000000000000001,2=127.0.0.1:7102#0000000000000002"
         );
         assert_eq!(detail(&logged[3], "voters"), "1 -> 1,2");
         assert!(logged[3].outcome().starts_with("joint"));
@@ -479,7 +484,10 @@ mod tests {
         let db = sm.db();
         let mut txn = Txn::new(&db);
         let mut nodes = BTreeMap::new();
-        nodes.insert(1u64, BasicNode::new(format!("evil\n{}", "a".repeat(4000))));
+        nodes.insert(
+            1u64,
+            MetaMember::new(format!("evil\n{}", "a".repeat(4000)), 1),
+        );
         let m = Membership::new(vec![[1u64].into_iter().collect()], nodes);
         let logged = append_membership(&mut txn, 9, &m).unwrap();
         let nodes = &logged.details()["nodes"];

@@ -29,6 +29,10 @@ pub fn proposers(command: &Command) -> &'static [Role] {
         }
         // Formed by the leader from single proposals; never proposed.
         Command::Batch(_) => &[],
+        // A session's numbered proposal is checked as the command it carries.
+        Command::Session(request) => proposers(&request.command),
+        // Every role that proposes anything holds a session.
+        Command::OpenSession => &[Meta, Ingest, Api, Keys],
     }
 }
 

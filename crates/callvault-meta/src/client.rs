@@ -3,6 +3,7 @@
 //! with `UNAVAILABLE` (an election, a restarting node) are retried on the next node, with
 //! backoff, until a deadline.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use callvault_proto::v1::meta_store_client::MetaStoreClient;
 use tonic::Status;
 
 use crate::apply::{Counters, LogPosition};
-use crate::command::{Command, CommandResult};
+use crate::command::{Command, CommandResult, Refusal, SessionRequest};
 use crate::reads::{CallFilter, JurisdictionStatus, Page, Standing};
 
 /// How long a call keeps retrying through elections and restarts before it gives up.
@@ -38,6 +39,43 @@ pub struct Committed {
 pub struct MetaClient {
     members: Arc<Vec<MetaStoreClient<AuthChannel>>>,
     next: Arc<AtomicUsize>,
+    session: Arc<ClientSession>,
+}
+
+/// This client's session with the metadata store, which makes its proposals exactly-once
+/// however often they are retried (see [`crate::session`]).
+#[derive(Default)]
+struct ClientSession {
+    /// The open session; held while one is being opened, so concurrent proposals share it.
+    id: tokio::sync::Mutex<Option<u64>>,
+    numbers: std::sync::Mutex<Numbers>,
+}
+
+/// Proposal numbers: the last one given and those still waiting for their answer.
+#[derive(Default)]
+struct Numbers {
+    last: u64,
+    in_flight: BTreeSet<u64>,
+}
+
+impl ClientSession {
+    /// The next proposal's number and the number below which every answer has arrived.
+    fn number(&self) -> (u64, u64) {
+        let mut numbers = self.numbers.lock().expect("lock is not poisoned");
+        numbers.last += 1;
+        let seq = numbers.last;
+        numbers.in_flight.insert(seq);
+        let acked_below = *numbers.in_flight.first().expect("seq was just inserted");
+        (seq, acked_below)
+    }
+
+    fn answered(&self, seq: u64) {
+        self.numbers
+            .lock()
+            .expect("lock is not poisoned")
+            .in_flight
+            .remove(&seq);
+    }
 }
 
 impl std::fmt::Debug for MetaClient {
@@ -102,59 +140,135 @@ impl MetaClient {
         Ok(MetaClient {
             members: Arc::new(members),
             next: Arc::new(AtomicUsize::new(0)),
+            session: Arc::default(),
         })
     }
 
     /// Runs `call` against one member after another until it answers with anything but
     /// `UNAVAILABLE`, or [`RETRY_FOR`] has passed.
-    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: FnMut(MetaStoreClient<AuthChannel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.retrying_counted(call).await.1
+    }
+
+    /// [`Self::retrying`], also saying how many attempts were made.
+    async fn retrying_counted<T, F, Fut>(&self, mut call: F) -> (u32, Result<T, Status>)
     where
         F: FnMut(MetaStoreClient<AuthChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
         let mut backoff = Duration::from_millis(50);
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let at = self.next.load(Ordering::Relaxed) % self.members.len();
             match call(self.members[at].clone()).await {
-                Ok(response) => return Ok(response.into_inner()),
+                Ok(response) => return (attempts, Ok(response.into_inner())),
                 Err(status) if status.code() == tonic::Code::Unavailable => {
                     if tokio::time::Instant::now() + backoff > deadline {
-                        return Err(Status::unavailable(format!(
+                        let status = Status::unavailable(format!(
                             "metadata store unavailable for {}s: {}",
                             RETRY_FOR.as_secs(),
                             status.message()
-                        )));
+                        ));
+                        return (attempts, Err(status));
                     }
                     // Another member may be up, or may know the new leader.
                     self.next.store(at + 1, Ordering::Relaxed);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                Err(status) => return Err(status),
+                Err(status) => return (attempts, Err(status)),
             }
         }
     }
 
-    /// Proposes `command` and waits until it applied.
+    /// Proposes `command` and waits until it applied, exactly once however often it had to be
+    /// retried: it goes as a numbered proposal of this client's session.
     #[tracing::instrument(name = "meta.client.propose", skip_all, fields(otel.kind = "client", command = command.kind()))]
     pub async fn propose(&self, command: &Command) -> Result<(Committed, CommandResult), Status> {
+        if matches!(
+            command,
+            Command::Batch(_) | Command::Session(_) | Command::OpenSession
+        ) {
+            return self.propose_once(command).await.1;
+        }
+        let mut stale = None;
+        for _ in 0..3 {
+            let session = self.session_id(stale).await?;
+            let (seq, acked_below) = self.session.number();
+            let numbered = Command::Session(SessionRequest {
+                session,
+                seq,
+                acked_below,
+                command: Box::new(command.clone()),
+            });
+            let (attempts, outcome) = self.propose_once(&numbered).await;
+            self.session.answered(seq);
+            match outcome? {
+                (_, CommandResult::Refused(Refusal::SessionUnknown)) if attempts == 1 => {
+                    // Refused without being applied: safe to send again in a new session.
+                    stale = Some(session);
+                }
+                (_, CommandResult::Refused(Refusal::SessionUnknown)) => {
+                    return Err(Status::unknown(
+                        "outcome unknown: the metadata store evicted this client's session \
+                         while the proposal was being retried; read the state before retrying",
+                    ));
+                }
+                answered => return Ok(answered),
+            }
+        }
+        Err(Status::unavailable(
+            "the metadata store forgot three sessions of this client in a row",
+        ))
+    }
+
+    /// The open session's id, opening one if there is none or if the open one is `stale`.
+    async fn session_id(&self, stale: Option<u64>) -> Result<u64, Status> {
+        let mut id = self.session.id.lock().await;
+        if let Some(current) = *id
+            && Some(current) != stale
+        {
+            return Ok(current);
+        }
+        match self.propose_once(&Command::OpenSession).await.1? {
+            (_, CommandResult::SessionOpened { session }) => {
+                *id = Some(session);
+                Ok(session)
+            }
+            (_, other) => Err(Status::internal(format!(
+                "the metadata store answered a session request with {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends one proposal, retried on `UNAVAILABLE`; says how many attempts it took.
+    async fn propose_once(
+        &self,
+        command: &Command,
+    ) -> (u32, Result<(Committed, CommandResult), Status>) {
         let bytes = command.encode();
-        let response = self
-            .retrying(|mut c| {
+        let (attempts, response) = self
+            .retrying_counted(|mut c| {
                 let command = bytes.clone();
                 async move { c.propose(pb::ProposeRequest { command }).await }
             })
-            .await?;
-        let result =
-            CommandResult::decode(&response.result).map_err(|e| corrupt("command result", e))?;
-        Ok((
-            Committed {
+            .await;
+        let result = response.and_then(|response| {
+            let result = CommandResult::decode(&response.result)
+                .map_err(|e| corrupt("command result", e))?;
+            let committed = Committed {
                 term: response.term,
                 index: response.index,
-            },
-            result,
-        ))
+            };
+            Ok((committed, result))
+        });
+        (attempts, result)
     }
 
     /// A number's standing, and `call_id`'s existing record if given (linearizable).

@@ -105,7 +105,7 @@ pub enum Command {
         /// At most [`MAX_EXPIRE_BATCH`] calls.
         calls: Vec<CallId>,
     },
-    /// Places a named legal hold on a call. The hold's id is the entry's log index.
+    /// Places a named legal hold on a call. The hold's id is the command's unique id in the log.
     PlaceHold {
         /// Whose call.
         jurisdiction: Jurisdiction,
@@ -151,6 +151,11 @@ pub enum Command {
         /// When.
         at: UnixMillis,
     },
+    /// A client session's numbered proposal (tag 17): applied once, however often it is
+    /// retried (see [`crate::session`]).
+    Session(SessionRequest),
+    /// Opens a client session (tag 18); its id is the entry's unique position.
+    OpenSession,
     /// The blob collector removed these calls' chunks from every shard of the set.
     ChunksCollected {
         /// The shards that confirmed the chunks are gone.
@@ -160,6 +165,19 @@ pub enum Command {
         /// When.
         at: UnixMillis,
     },
+}
+
+/// A numbered proposal of a client session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRequest {
+    /// The session, as `OpenSession` answered.
+    pub session: u64,
+    /// This proposal's number in the session, from 1 up; a retry carries the same number.
+    pub seq: u64,
+    /// The client has the answer of every proposal numbered below this.
+    pub acked_below: u64,
+    /// The proposal: neither a batch nor a session command.
+    pub command: Box<Command>,
 }
 
 /// Most calls one `Expire` names.
@@ -264,6 +282,9 @@ pub enum Refusal {
     TooManyHolds,
     /// The hold's review date breaks the policy.
     ReviewDate(String),
+    /// The client session is unknown (evicted, or never opened) or the proposal is older than
+    /// the client said it had answers for: the client must open a new session.
+    SessionUnknown,
 }
 
 /// The result of applying one command (or a blank or membership entry).
@@ -331,6 +352,11 @@ pub enum CommandResult {
     ReceiptsRecorded {
         /// Shreds that became complete with them.
         completed: u32,
+    },
+    /// A client session was opened.
+    SessionOpened {
+        /// Its id.
+        session: u64,
     },
 }
 
@@ -488,6 +514,16 @@ impl VersionedRecord for Command {
                 w.u8(11).u64(*node_id);
                 write_calls(&mut w, calls);
                 w.i64(at.0);
+            }
+            Command::Session(request) => {
+                w.u8(17)
+                    .u64(request.session)
+                    .u64(request.seq)
+                    .u64(request.acked_below)
+                    .blob(&request.command.encode());
+            }
+            Command::OpenSession => {
+                w.u8(18);
             }
             Command::ChunksCollected { shards, calls, at } => {
                 w.u8(12).u32(shards.len() as u32);
@@ -663,6 +699,24 @@ impl VersionedRecord for Command {
                     at: UnixMillis(r.i64()?),
                 }
             }
+            17 => {
+                let (session, seq, acked_below) = (r.u64()?, r.u64()?, r.u64()?);
+                let inner = r.blob("session command", MAX_EMBEDDED_RECORD)?;
+                // Refused by its tag before it is decoded: a command that carries commands
+                // decoded first would let one crafted entry recurse until every replica's stack
+                // overflows.
+                if matches!(inner.get(1), Some(4 | 17 | 18)) {
+                    return Err(r.invalid("session command", "a batch or session command"));
+                }
+                let command = Command::decode(&inner)?;
+                Command::Session(SessionRequest {
+                    session,
+                    seq,
+                    acked_below,
+                    command: Box::new(command),
+                })
+            }
+            18 => Command::OpenSession,
             16 => Command::RecordAuthFailures(crate::auth_failures::AuthFailureReport::decode(
                 &r.blob("auth failures", crate::auth_failures::MAX_REPORT_BYTES)?,
             )?),
@@ -723,6 +777,8 @@ impl Command {
             Command::RecordAccess(_) => "record_access",
             Command::KeysShredded { .. } => "keys_shredded",
             Command::ChunksCollected { .. } => "chunks_collected",
+            Command::Session(request) => request.command.kind(),
+            Command::OpenSession => "open_session",
         }
     }
 
@@ -809,6 +865,7 @@ impl VersionedRecord for CommandResult {
                     Refusal::NotLive => w.u8(9),
                     Refusal::TooManyHolds => w.u8(10),
                     Refusal::ReviewDate(reason) => w.u8(11).str(reason),
+                    Refusal::SessionUnknown => w.u8(12),
                 };
             }
             CommandResult::SensitiveRegistered => {
@@ -839,6 +896,9 @@ impl VersionedRecord for CommandResult {
             }
             CommandResult::ReceiptsRecorded { completed } => {
                 w.u8(12).u32(*completed);
+            }
+            CommandResult::SessionOpened { session } => {
+                w.u8(13).u64(*session);
             }
             CommandResult::Batch(results) => {
                 w.u8(5).u32(results.len() as u32);
@@ -889,6 +949,7 @@ impl VersionedRecord for CommandResult {
                 9 => Refusal::NotLive,
                 10 => Refusal::TooManyHolds,
                 11 => Refusal::ReviewDate(r.str("reason", 1024)?),
+                12 => Refusal::SessionUnknown,
                 t => return Err(r.invalid("refusal", format!("unknown tag {t}"))),
             }),
             5 => {
@@ -933,6 +994,7 @@ impl VersionedRecord for CommandResult {
             12 => CommandResult::ReceiptsRecorded {
                 completed: r.u32()?,
             },
+            13 => CommandResult::SessionOpened { session: r.u64()? },
             t => return Err(r.invalid("result", format!("unknown tag {t}"))),
         };
         r.finish()?;
@@ -1025,6 +1087,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn sessions_nested_in_batches_in_sessions_are_refused_without_recursing() {
+        // Session(Batch(Session(Batch(...)))): each level is refused by its tag, so no depth
+        // reaches the decoder.
+        let mut bytes = commit("c-1", 1, 0).encode();
+        for level in 0..10_000 {
+            let mut w = Writer::with_version(COMMAND_VERSION);
+            if level % 2 == 0 {
+                w.u8(17).u64(1).u64(1).u64(1).blob(&bytes);
+            } else {
+                w.u8(4).u32(1).blob(&bytes);
+            }
+            bytes = w.finish();
+        }
+        assert!(Command::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_session_carries_one_plain_command() {
+        for inner in [
+            Command::Batch(vec![]),
+            Command::OpenSession,
+            Command::Session(SessionRequest {
+                session: 1,
+                seq: 1,
+                acked_below: 1,
+                command: Box::new(commit("c-1", 1, 0)),
+            }),
+        ] {
+            let wrapped = Command::Session(SessionRequest {
+                session: 1,
+                seq: 2,
+                acked_below: 1,
+                command: Box::new(inner),
+            });
+            assert!(Command::decode(&wrapped.encode()).is_err());
+        }
+    }
+
+    #[test]
     fn commands_and_results_round_trip() {
         let commands = [
             Command::PutPolicy {
@@ -1107,6 +1208,22 @@ pub(crate) mod tests {
                 calls: vec![(Jurisdiction::Ut, CallId::new("c-4").unwrap())],
                 at: UnixMillis(9),
             },
+            Command::OpenSession,
+            Command::Session(SessionRequest {
+                session: 7 << 10,
+                seq: 3,
+                acked_below: 2,
+                command: Box::new(commit("c-5", 5, 0)),
+            }),
+            Command::Batch(vec![
+                Command::OpenSession,
+                Command::Session(SessionRequest {
+                    session: 1,
+                    seq: 1,
+                    acked_below: 1,
+                    command: Box::new(register("(512) 555-0102", 4, 1)),
+                }),
+            ]),
         ];
         for c in commands.into_iter().chain(lifecycle) {
             assert_eq!(Command::decode(&c.encode()), Ok(c));
@@ -1147,6 +1264,10 @@ pub(crate) mod tests {
             CommandResult::Refused(Refusal::ReviewDate("required".into())),
             CommandResult::Refused(Refusal::NotIssuer),
             CommandResult::ReceiptsRecorded { completed: 2 },
+            CommandResult::SessionOpened {
+                session: 9 << 10 | 1,
+            },
+            CommandResult::Refused(Refusal::SessionUnknown),
             CommandResult::Batch(vec![
                 CommandResult::PolicyPut { version: 1 },
                 CommandResult::Refused(Refusal::NoPolicy),

@@ -1,11 +1,12 @@
 //! openraft's types to and from `callvault.v1` protobuf messages. The same messages serve the
 //! network and the disk (log entries, vote, membership), so one bounded decoder guards both.
 
+use crate::member::MetaMember;
 use std::collections::{BTreeMap, BTreeSet};
 
 use callvault_core::codec::{DecodeError, VersionedRecord};
 use callvault_proto::v1 as pb;
-use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership};
+use openraft::{CommittedLeaderId, EntryPayload, Membership};
 use prost::Message;
 
 use crate::command::Command;
@@ -87,7 +88,7 @@ pub fn vote_from_pb(vote: &pb::RaftVote) -> Result<Vote, ConvertError> {
 }
 
 /// `Membership` to protobuf.
-pub fn membership_to_pb(membership: &Membership<u64, BasicNode>) -> pb::Membership {
+pub fn membership_to_pb(membership: &Membership<u64, MetaMember>) -> pb::Membership {
     pb::Membership {
         configs: membership
             .get_joint_config()
@@ -103,6 +104,7 @@ pub fn membership_to_pb(membership: &Membership<u64, BasicNode>) -> pb::Membersh
                     *id,
                     pb::RaftNode {
                         addr: node.addr.clone(),
+                        incarnation: node.incarnation,
                     },
                 )
             })
@@ -113,7 +115,7 @@ pub fn membership_to_pb(membership: &Membership<u64, BasicNode>) -> pb::Membersh
 /// Protobuf to `Membership`, checking sizes and that every voter has an address.
 pub fn membership_from_pb(
     membership: &pb::Membership,
-) -> Result<Membership<u64, BasicNode>, ConvertError> {
+) -> Result<Membership<u64, MetaMember>, ConvertError> {
     if membership.configs.len() > 2 || membership.configs.is_empty() {
         return Err(ConvertError::Invalid {
             field: "membership.configs",
@@ -131,10 +133,10 @@ pub fn membership_from_pb(
         .iter()
         .map(|set| set.ids.iter().copied().collect())
         .collect();
-    let nodes: BTreeMap<u64, BasicNode> = membership
+    let nodes: BTreeMap<u64, MetaMember> = membership
         .nodes
         .iter()
-        .map(|(id, node)| (*id, BasicNode::new(node.addr.clone())))
+        .map(|(id, node)| (*id, MetaMember::new(node.addr.clone(), node.incarnation)))
         .collect();
     for id in configs.iter().flatten() {
         if !nodes.contains_key(id) {
@@ -265,10 +267,10 @@ mod tests {
         let membership = Membership::new(
             vec![BTreeSet::from([1, 2, 3])],
             BTreeMap::from([
-                (1, BasicNode::new("127.0.0.1:1")),
-                (2, BasicNode::new("127.0.0.1:2")),
-                (3, BasicNode::new("127.0.0.1:3")),
-                (4, BasicNode::new("127.0.0.1:4")),
+                (1, MetaMember::new("127.0.0.1:1", 101)),
+                (2, MetaMember::new("127.0.0.1:2", 202)),
+                (3, MetaMember::new("127.0.0.1:3", 303)),
+                (4, MetaMember::new("127.0.0.1:4", 404)),
             ]),
         );
         for payload in [
@@ -288,7 +290,14 @@ mod tests {
     fn a_membership_naming_a_voter_without_address_is_refused() {
         let bad = pb::Membership {
             configs: vec![pb::NodeIdSet { ids: vec![1, 9] }],
-            nodes: [(1, pb::RaftNode { addr: "a".into() })].into(),
+            nodes: [(
+                1,
+                pb::RaftNode {
+                    addr: "a".into(),
+                    incarnation: 0,
+                },
+            )]
+            .into(),
         };
         assert!(membership_from_pb(&bad).is_err());
     }

@@ -42,6 +42,8 @@ pub const CF_SHREDS: &str = "shreds";
 pub const CF_QUOTAS: &str = "quotas";
 /// Per-jurisdiction counters: `jur` → `Counters`.
 pub const CF_COUNTERS: &str = "counters";
+/// Client sessions and their kept results (see `crate::session`).
+pub const CF_SESSIONS: &str = "sessions";
 /// The applied log id and the membership.
 pub const CF_SM_META: &str = "sm_meta";
 
@@ -64,6 +66,7 @@ pub const STATE_MACHINE_CFS: &[&str] = &[
     CF_SHREDS,
     CF_QUOTAS,
     CF_COUNTERS,
+    CF_SESSIONS,
     crate::audit_log::CF_AUDIT_ENTRIES,
     crate::audit_log::CF_AUDIT_TREE,
     crate::audit_log::CF_AUDIT_SUBJECTS,

@@ -277,11 +277,12 @@ pub(crate) struct HoldRequest<'a> {
     pub at: UnixMillis,
 }
 
-/// `PlaceHold`: the hold's id is the entry's log index, unique and the same on every replica.
+/// `PlaceHold`: the hold's id is the command's unique id in the log (its entry's index and its
+/// slot in the entry), the same on every replica.
 pub(crate) fn place_hold(
     txn: &mut Txn<'_>,
     request: &HoldRequest<'_>,
-    position: LogPosition,
+    hold_id: u64,
 ) -> Result<CommandResult, ApplyError> {
     let jurisdiction = request.jurisdiction;
     let call_key = keys::call(jurisdiction, request.call_id);
@@ -295,7 +296,7 @@ pub(crate) fn place_hold(
         return Ok(CommandResult::Refused(Refusal::ReviewDate(reason)));
     }
     let hold = Hold {
-        id: position.index,
+        id: hold_id,
         issuer: request.issuer.to_string(),
         agency: request.agency.to_string(),
         case_number: request.case_number.to_string(),
@@ -319,9 +320,7 @@ pub(crate) fn place_hold(
         put_counters(txn, jurisdiction, &counters);
     }
     txn.put(CF_CALLS, call_key, next.encode());
-    Ok(CommandResult::HoldPlaced {
-        hold_id: position.index,
-    })
+    Ok(CommandResult::HoldPlaced { hold_id })
 }
 
 /// `ReleaseHold`: only the issuer or its agency; the last release puts the call back in the

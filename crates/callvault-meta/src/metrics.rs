@@ -178,7 +178,7 @@ const SIZE_INTERVAL: Duration = Duration::from_secs(15);
 pub fn watch_raft(
     node_id: NodeId,
     mut raft_metrics: tokio::sync::watch::Receiver<
-        openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+        openraft::RaftMetrics<NodeId, crate::member::MetaMember>,
     >,
     log: LogStore,
     state_machine: StateMachineStore,

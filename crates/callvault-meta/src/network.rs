@@ -1,6 +1,7 @@
 //! openraft's `RaftNetwork` over tonic: one reused channel per peer, with connect and request
 //! timeouts; snapshots go as openraft's bounded chunks.
 
+use crate::member::{INCARNATION_HEADER, MetaMember};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use callvault_proto::MAX_MESSAGE_BYTES;
 use callvault_proto::auth::{AuthChannel, Bearer};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::raft_client::RaftClient;
+use openraft::SnapshotSegmentId;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     SnapshotMismatch, Unreachable,
@@ -18,7 +20,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, SnapshotSegmentId};
 
 use crate::convert::{self, ConvertError};
 use crate::types::{NodeId, TypeConfig};
@@ -84,7 +85,7 @@ impl NetworkFactory {
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: NodeId, node: &MetaMember) -> PeerClient {
         PeerClient {
             target,
             node: node.clone(),
@@ -100,20 +101,20 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 /// The Raft RPCs to one peer.
 pub struct PeerClient {
     target: NodeId,
-    node: BasicNode,
+    node: MetaMember,
     client: Option<RaftClient<AuthChannel>>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+    Result<T, RPCError<NodeId, MetaMember, RaftError<NodeId, E>>>;
 
 fn network_error<E: std::error::Error>(
     error: impl std::fmt::Display,
-) -> RPCError<NodeId, BasicNode, E> {
+) -> RPCError<NodeId, MetaMember, E> {
     RPCError::Network(NetworkError::new(&std::io::Error::other(error.to_string())))
 }
 
-fn status_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BasicNode, E> {
+fn status_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, MetaMember, E> {
     match status.code() {
         // Nothing listens there (yet): back off instead of retrying at once.
         tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(
@@ -123,22 +124,30 @@ fn status_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId,
     }
 }
 
-fn decode_error<E: std::error::Error>(error: ConvertError) -> RPCError<NodeId, BasicNode, E> {
+fn decode_error<E: std::error::Error>(error: ConvertError) -> RPCError<NodeId, MetaMember, E> {
     network_error(format!("peer sent a malformed response: {error}"))
 }
 
 impl PeerClient {
     fn client<E: std::error::Error>(
         &self,
-    ) -> Result<RaftClient<AuthChannel>, RPCError<NodeId, BasicNode, E>> {
+    ) -> Result<RaftClient<AuthChannel>, RPCError<NodeId, MetaMember, E>> {
         self.client
             .clone()
             .ok_or_else(|| network_error(format!("invalid peer address {:?}", self.node.addr)))
     }
 
-    fn request<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
+    /// A request naming the incarnation of the target's volume that the membership knows, so
+    /// a node that lost its volume refuses it (see [`crate::member`]).
+    fn request<T>(&self, message: T, option: &RPCOption) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(option.hard_ttl());
+        if self.node.incarnation != 0 {
+            request.metadata_mut().insert(
+                INCARNATION_HEADER,
+                tonic::metadata::MetadataValue::from(self.node.incarnation),
+            );
+        }
         request
     }
 }
@@ -166,7 +175,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         }
         let response = self
             .client()?
-            .append_entries(Self::request(message, &option))
+            .append_entries(self.request(message, &option))
             .await
             .map_err(status_error)?
             .into_inner();
@@ -198,7 +207,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         };
         let response = self
             .client()?
-            .install_snapshot(Self::request(message, &option))
+            .install_snapshot(self.request(message, &option))
             .await
             .map_err(status_error)?
             .into_inner();
@@ -239,7 +248,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         };
         let response = self
             .client()?
-            .vote(Self::request(message, &option))
+            .vote(self.request(message, &option))
             .await
             .map_err(status_error)?
             .into_inner();

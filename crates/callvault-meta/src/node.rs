@@ -126,6 +126,7 @@ impl MetaNode {
             }
         }
 
+        let incarnation = crate::member::load_or_create_incarnation(&config.data_dir)?;
         let log = LogStore::open(&config.data_dir.join("raft-log"))?;
         let state_machine = StateMachineStore::open(&config.data_dir)?;
         let raft_config = Config {
@@ -167,7 +168,7 @@ impl MetaNode {
             state_machine.clone(),
             pool,
             config.node_id,
-            config.advertise_addr.clone(),
+            crate::member::MetaMember::new(config.advertise_addr.clone(), incarnation),
         );
         Ok(Arc::new(MetaNode {
             raft,

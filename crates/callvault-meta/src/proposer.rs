@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use openraft::BasicNode;
+use crate::member::MetaMember;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
@@ -26,7 +26,7 @@ const QUEUE: usize = 8192;
 #[derive(Debug, Clone)]
 pub enum ProposeError {
     /// This node is not the leader; the caller forwards.
-    Forward(ForwardToLeader<NodeId, BasicNode>),
+    Forward(ForwardToLeader<NodeId, MetaMember>),
     /// Raft refused or stopped.
     Failed(String),
 }

@@ -17,12 +17,13 @@ use openraft::error::{
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
 };
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{ChangeMembers, ServerState};
 use tonic::{Request, Response, Status};
 
 use crate::command::Command;
 use crate::convert::{self, ConvertError};
 use crate::keys;
+use crate::member::{INCARNATION_HEADER, MetaMember, incarnation_matches};
 use crate::network::ChannelPool;
 use crate::proposer::{ProposeError, Proposer};
 use crate::reads;
@@ -37,18 +38,19 @@ pub struct MetaService {
     proposer: Proposer,
     state_machine: StateMachineStore,
     pool: ChannelPool,
+    /// This member as peers reach it: its id, address and volume incarnation.
     node_id: NodeId,
-    advertise_addr: String,
+    me: MetaMember,
 }
 
 impl MetaService {
-    /// The services of node `node_id`, reachable by peers at `advertise_addr`.
+    /// The services of node `node_id`, which peers reach as `me`.
     pub fn new(
         raft: Raft,
         state_machine: StateMachineStore,
         pool: ChannelPool,
         node_id: NodeId,
-        advertise_addr: String,
+        me: MetaMember,
     ) -> Self {
         MetaService {
             proposer: Proposer::start(raft.clone(), state_machine.apply_times()),
@@ -56,8 +58,28 @@ impl MetaService {
             state_machine,
             pool,
             node_id,
-            advertise_addr,
+            me,
         }
+    }
+
+    /// Refuses a Raft RPC meant for another incarnation of this node's volume: this node lost
+    /// the volume the sender's membership knows, and must rejoin before it takes part.
+    fn check_incarnation<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let expected = request
+            .metadata()
+            .get(INCARNATION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if incarnation_matches(expected, self.me.incarnation) {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "node {} has volume incarnation {:016x}, the sender expects {:016x}: this node lost \
+             its volume and takes no part until it rejoins (`callvault cluster add-voter`)",
+            self.node_id,
+            self.me.incarnation,
+            expected.unwrap_or_default()
+        )))
     }
 
     /// The Raft service, with message bounds.
@@ -81,7 +103,7 @@ impl MetaService {
 
     fn leader_channel(
         &self,
-        forward: &ForwardToLeader<NodeId, BasicNode>,
+        forward: &ForwardToLeader<NodeId, MetaMember>,
     ) -> Result<callvault_proto::auth::AuthChannel, Status> {
         match (&forward.leader_id, &forward.leader_node) {
             (Some(id), Some(node)) if *id != self.node_id => self
@@ -124,6 +146,7 @@ impl MetaService {
                 .collect(),
             snapshot_index: metrics.snapshot.map_or(0, |l| l.index),
             purged_index: metrics.purged.map_or(0, |l| l.index),
+            incarnation: self.me.incarnation,
             role: match metrics.state {
                 ServerState::Leader => "leader",
                 ServerState::Candidate => "candidate",
@@ -150,6 +173,7 @@ impl pb::raft_server::Raft for MetaService {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        self.check_incarnation(&request)?;
         let r = request.into_inner();
         let rpc = AppendEntriesRequest::<TypeConfig> {
             vote: convert::vote_from_pb(
@@ -189,6 +213,7 @@ impl pb::raft_server::Raft for MetaService {
         &self,
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.check_incarnation(&request)?;
         let r = request.into_inner();
         let rpc = VoteRequest {
             vote: convert::vote_from_pb(
@@ -212,6 +237,7 @@ impl pb::raft_server::Raft for MetaService {
         &self,
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        self.check_incarnation(&request)?;
         let r = request.into_inner();
         let rpc = InstallSnapshotRequest::<TypeConfig> {
             vote: convert::vote_from_pb(
@@ -565,8 +591,8 @@ impl MetaService {
 }
 
 fn membership_error(
-    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-) -> Result<ForwardToLeader<NodeId, BasicNode>, Status> {
+    e: RaftError<NodeId, ClientWriteError<NodeId, MetaMember>>,
+) -> Result<ForwardToLeader<NodeId, MetaMember>, Status> {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => Ok(forward),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
@@ -582,7 +608,7 @@ impl pb::cluster_server::Cluster for MetaService {
         &self,
         _request: Request<pb::InitRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let members = BTreeMap::from([(self.node_id, BasicNode::new(self.advertise_addr.clone()))]);
+        let members = BTreeMap::from([(self.node_id, self.me.clone())]);
         match self.raft.initialize(members).await {
             Ok(()) => {}
             Err(RaftError::APIError(e)) => {
@@ -611,31 +637,27 @@ impl pb::cluster_server::Cluster for MetaService {
                 "node_id must be > 0 and addr host:port",
             ));
         }
-        if self.already_member(&r) {
+        if let Some(leader) = self.leader_unless_self()? {
+            return ClusterClient::new(leader).add_member(r).await;
+        }
+        let member = self.identify(r.node_id, &r.addr).await?;
+        if self.replace_lost_volume(r.node_id, &member).await? == Membership::Same
+            && (self.is_voter(r.node_id) || r.learner_only)
+        {
             return Ok(Response::new(self.status().await));
         }
-        let forward = match self
-            .raft
-            .add_learner(r.node_id, BasicNode::new(r.addr.clone()), true)
+        self.raft
+            .add_learner(r.node_id, member, true)
             .await
-        {
-            Ok(_) if r.learner_only => None,
-            Ok(_) => match self
-                .raft
+            .map_err(|e| membership_status(membership_error(e)))?;
+        if !r.learner_only {
+            self.raft
                 .change_membership(
                     ChangeMembers::AddVoterIds(BTreeSet::from([r.node_id])),
                     false,
                 )
                 .await
-            {
-                Ok(_) => None,
-                Err(e) => Some(membership_error(e)?),
-            },
-            Err(e) => Some(membership_error(e)?),
-        };
-        if let Some(forward) = forward {
-            let channel = self.leader_channel(&forward)?;
-            return ClusterClient::new(channel).add_member(r).await;
+                .map_err(|e| membership_status(membership_error(e)))?;
         }
         Ok(Response::new(self.status().await))
     }
@@ -679,25 +701,119 @@ impl pb::cluster_server::Cluster for MetaService {
     }
 }
 
+/// How the membership knows a node that asks to join.
+#[derive(Debug, PartialEq, Eq)]
+enum Membership {
+    /// Not at all, or it was just removed because its volume was lost.
+    Absent,
+    /// As it is now: same address, same incarnation.
+    Same,
+}
+
+fn membership_status(e: Result<ForwardToLeader<NodeId, MetaMember>, Status>) -> Status {
+    match e {
+        Ok(_) => Status::unavailable("leadership moved during the membership change; retry"),
+        Err(status) => status,
+    }
+}
+
 impl MetaService {
-    /// True when this node leads and its membership (not in a joint change) already has the
-    /// node at the same address in the role asked for. openraft would append a membership entry
-    /// anyway, and with it an audit entry, every time a node that lost its volume asks to join
-    /// again: the leader brings such a node back by replication alone.
-    fn already_member(&self, r: &pb::AddMemberRequest) -> bool {
+    /// A channel to the leader when another node leads; `None` when this one does.
+    fn leader_unless_self(&self) -> Result<Option<callvault_proto::auth::AuthChannel>, Status> {
         let metrics = self.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(self.node_id) {
-            return false;
+        match metrics.current_leader {
+            Some(id) if id == self.node_id => Ok(None),
+            Some(id) => {
+                let node = metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .cloned();
+                self.leader_channel(&ForwardToLeader::new(id, node.unwrap_or_default()))
+                    .map(Some)
+            }
+            None => Err(Status::unavailable(
+                "no leader is known yet (election in progress or no quorum); retry",
+            )),
         }
+    }
+
+    fn is_voter(&self, node_id: NodeId) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
-        if membership.get_joint_config().len() != 1 {
-            return false;
+        membership.get_joint_config().len() == 1 && membership.voter_ids().any(|id| id == node_id)
+    }
+
+    /// The member at `addr` as it says it is: its id must be `node_id`; its incarnation names
+    /// the volume it has now. Asked of the node itself, so no request can claim a volume.
+    async fn identify(&self, node_id: NodeId, addr: &str) -> Result<MetaMember, Status> {
+        let channel = self
+            .pool
+            .channel(addr)
+            .map_err(|e| Status::invalid_argument(format!("addr {addr:?}: {e}")))?;
+        let status = ClusterClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(|s| {
+                Status::unavailable(format!(
+                    "cannot ask node {node_id} at {addr} who it is: {}",
+                    s.message()
+                ))
+            })?
+            .into_inner();
+        if status.node_id != node_id {
+            return Err(Status::invalid_argument(format!(
+                "{addr} is node {}, not node {node_id}",
+                status.node_id
+            )));
         }
-        let same_addr = membership
-            .get_node(&r.node_id)
-            .is_some_and(|node| node.addr == r.addr);
-        let is_voter = membership.voter_ids().any(|id| id == r.node_id);
-        same_addr && (is_voter || r.learner_only)
+        Ok(MetaMember::new(addr, status.incarnation))
+    }
+
+    /// When the membership knows `node_id` with another volume than `member`'s, the node lost
+    /// its volume: its old incarnation leaves the membership (its votes and acknowledgements
+    /// went with the volume), and the caller adds it back as a learner, which catches up before
+    /// it is promoted. A member recorded before incarnations existed is updated in place.
+    async fn replace_lost_volume(
+        &self,
+        node_id: NodeId,
+        member: &MetaMember,
+    ) -> Result<Membership, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let Some(known) = membership.get_node(&node_id) else {
+            return Ok(Membership::Absent);
+        };
+        if known == member {
+            return Ok(Membership::Same);
+        }
+        if known.addr == member.addr && known.incarnation == 0 {
+            // Recorded before incarnations: the same node, upgraded; record its volume.
+            self.raft
+                .change_membership(
+                    ChangeMembers::SetNodes(BTreeMap::from([(node_id, member.clone())])),
+                    false,
+                )
+                .await
+                .map_err(|e| membership_status(membership_error(e)))?;
+            return Ok(Membership::Same);
+        }
+        tracing::warn!(
+            node_id,
+            known = %known,
+            now = %member,
+            "a member came back with another volume: replacing its old incarnation"
+        );
+        let change = if membership.voter_ids().any(|id| id == node_id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| membership_status(membership_error(e)))?;
+        Ok(Membership::Absent)
     }
 
     /// The leader's commit index, confirmed by a quorum now: from Raft on the leader, forwarded

@@ -378,11 +378,15 @@ fn remove_other_generations(sm_dir: &Path, keep: u64) {
 }
 
 /// Applies entries in one atomic write, with the applied log id and membership.
+///
+/// Every entry sees the state exactly as the entries before it left it, whatever batch openraft
+/// happened to hand over: a membership entry is written into the write set where it sits, so a
+/// shred receipt after it counts the new voters on every replica, however the log was cut into
+/// apply calls.
 fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, StorageError> {
     let mut txn = Txn::new(db);
     let mut results = Vec::with_capacity(entries.len());
     let mut last = None;
-    let mut membership = None;
     for entry in entries {
         last = Some(entry.log_id);
         let result = match entry.payload {
@@ -402,7 +406,12 @@ fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, St
                 // Membership changes are audited in the same write as the membership itself.
                 crate::audit_log::append_membership(&mut txn, entry.log_id.index, &m)
                     .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                let stored = StoredMembership::new(Some(entry.log_id), m);
+                txn.put(
+                    CF_SM_META,
+                    KEY_MEMBERSHIP.to_vec(),
+                    to_disk(&convert::stored_membership_to_pb(&stored)),
+                );
                 CommandResult::Empty
             }
         };
@@ -413,13 +422,6 @@ fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, St
             CF_SM_META,
             KEY_APPLIED.to_vec(),
             to_disk(&convert::log_id_to_pb(&last)),
-        );
-    }
-    if let Some(m) = membership {
-        txn.put(
-            CF_SM_META,
-            KEY_MEMBERSHIP.to_vec(),
-            to_disk(&convert::stored_membership_to_pb(&m)),
         );
     }
     // Not fsync'd: the log is, and an entry lost here is re-applied from it after a crash.
@@ -521,6 +523,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.open_current_snapshot()
     }
 }
+
+#[cfg(test)]
+mod batch_splits;
 
 #[cfg(test)]
 mod tests {
@@ -973,7 +978,17 @@ mod tests {
         let CommandResult::HoldPlaced { hold_id } = placed[0] else {
             panic!("{placed:?}")
         };
-        assert_eq!(hold_id, h.index, "the hold's id is its entry's index");
+        assert_eq!(
+            hold_id,
+            crate::apply::unique_id(
+                LogPosition {
+                    term: 1,
+                    index: h.index
+                },
+                0
+            ),
+            "the hold's id is its command's unique position"
+        );
         assert!(due(&h, 99 * DAY_MS).is_empty());
         assert_eq!(
             h.apply(vec![expire(99 * DAY_MS, &["young"])]),
@@ -1087,6 +1102,150 @@ mod tests {
                 AccessDecision::NotFound,
                 AccessDecision::Allowed { sealed: false },
             ]
+        );
+    }
+
+    fn in_session(session: u64, seq: u64, acked_below: u64, command: Command) -> Command {
+        Command::Session(crate::command::SessionRequest {
+            session,
+            seq,
+            acked_below,
+            command: Box::new(command),
+        })
+    }
+
+    fn open_session(h: &mut Harness) -> u64 {
+        match h.apply(vec![Command::OpenSession]).pop() {
+            Some(CommandResult::SessionOpened { session }) => session,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn audit_size(h: &Harness) -> u64 {
+        let db = h.sm.db();
+        crate::audit_log::tree_size(&Txn::new(&db)).unwrap()
+    }
+
+    #[test]
+    fn a_retried_proposal_answers_its_first_result_and_applies_once() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000)]);
+        let session = open_session(&mut h);
+        let hold = in_session(session, 1, 1, place_hold("c-1", "da", 5));
+        let first = h.apply(vec![hold.clone()]);
+        let entries = audit_size(&h);
+        // The answer was lost; the client sends the same numbered proposal again, twice.
+        assert_eq!(h.apply(vec![hold.clone()]), first);
+        assert_eq!(h.apply(vec![hold]), first);
+        assert_eq!(h.call("c-1").unwrap().holds.len(), 1);
+        assert_eq!(audit_size(&h), entries, "a retry is not audited again");
+        // A policy change retried after it succeeded is not a version conflict.
+        let put = |seq| {
+            in_session(
+                session,
+                seq,
+                1,
+                Command::PutPolicy {
+                    jurisdiction: Jurisdiction::Tx,
+                    policy: policy(45),
+                    expected_version: 1,
+                    principal: "op".into(),
+                    at: UnixMillis(9),
+                },
+            )
+        };
+        assert_eq!(
+            h.apply(vec![put(2)]),
+            vec![CommandResult::PolicyPut { version: 2 }]
+        );
+        assert_eq!(
+            h.apply(vec![put(2)]),
+            vec![CommandResult::PolicyPut { version: 2 }]
+        );
+    }
+
+    #[test]
+    fn holds_placed_in_one_batch_entry_get_distinct_ids() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000)]);
+        let results = h.apply(vec![Command::Batch(vec![
+            place_hold("c-1", "da", 5),
+            place_hold("c-1", "pd", 6),
+        ])]);
+        let CommandResult::Batch(results) = &results[0] else {
+            panic!("{results:?}")
+        };
+        let ids: Vec<u64> = results
+            .iter()
+            .map(|r| match r {
+                CommandResult::HoldPlaced { hold_id } => *hold_id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_ne!(ids[0], ids[1]);
+        let held: Vec<u64> = h.call("c-1").unwrap().holds.iter().map(|h| h.id).collect();
+        assert_eq!(held, ids);
+    }
+
+    #[test]
+    fn acknowledged_results_are_dropped_and_older_numbers_refused() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000)]);
+        let session = open_session(&mut h);
+        let flag = |seq, acked_below| {
+            in_session(
+                session,
+                seq,
+                acked_below,
+                Command::FlagPrivileged {
+                    jurisdiction: Jurisdiction::Tx,
+                    call_id: callvault_core::CallId::new("c-1").unwrap(),
+                    reason: "attorney".into(),
+                    evidence: "review".into(),
+                    principal: "tx-registry".into(),
+                    at: UnixMillis(7),
+                },
+            )
+        };
+        h.apply(vec![flag(1, 1), flag(2, 1)]);
+        // Seq 3 says every answer below 3 arrived: 1 and 2 are dropped, and asking again for 1
+        // cannot be a retry.
+        h.apply(vec![flag(3, 3)]);
+        assert_eq!(
+            h.apply(vec![flag(1, 3)]),
+            vec![CommandResult::Refused(Refusal::SessionUnknown)]
+        );
+        // A session nobody opened knows no results.
+        assert_eq!(
+            h.apply(vec![in_session(session + 1, 1, 1, commit("c-2", 2, 0))]),
+            vec![CommandResult::Refused(Refusal::SessionUnknown)]
+        );
+        assert!(h.call("c-2").is_none());
+    }
+
+    #[test]
+    fn the_least_recently_used_session_is_evicted_beyond_the_limit() {
+        let mut h = Harness::new();
+        h.apply(vec![commit("c-1", 1, 1000)]);
+        let first = open_session(&mut h);
+        let second = open_session(&mut h);
+        // Using the first makes the second the least recently used.
+        h.apply(vec![in_session(first, 1, 1, place_hold("c-1", "da", 5))]);
+        // Fill up to the limit, then open one more.
+        let mut to_open = crate::session::MAX_SESSIONS as usize - 2 + 1;
+        while to_open > 0 {
+            let n = to_open.min(crate::command::MAX_BATCH);
+            h.apply(vec![Command::Batch(vec![Command::OpenSession; n])]);
+            to_open -= n;
+        }
+        assert_eq!(
+            h.apply(vec![in_session(second, 1, 1, place_hold("c-1", "pd", 6))]),
+            vec![CommandResult::Refused(Refusal::SessionUnknown)]
+        );
+        let retry = h.apply(vec![in_session(first, 1, 1, place_hold("c-1", "da", 5))]);
+        assert!(
+            matches!(retry[0], CommandResult::HoldPlaced { .. }),
+            "{retry:?}"
         );
     }
 }

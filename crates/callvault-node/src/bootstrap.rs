@@ -6,7 +6,9 @@
 //!   learner and promote it once caught up (a follower forwards that to the leader). If none is,
 //!   only node `init_node_id` may initialize a new cluster, and only when a majority of the seeds
 //!   (this node included) answered that their store is empty: a node that lost its volume while
-//!   its peers still hold the cluster joins it instead of starting a second one.
+//!   its peers still hold the cluster joins it instead of starting a second one; the leader sees
+//!   the volume's new incarnation and replaces the old one (see `callvault_meta::member`), so
+//!   the node catches up as a learner before it votes again.
 //! - **Readiness.** The health status of [`READINESS_SERVICE`] is SERVING only while this node is
 //!   a voter, knows a leader, and has applied everything the leader had committed when asked
 //!   (`Cluster.ReadIndex`). A Kubernetes readiness probe on it keeps a rolling restart from
@@ -104,6 +106,12 @@ pub async fn run(
         let membership = metrics.membership_config.membership();
         if membership.voter_ids().any(|id| id == plan.node_id) {
             tracing::info!(node_id = plan.node_id, "bootstrap: this node is a voter");
+            if membership
+                .get_node(&plan.node_id)
+                .is_some_and(|node| node.incarnation == 0)
+            {
+                record_incarnation(&plan, deadline).await;
+            }
             return Ok(());
         }
         let has_state = membership.nodes().next().is_some();
@@ -238,6 +246,24 @@ async fn join(
         .await
         .map(tonic::Response::into_inner)
         .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))
+}
+
+/// A voter recorded before volumes had incarnations asks the leader (through any seed) to record
+/// its volume's, so a later loss of the volume is recognised. Best effort: the node serves
+/// either way.
+async fn record_incarnation(plan: &BootstrapPlan, deadline: Instant) {
+    for seed in &plan.seeds {
+        match join(seed, plan, deadline).await {
+            Ok(_) => {
+                tracing::info!(
+                    node_id = plan.node_id,
+                    "bootstrap: recorded this volume's incarnation"
+                );
+                return;
+            }
+            Err(e) => tracing::warn!("bootstrap: recording the incarnation through {seed}: {e}"),
+        }
+    }
 }
 
 /// Whether this node is caught up now: a voter that knows a leader and has applied the leader's
