@@ -120,6 +120,7 @@ async fn start() -> Node {
             hold_max_review_days: 365,
             sweep_interval_seconds: 60,
             source: "test".into(),
+            shortening_notice_seconds: 0,
         },
         expected_version: 0,
         principal: "op".into(),
