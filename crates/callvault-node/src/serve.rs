@@ -176,6 +176,20 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut lifecycle_tasks = Vec::new();
+    if let Some(node) = &meta {
+        // Every meta node attests its clock and reports the voters': the cluster time must move
+        // whether or not this node runs the lifecycle workers.
+        let peer = config.credential(IdentityRole::Meta)?;
+        let l = &config.lifecycle;
+        let attester = crate::clock::ClockAttester::new(
+            node.clone(),
+            config.node_id,
+            meta_client(&config, &peer)?,
+            std::time::Duration::from_millis(l.clock_attest_ms),
+            std::time::Duration::from_millis(l.max_clock_skew_ms),
+        );
+        lifecycle_tasks.push(tokio::spawn(attester.run(stopped.clone())));
+    }
     if let Some(node) = &meta
         && config.lifecycle.enabled
     {
@@ -186,14 +200,16 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         } else {
             Some(blob_reader(&config, &peer)?)
         };
-        lifecycle_tasks = Lifecycle::new(
-            node.clone(),
-            config.node_id,
-            client,
-            blobs,
-            config.lifecycle.clone(),
-        )
-        .spawn(stopped.clone());
+        lifecycle_tasks.extend(
+            Lifecycle::new(
+                node.clone(),
+                config.node_id,
+                client,
+                blobs,
+                config.lifecycle.clone(),
+            )
+            .spawn(stopped.clone()),
+        );
     }
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -82,7 +82,10 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Remove { node, id } => {
             client(&node)
                 .await?
-                .remove_member(pb::RemoveMemberRequest { node_id: id })
+                .remove_member(pb::RemoveMemberRequest {
+                    node_id: id,
+                    ..Default::default()
+                })
                 .await
         }
         ClusterCommand::Status { node } => client(&node).await?.status(pb::StatusRequest {}).await,
