@@ -121,6 +121,11 @@ fn rewrite_log(sm: &StateMachineStore, entries: &[Vec<u8>]) {
     for sequence in entries.len() as u64..stored {
         db.delete_cf(cf, sequence.to_be_bytes()).unwrap();
     }
+    // The entries first: the tree's leaves are read back from them.
+    for (sequence, bytes) in entries.iter().enumerate() {
+        db.put_cf(cf, (sequence as u64).to_be_bytes(), bytes)
+            .unwrap();
+    }
     let mut txn = Txn::new(&db);
     {
         let mut nodes = TreeNodes(&mut txn);
@@ -131,10 +136,6 @@ fn rewrite_log(sm: &StateMachineStore, entries: &[Vec<u8>]) {
         }
     }
     db.write(txn.into_batch()).unwrap();
-    for (sequence, bytes) in entries.iter().enumerate() {
-        db.put_cf(cf, (sequence as u64).to_be_bytes(), bytes)
-            .unwrap();
-    }
 }
 
 /// `entry` re-encoded as if it had sequence `sequence`.

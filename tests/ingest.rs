@@ -49,7 +49,8 @@ async fn an_attorney_call_in_any_formatting_is_not_recorded_and_writes_no_chunk(
     let ordinary = TestCall::new("tx-ordinary-1", "US-TX", "(512) 555-7788", 3, 1);
     let answer = ordinary.send(&mut ingest).await.expect("ordinary call");
     assert_eq!(answer.decision, pb::Decision::Recorded as i32);
-    assert!(total(&cluster.chunk_counts().await) >= total(&before) + 2 * 3);
+    // Its 48 kB are one block, on at least W = 2 shards.
+    assert!(total(&cluster.chunk_counts().await) >= total(&before) + 2);
 
     let before = cluster.chunk_counts().await;
     for (i, number) in ATTORNEY_VARIANTS.iter().enumerate() {
@@ -80,8 +81,9 @@ async fn an_attorney_call_in_any_formatting_is_not_recorded_and_writes_no_chunk(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_number_registered_mid_stream_turns_the_commit_into_a_purge() {
-    let (cluster, _slot) = DevCluster::start().await;
-    let call = TestCall::new("tx-midstream-1", "US-TX", "+1 512 555 0177", 6, 3);
+    // The smallest blocks, so the first half of the call fills one and it is written mid-stream.
+    let (cluster, _slot) = DevCluster::start_with("[ingest]\nblock_bytes = 262144\n").await;
+    let call = TestCall::new("tx-midstream-1", "US-TX", "+1 512 555 0177", 40, 3);
     let messages = call.messages();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut ingest = cluster.ingest(1, cluster.token("platform"));
@@ -90,8 +92,9 @@ async fn a_number_registered_mid_stream_turns_the_commit_into_a_purge() {
             .record_call(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    // The start and half the audio go out while the number is still ordinary...
-    let (first, rest) = messages.split_at(4);
+    // The start and half the audio (320 kB: one full block) go out while the number is still
+    // ordinary...
+    let (first, rest) = messages.split_at(21);
     for m in first {
         tx.send(m.clone()).await.expect("stream open");
     }
@@ -172,7 +175,8 @@ async fn an_acknowledged_call_survives_killing_the_leader_right_after_the_ack() 
     )
     .await;
     assert!(!read.record.is_empty(), "the acknowledged call is gone");
-    assert_eq!(read.chunk_ids.len(), 8);
+    // Eight platform chunks of 16 kB are one block.
+    assert_eq!(read.chunk_ids.len(), 1);
     assert_eq!(
         call_state(
             &cluster,
@@ -398,4 +402,54 @@ async fn jurisdiction_status_counts_match_the_calls_ingested() {
     assert_eq!((status.held, status.expired, status.overdue), (0, 0, 0));
     assert_eq!(status.policy_version, 1);
     assert!(status.oldest_live_started_at.is_some());
+}
+
+/// Ingest stores fixed-size blocks, not the platform's chunks: the same audio sent in 16 kB
+/// chunks and in one 704 kB chunk leaves the same number of chunk ids (three 256 KiB blocks,
+/// the last partial), and both play back to the same audio.
+#[tokio::test(flavor = "multi_thread")]
+async fn how_a_platform_cuts_its_stream_does_not_change_what_is_stored() {
+    let (cluster, _slot) = DevCluster::start_with("[ingest]\nblock_bytes = 262144\n").await;
+    let small = TestCall::new("tx-cut-small", "US-TX", "(512) 555-9090", 44, 11);
+    let whole = small.rechunked("tx-cut-whole", 1 << 20);
+    assert_eq!(whole.chunks.len(), 1);
+    let mut ingest = cluster.ingest(1, cluster.token("platform"));
+    for call in [&small, &whole] {
+        let answer = call.send(&mut ingest).await.expect("recorded");
+        assert_eq!(
+            answer.decision,
+            pb::Decision::Recorded as i32,
+            "{}",
+            answer.reason
+        );
+        assert_eq!(answer.receipt.expect("a receipt").chunk_count, 3);
+    }
+    for id in ["tx-cut-small", "tx-cut-whole"] {
+        let read = cluster
+            .meta(2)
+            .read_call(pb::ReadCallRequest {
+                jurisdiction: "US-TX".into(),
+                call_id: id.into(),
+                local: false,
+            })
+            .await
+            .expect("read call")
+            .into_inner();
+        assert_eq!(read.chunk_ids.len(), 3, "{id}");
+        let audio = callvault_tests::play_back(
+            cluster.content(3, cluster.token("agency-tx")),
+            pb::PlaybackRequest {
+                jurisdiction: "US-TX".into(),
+                call_id: id.into(),
+                case_number: "2026-CR-0101".into(),
+                reason: "block layout check".into(),
+            },
+        )
+        .await
+        .expect("playback");
+        assert!(
+            audio == small.audio(),
+            "{id}: the audio played back differs"
+        );
+    }
 }

@@ -507,6 +507,11 @@ impl NodeProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id, while it runs (for /proc figures in the benches).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -1317,6 +1322,26 @@ impl TestCall {
             nanos: 0,
         });
         self
+    }
+
+    /// The same audio and call details under `call_id`, sent in chunks of `chunk_bytes` (the
+    /// last one shorter): how another platform might cut the same stream.
+    pub fn rechunked(&self, call_id: &str, chunk_bytes: usize) -> Self {
+        let audio = self.audio();
+        let mut start = self.start.clone();
+        start.call_id = call_id.into();
+        TestCall {
+            start,
+            end: self.end.clone(),
+            chunks: audio
+                .chunks(chunk_bytes)
+                .enumerate()
+                .map(|(seq, data)| pb::AudioChunk {
+                    seq: seq as u32,
+                    data: data.to_vec(),
+                })
+                .collect(),
+        }
     }
 
     /// The call's audio, as ingested.

@@ -30,6 +30,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 const ATTORNEY: &str = "(512) 555-0142";
 const CHUNKS: u32 = 3;
+/// The blocks ingest cuts a call's CHUNKS × 16 kB into (1 MiB blocks): one.
+const BLOCKS: u32 = 1;
 
 /// A span as received, with the node that sent it.
 #[derive(Debug, Clone)]
@@ -326,12 +328,12 @@ const PUT_CHUNK: &str = "callvault.v1.BlobShard/PutChunk";
 const PROPOSE: &str = "callvault.v1.MetaStore/Propose";
 
 /// Whether a recorded call's trace is complete: the ingest span, its apply, and at least W
-/// replica writes of each chunk.
+/// replica writes of each block.
 fn recorded_trace_complete(spans: &[Received]) -> bool {
     let trace = Trace::new(spans);
     !trace.named(RECORD_CALL).is_empty()
         && !trace.named("raft.apply").is_empty()
-        && trace.named(PUT_CHUNK).len() >= 2 * CHUNKS as usize
+        && trace.named(PUT_CHUNK).len() >= 2 * BLOCKS as usize
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -431,7 +433,7 @@ async fn check_recorded_trace(collector: &Collector, recorded: &TestParent) {
         shard_nodes.len() >= 2,
         "replica writes reached the shards of several nodes: {shard_nodes:?}"
     );
-    assert_eq!(trace.named("blob.put").len(), CHUNKS as usize);
+    assert_eq!(trace.named("blob.put").len(), BLOCKS as usize);
 
     // The commit: RecordCall → meta.client.propose → Propose (a meta node; a follower forwards
     // to the leader, adding a hop) → meta.propose → raft.apply.
@@ -536,14 +538,14 @@ async fn check_counters(collector: &Collector) {
         Some(&(2 * i64::from(CHUNKS) * 16_000)),
         "{bytes:?}"
     );
-    // Every chunk of the two recorded calls on all three shards (R = 3), written once each.
+    // Every block of the two recorded calls on all three shards (R = 3), written once each.
     let stored = attributes(&[("outcome", "stored")]);
     eventually(
         "chunk-write counters of the shards",
         Duration::from_secs(30),
         || async {
             let written = collector.counter("callvault.blob.chunks.written");
-            (written.get(&stored) == Some(&(2 * 3 * i64::from(CHUNKS)))).then_some(())
+            (written.get(&stored) == Some(&(2 * 3 * i64::from(BLOCKS)))).then_some(())
         },
     )
     .await;

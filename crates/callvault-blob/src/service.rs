@@ -349,6 +349,8 @@ impl<S: ChunkStore> BlobShard for BlobShardService<S> {
             scrub_corrupt: scrub.corrupt,
             scrub_repaired: scrub.repaired,
             scrub_last_pass_unix: scrub.last_pass_unix,
+            durable_puts: stats.durable_puts,
+            log_syncs: stats.log_syncs,
         }))
     }
 }

@@ -175,6 +175,27 @@ fn damaged_or_foreign_directories_fail_to_open_instead_of_coming_up_empty() {
         .unwrap();
     assert!(open_err(&short_blob).contains("blob file"));
 
+    // A blob file a flush had only begun when the process was killed: no version references
+    // it, so it is an obsolete leftover, not damage.
+    let leftover = root.path().join("leftover-blob");
+    populated_store(&leftover);
+    // Numbered below the store's newest file, as a file of the crashed process would be.
+    let numbers: Vec<u64> = std::fs::read_dir(&leftover)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.split('.').next()?.parse().ok()
+        })
+        .collect();
+    let unused = (2..*numbers.iter().max().unwrap())
+        .find(|n| !numbers.contains(n))
+        .expect("a free number below the newest file");
+    let unsealed = leftover.join(format!("{unused:06}.blob"));
+    std::fs::write(&unsealed, b"").unwrap();
+    RocksChunkStore::open(&leftover, &StoreOptions::default())
+        .expect("an unreferenced, unsealed blob file does not stop the store");
+    assert!(!unsealed.exists(), "the leftover was purged");
+
     // The intact store still opens, with its chunks.
     let intact = root.path().join("intact");
     let chunks = populated_store(&intact);

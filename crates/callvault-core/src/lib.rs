@@ -12,6 +12,7 @@ pub mod approval;
 pub mod call;
 pub mod clock;
 pub mod codec;
+pub mod ingest;
 pub mod jurisdiction;
 pub mod phone;
 pub mod policy;

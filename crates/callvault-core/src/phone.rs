@@ -19,7 +19,7 @@ const MAX_E164_DIGITS: usize = 15;
 pub struct E164(String);
 
 impl E164 {
-    /// The canonical text, `+` then 8 to 15 digits.
+    /// The canonical text, `+` then at most 15 digits (as few as 7, as in Niue's `+6834340`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -226,6 +226,14 @@ mod tests {
             Ok(n) => n.to_string(),
             Err(e) => panic!("{input:?} rejected: {e}"),
         }
+    }
+
+    /// Found by the `phone` fuzz target: E.164 sets no lower bound of 8 digits; a country with
+    /// four-digit subscriber numbers has 7-digit numbers, and they are valid.
+    #[test]
+    fn numbers_shorter_than_eight_digits_are_canonical_too() {
+        assert_eq!(ok("00 683 4340"), "+6834340");
+        assert_eq!(ok("+6834340"), "+6834340");
     }
 
     /// Real formatting variants of the same numbers all map to one canonical form.

@@ -3,10 +3,10 @@
 //! randomness: the same command on the same state gives the same writes on every replica.
 
 use callvault_core::call::{CallRecord, Lifecycle, PurgeReason};
-use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
+use callvault_core::codec::{DecodeError, VersionedRecord};
 use callvault_core::policy::VersionedPolicy;
 use callvault_core::tombstone::TombstoneOutcome;
-use callvault_core::{E164, Jurisdiction, UnixMillis};
+use callvault_core::{Jurisdiction, UnixMillis};
 
 use callvault_audit::AuditEvent;
 
@@ -35,119 +35,7 @@ pub enum ApplyError {
     Audit(#[from] AuditError),
 }
 
-/// Per-jurisdiction counts kept by `apply`, so status queries cost the same at any size.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Calls committed (recorded, purged at commit, or blocked with a call-detail record).
-    pub calls_total: u64,
-    /// Recordings stored and readable.
-    pub live: u64,
-    /// Live recordings with at least one hold.
-    pub held: u64,
-    /// Recordings expired at their deadline.
-    pub expired: u64,
-    /// Recordings crypto-shredded as privileged.
-    pub purged: u64,
-    /// Calls refused at ingest as privileged.
-    pub blocked_privileged: u64,
-    /// Purges whose receipts are not all in.
-    pub purges_pending: u64,
-    /// Call-detail records kept after their content went (expired, purged or blocked calls of
-    /// which the policy keeps call details), until their own deadline.
-    pub details_kept: u64,
-    /// Call-detail records deleted at their deadline (only a tombstone is left of each).
-    pub details_expired: u64,
-}
-
-impl VersionedRecord for Counters {
-    const NAME: &'static str = "counters";
-    const CURRENT_VERSION: u8 = 2;
-
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_version(2);
-        w.u64(self.calls_total)
-            .u64(self.live)
-            .u64(self.held)
-            .u64(self.expired)
-            .u64(self.purged)
-            .u64(self.blocked_privileged)
-            .u64(self.purges_pending)
-            .u64(self.details_kept)
-            .u64(self.details_expired);
-        w.finish()
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if !(1..=2).contains(&version) {
-            return Err(r.unsupported(version, 2));
-        }
-        let mut counters = Counters {
-            calls_total: r.u64()?,
-            live: r.u64()?,
-            held: r.u64()?,
-            expired: r.u64()?,
-            purged: r.u64()?,
-            blocked_privileged: r.u64()?,
-            purges_pending: r.u64()?,
-            ..Counters::default()
-        };
-        // Version 1 kept no call-detail counts: none were kept apart from recordings then.
-        if version == 2 {
-            counters.details_kept = r.u64()?;
-            counters.details_expired = r.u64()?;
-        }
-        r.finish()?;
-        Ok(counters)
-    }
-}
-
-/// A sensitive number as the registry keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SensitiveEntry {
-    /// The number, canonical.
-    pub number: E164,
-    /// Why calls to it are sealed.
-    pub reason: String,
-    /// Who registered it.
-    pub registrant: String,
-    /// When.
-    pub registered_at: UnixMillis,
-}
-
-impl VersionedRecord for SensitiveEntry {
-    const NAME: &'static str = "sensitive entry";
-    const CURRENT_VERSION: u8 = 1;
-
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_version(1);
-        w.str(self.number.as_str())
-            .str(&self.reason)
-            .str(&self.registrant)
-            .i64(self.registered_at.0);
-        w.finish()
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if version != 1 {
-            return Err(r.unsupported(version, 1));
-        }
-        let text = r.str("number", 16)?;
-        let number = callvault_core::normalize(&text)
-            .ok()
-            .filter(|n| n.as_str() == text)
-            .ok_or_else(|| r.invalid("number", "not canonical E.164"))?;
-        let entry = SensitiveEntry {
-            number,
-            reason: r.str("reason", crate::command::MAX_TEXT)?,
-            registrant: r.str("registrant", crate::command::MAX_PRINCIPAL)?,
-            registered_at: UnixMillis(r.i64()?),
-        };
-        r.finish()?;
-        Ok(entry)
-    }
-}
+pub use crate::records::{Counters, LogPosition, SensitiveEntry};
 
 /// Reads the counters of a jurisdiction.
 pub fn counters(txn: &Txn<'_>, jurisdiction: Jurisdiction) -> Result<Counters, ApplyError> {
@@ -190,36 +78,6 @@ pub fn current_policy(
             record: "policy record",
         })?;
     Ok(Some(VersionedPolicy::decode(&bytes)?))
-}
-
-/// Where a command sits in the Raft log: what a commit receipt names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LogPosition {
-    /// The term of the entry.
-    pub term: u64,
-    /// Its index.
-    pub index: u64,
-}
-
-impl LogPosition {
-    pub(crate) fn encode(self) -> Vec<u8> {
-        let mut w = Writer::with_version(1);
-        w.u64(self.term).u64(self.index);
-        w.finish()
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, mut r) = Reader::open("commit position", bytes)?;
-        if version != 1 {
-            return Err(r.unsupported(version, 1));
-        }
-        let position = LogPosition {
-            term: r.u64()?,
-            index: r.u64()?,
-        };
-        r.finish()?;
-        Ok(position)
-    }
 }
 
 /// Applies one command, carried by the entry at `at`, and records it in the audit log in the

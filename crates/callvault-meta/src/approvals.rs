@@ -15,16 +15,13 @@ use callvault_core::approval::{
 use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
 use callvault_core::policy::{RetentionPolicy, VersionedPolicy};
 use callvault_core::{CallId, Jurisdiction, UnixMillis};
-use rocksdb::{DB, Direction, IteratorMode};
 
-use crate::apply::ApplyError;
 use crate::command::{MAX_PRINCIPAL, MAX_TEXT};
-use crate::txn::Txn;
+#[cfg(feature = "store")]
+pub use store::{get, open_changes, put};
 
 /// Changes: `c | id (u64 BE)` → [`PendingChange`]; open ones also `o | jur | id` → ∅.
 pub const CF_CHANGES: &str = "changes";
-const RECORD: u8 = b'c';
-const OPEN: u8 = b'o';
 /// Longest kind name of an external change.
 pub const MAX_KIND: usize = 64;
 /// Longest payload of an external change.
@@ -324,63 +321,78 @@ pub fn read_state(r: &mut Reader<'_>) -> Result<ChangeState, DecodeError> {
     })
 }
 
-fn record_key(id: u64) -> Vec<u8> {
-    let mut key = vec![RECORD];
-    key.extend_from_slice(&id.to_be_bytes());
-    key
-}
+/// The changes family in the store (the records above are the pure half).
+#[cfg(feature = "store")]
+mod store {
+    use callvault_core::Jurisdiction;
+    use callvault_core::codec::VersionedRecord;
+    use rocksdb::{DB, Direction, IteratorMode};
 
-fn open_key(jurisdiction: Jurisdiction, id: u64) -> Vec<u8> {
-    let mut key = vec![OPEN, jurisdiction.index()];
-    key.extend_from_slice(&id.to_be_bytes());
-    key
-}
+    use super::{CF_CHANGES, ChangeState, PendingChange};
+    use crate::apply::ApplyError;
+    use crate::txn::Txn;
 
-/// A change by id.
-pub fn get(txn: &Txn<'_>, id: u64) -> Result<Option<PendingChange>, ApplyError> {
-    match txn.get(CF_CHANGES, &record_key(id))? {
-        Some(bytes) => Ok(Some(PendingChange::decode(&bytes)?)),
-        None => Ok(None),
+    const RECORD: u8 = b'c';
+    const OPEN: u8 = b'o';
+
+    fn record_key(id: u64) -> Vec<u8> {
+        let mut key = vec![RECORD];
+        key.extend_from_slice(&id.to_be_bytes());
+        key
     }
-}
 
-/// Stores `change`, keeping the open index in step with its state.
-pub fn put(txn: &mut Txn<'_>, change: &PendingChange) {
-    let open = open_key(change.approval.jurisdiction, change.id);
-    if change.state == ChangeState::Pending {
-        txn.put(CF_CHANGES, open, Vec::new());
-    } else {
-        txn.delete(CF_CHANGES, open);
+    fn open_key(jurisdiction: Jurisdiction, id: u64) -> Vec<u8> {
+        let mut key = vec![OPEN, jurisdiction.index()];
+        key.extend_from_slice(&id.to_be_bytes());
+        key
     }
-    txn.put(CF_CHANGES, record_key(change.id), change.encode());
-}
 
-/// Up to `limit` open changes of `jurisdiction` (every jurisdiction when `None`), oldest first.
-pub fn open_changes(
-    db: &DB,
-    jurisdiction: Option<Jurisdiction>,
-    limit: usize,
-) -> Result<Vec<PendingChange>, ApplyError> {
-    let cf = db.cf_handle(CF_CHANGES).expect("created at open");
-    let mut prefix = vec![OPEN];
-    if let Some(j) = jurisdiction {
-        prefix.push(j.index());
-    }
-    let txn = Txn::new(db);
-    let mut out = Vec::new();
-    for item in db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
-        let (key, _) = item?;
-        if !key.starts_with(&prefix) || out.len() >= limit {
-            break;
-        }
-        let Some(id) = key.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
-            continue;
-        };
-        if let Some(change) = get(&txn, u64::from_be_bytes(id))? {
-            out.push(change);
+    /// A change by id.
+    pub fn get(txn: &Txn<'_>, id: u64) -> Result<Option<PendingChange>, ApplyError> {
+        match txn.get(CF_CHANGES, &record_key(id))? {
+            Some(bytes) => Ok(Some(PendingChange::decode(&bytes)?)),
+            None => Ok(None),
         }
     }
-    Ok(out)
+
+    /// Stores `change`, keeping the open index in step with its state.
+    pub fn put(txn: &mut Txn<'_>, change: &PendingChange) {
+        let open = open_key(change.approval.jurisdiction, change.id);
+        if change.state == ChangeState::Pending {
+            txn.put(CF_CHANGES, open, Vec::new());
+        } else {
+            txn.delete(CF_CHANGES, open);
+        }
+        txn.put(CF_CHANGES, record_key(change.id), change.encode());
+    }
+
+    /// Up to `limit` open changes of `jurisdiction` (every jurisdiction when `None`), oldest first.
+    pub fn open_changes(
+        db: &DB,
+        jurisdiction: Option<Jurisdiction>,
+        limit: usize,
+    ) -> Result<Vec<PendingChange>, ApplyError> {
+        let cf = db.cf_handle(CF_CHANGES).expect("created at open");
+        let mut prefix = vec![OPEN];
+        if let Some(j) = jurisdiction {
+            prefix.push(j.index());
+        }
+        let txn = Txn::new(db);
+        let mut out = Vec::new();
+        for item in db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (key, _) = item?;
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let Some(id) = key.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+                continue;
+            };
+            if let Some(change) = get(&txn, u64::from_be_bytes(id))? {
+                out.push(change);
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -2,19 +2,23 @@
 //! written by the same atomic `apply` batch as the event they record, so the log and the state can
 //! never disagree, and snapshots and replication carry them.
 
-use crate::member::MetaMember;
-use callvault_audit::{AuditEntry, AuditEntryBuilder, AuditEvent, Hash, MerkleTree, NodeStore};
+use callvault_audit::{
+    AuditEntry, AuditEntryBuilder, AuditEvent, Hash, MerkleTree, NodeStore, leaf_hash,
+};
 use callvault_core::codec::VersionedRecord;
 use callvault_core::{Jurisdiction, UnixMillis};
 
+use crate::member::MetaMember;
 use crate::txn::Txn;
 use crate::types::NodeId;
 use openraft::Membership;
 
 /// Audit entries: `sequence` (u64 BE) → the entry's canonical bytes (the Merkle leaf).
 pub const CF_AUDIT_ENTRIES: &str = "audit_entries";
-/// Merkle nodes of complete subtrees: `level | index` (u8, u64 BE) → 32-byte hash; and the key
-/// `size` → the tree size (u64 BE).
+/// Merkle nodes of complete subtrees above the leaves: `level | index` (u8, u64 BE) → 32-byte
+/// hash; and the key `size` → the tree size (u64 BE). A leaf is the hash of its entry, which
+/// `audit_entries` keeps, so leaves are not stored twice (stores written before that keep theirs,
+/// and they are read as they are).
 pub const CF_AUDIT_TREE: &str = "audit_tree";
 const KEY_SIZE: &[u8] = b"size";
 /// Entries by subject, for a call's history: `len | subject | sequence` → ∅.
@@ -80,6 +84,10 @@ impl NodeStore for TreeNodes<'_, '_> {
 
     fn node(&self, level: u8, index: u64) -> Result<Option<Hash>, AuditError> {
         match self.0.get(CF_AUDIT_TREE, &node_key(level, index))? {
+            None if level == 0 => Ok(self
+                .0
+                .get(CF_AUDIT_ENTRIES, &index.to_be_bytes())?
+                .map(|entry| leaf_hash(&entry))),
             None => Ok(None),
             Some(bytes) => {
                 let hash: [u8; 32] =
@@ -96,6 +104,10 @@ impl NodeStore for TreeNodes<'_, '_> {
     }
 
     fn put_node(&mut self, level: u8, index: u64, hash: Hash) -> Result<(), AuditError> {
+        if level == 0 {
+            // The leaf is the hash of the entry `append` stores under its sequence.
+            return Ok(());
+        }
         self.0
             .put(CF_AUDIT_TREE, node_key(level, index), hash.0.to_vec());
         Ok(())
@@ -158,12 +170,13 @@ pub fn append(txn: &mut Txn<'_>, event: Event) -> Result<AuditEntry, AuditError>
         builder = builder.detail(key, bounded_text(&value, MAX_DETAIL_VALUE));
     }
     let entry = builder.build()?;
-    MerkleTree::new(TreeNodes(txn)).append_entry(&entry)?;
+    // The entry first: the tree reads leaves back from the entries.
     txn.put(
         CF_AUDIT_ENTRIES,
         sequence.to_be_bytes().to_vec(),
         entry.encode(),
     );
+    MerkleTree::new(TreeNodes(txn)).append_entry(&entry)?;
     if !entry.subject().is_empty() {
         let mut key = subject_prefix(entry.subject());
         key.extend_from_slice(&sequence.to_be_bytes());
@@ -418,6 +431,75 @@ mod tests {
                 .verify(&leaf_hash(&e.encode()), &root)
                 .unwrap();
         }
+    }
+
+    fn event(n: u64) -> Event {
+        Event {
+            event: AuditEvent::PolicyChanged,
+            time: UnixMillis(1_700_000_000_000 + n as i64),
+            principal: "operator".into(),
+            jurisdiction: None,
+            subject: format!("subject-{n}"),
+            outcome: "ok".into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// Leaves are the entries' hashes, read back from the entries: only the nodes above them
+    /// take room, and proofs verify as before.
+    #[test]
+    fn leaves_are_not_stored_twice_and_proofs_still_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachineStore::open(dir.path()).unwrap();
+        let db = sm.db();
+        let mut txn = Txn::new(&db);
+        let logged: Vec<AuditEntry> = (0..13)
+            .map(|n| append(&mut txn, event(n)).unwrap())
+            .collect();
+        db.write(txn.into_batch()).unwrap();
+
+        let stored_levels: Vec<u8> = db
+            .iterator_cf(db.cf_handle(CF_AUDIT_TREE).unwrap(), IteratorMode::Start)
+            .map(|kv| kv.unwrap().0)
+            .filter(|key| key.as_ref() != KEY_SIZE)
+            .map(|key| key[0])
+            .collect();
+        assert!(!stored_levels.contains(&0), "{stored_levels:?}");
+        // 13 leaves close 6 + 3 + 1 subtrees above them.
+        assert_eq!(stored_levels.len(), 10);
+
+        let mut txn = Txn::new(&db);
+        let tree = MerkleTree::new(TreeNodes(&mut txn));
+        let root = tree.root().unwrap();
+        for e in &logged {
+            tree.inclusion_proof(e.sequence(), 13)
+                .unwrap()
+                .verify(&leaf_hash(&e.encode()), &root)
+                .unwrap();
+        }
+        // A tampered entry no longer proves against the root it was logged under.
+        let mut bytes = logged[4].encode();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(
+            tree.inclusion_proof(4, 13)
+                .unwrap()
+                .verify(&leaf_hash(&bytes), &root)
+                .is_err()
+        );
+    }
+
+    /// Stores written when leaves were kept in the tree family read them from there.
+    #[test]
+    fn a_stored_leaf_is_read_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachineStore::open(dir.path()).unwrap();
+        let db = sm.db();
+        let mut txn = Txn::new(&db);
+        append(&mut txn, event(0)).unwrap();
+        let stored = Hash([7; 32]);
+        txn.put(CF_AUDIT_TREE, node_key(0, 0), stored.0.to_vec());
+        assert_eq!(TreeNodes(&mut txn).node(0, 0).unwrap(), Some(stored));
     }
 
     #[test]

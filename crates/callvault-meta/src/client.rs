@@ -18,6 +18,7 @@ use callvault_proto::identity::Credential;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::meta_store_client::MetaStoreClient;
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::apply::{Counters, LogPosition};
 use crate::command::{Command, CommandResult, Refusal, SessionRequest};
@@ -289,7 +290,15 @@ impl MetaClient {
         {
             return Ok(current);
         }
-        match self.propose_once(&Command::OpenSession).await.1? {
+        // Client housekeeping, not part of the request that happened to need it: a trace of its
+        // own rather than an extra apply in the caller's.
+        let open = tracing::info_span!(parent: None, "meta.client.open_session");
+        let opened = self
+            .propose_once(&Command::OpenSession)
+            .instrument(open)
+            .await
+            .1?;
+        match opened {
             (_, CommandResult::SessionOpened { session }) => {
                 *id = Some(session);
                 Ok(session)

@@ -329,7 +329,7 @@ pub enum CommandResult {
         /// True when an identical commit had already applied.
         duplicate: bool,
         /// Where the call's (first) commit sits in the log.
-        committed_at: crate::apply::LogPosition,
+        committed_at: crate::records::LogPosition,
     },
     /// A privileged number was registered.
     NumberRegistered {
@@ -610,11 +610,11 @@ impl VersionedRecord for Command {
                 }
                 let mut commands = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let command = Command::decode(&r.blob("batch", MAX_EMBEDDED_RECORD)?)?;
-                    if matches!(command, Command::Batch(_)) {
+                    let bytes = r.blob("batch", MAX_EMBEDDED_RECORD)?;
+                    if tag_of(&bytes) == Some(BATCH_TAG) {
                         return Err(r.invalid("batch", "nested batch"));
                     }
-                    commands.push(command);
+                    commands.push(Command::decode(&bytes)?);
                 }
                 Command::Batch(commands)
             }
@@ -758,6 +758,18 @@ impl VersionedRecord for Command {
     }
 }
 
+/// The tag of `Command::Batch` and of `CommandResult::Batch`.
+const BATCH_TAG: u8 = 4;
+const BATCH_RESULT_TAG: u8 = 5;
+
+/// The tag of encoded command or result bytes: the byte after the version byte, in every
+/// version. A batch's elements are refused by it before they are decoded, so no input makes
+/// decoding recurse: thousands of batches nested in one log entry would otherwise overflow the
+/// stack of every replica that applies it.
+fn tag_of(bytes: &[u8]) -> Option<u8> {
+    bytes.get(1).copied()
+}
+
 /// Longest hold case number, in bytes (the core limit is in characters).
 const MAX_HOLD_TEXT_BYTES: usize = callvault_core::call::MAX_HOLD_TEXT * 4;
 
@@ -816,7 +828,7 @@ impl Command {
 
     /// Checks what `apply` cannot decide differently on any replica but must refuse: a commit
     /// whose lifecycle is not one ingest can propose.
-    pub(crate) fn check_shape(&self) -> Result<(), Refusal> {
+    pub fn check_shape(&self) -> Result<(), Refusal> {
         if let Command::CommitCall {
             call, chunk_ids, ..
         } = self
@@ -973,7 +985,7 @@ impl VersionedRecord for CommandResult {
                     outcome,
                     policy_version: r.u32()?,
                     duplicate: r.bool("duplicate")?,
-                    committed_at: crate::apply::LogPosition {
+                    committed_at: crate::records::LogPosition {
                         term: r.u64()?,
                         index: r.u64()?,
                     },
@@ -1016,7 +1028,11 @@ impl VersionedRecord for CommandResult {
                 }
                 let mut results = Vec::with_capacity(count);
                 for _ in 0..count {
-                    results.push(CommandResult::decode(&r.blob("batch", 64 * 1024)?)?);
+                    let bytes = r.blob("batch", 64 * 1024)?;
+                    if tag_of(&bytes) == Some(BATCH_RESULT_TAG) {
+                        return Err(r.invalid("batch", "nested batch"));
+                    }
+                    results.push(CommandResult::decode(&bytes)?);
                 }
                 CommandResult::Batch(results)
             }
@@ -1147,6 +1163,51 @@ pub(crate) mod tests {
     fn nested_batches_do_not_decode() {
         let nested = Command::Batch(vec![Command::Batch(vec![])]);
         assert!(Command::decode(&nested.encode()).is_err());
+    }
+
+    /// `depth` batches of one element nested in each other around `innermost`, written outside
+    /// in (each header holds the length of everything inside it).
+    fn nested(version: u8, tag: u8, innermost: &[u8], depth: usize) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(innermost.len() + 10 * depth);
+        for level in (0..depth).rev() {
+            let inner = innermost.len() + 10 * level;
+            bytes.extend_from_slice(&[version, tag]);
+            bytes.extend_from_slice(&1u32.to_le_bytes());
+            bytes.extend_from_slice(&(inner as u32).to_le_bytes());
+        }
+        bytes.extend_from_slice(innermost);
+        bytes
+    }
+
+    /// Found by the `command` fuzz target's regression input: 6,500 batches nested in one
+    /// 64 KiB entry overflowed the stack (a replica's apply thread, every replica at once). A
+    /// batch's elements are refused by their tag now, before they are decoded: no recursion.
+    #[test]
+    fn deeply_nested_batches_are_refused_without_recursing() {
+        let commands = nested(
+            COMMAND_VERSION,
+            4,
+            &Command::Batch(vec![]).encode(),
+            100_000,
+        );
+        let results = nested(
+            RESULT_VERSION,
+            5,
+            &CommandResult::Batch(vec![]).encode(),
+            6_000,
+        );
+        let small_stack = std::thread::Builder::new().stack_size(128 * 1024);
+        let decoded = small_stack
+            .spawn(move || {
+                (
+                    Command::decode(&commands).is_err(),
+                    CommandResult::decode(&results).is_err(),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(decoded, (true, true));
     }
 
     #[test]
@@ -1298,7 +1359,7 @@ pub(crate) mod tests {
                 outcome: CommitOutcome::PurgedAtCommit,
                 policy_version: 2,
                 duplicate: true,
-                committed_at: crate::apply::LogPosition { term: 3, index: 99 },
+                committed_at: crate::records::LogPosition { term: 3, index: 99 },
             },
             CommandResult::NumberRegistered { purged: 50 },
             CommandResult::Refused(Refusal::PolicyVersionMismatch { current: 4 }),

@@ -6,11 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use callvault_core::codec::{DecodeError, VersionedRecord};
 use callvault_proto::v1 as pb;
-use openraft::{CommittedLeaderId, EntryPayload, Membership};
+use openraft::error::SnapshotMismatch;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{CommittedLeaderId, EntryPayload, Membership, SnapshotSegmentId};
 use prost::Message;
 
 use crate::command::Command;
-use crate::types::{Entry, LogId, SnapshotMeta, StoredMembership, Vote};
+use crate::types::{Entry, LogId, NodeId, SnapshotMeta, StoredMembership, TypeConfig, Vote};
 
 /// Most voter sets and nodes in a membership; clusters have 3 or 5 voters.
 const MAX_MEMBERS: usize = 64;
@@ -220,6 +225,180 @@ pub fn snapshot_meta_from_pb(meta: &pb::SnapshotMeta) -> Result<SnapshotMeta, Co
         )?)?,
         snapshot_id: meta.snapshot_id.clone(),
     })
+}
+
+fn required_vote(vote: Option<&pb::RaftVote>) -> Result<Vote, ConvertError> {
+    vote_from_pb(required(vote, "vote")?)
+}
+
+/// An `AppendEntries` request to protobuf.
+pub fn append_entries_request_to_pb(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+) -> pb::AppendEntriesRequest {
+    pb::AppendEntriesRequest {
+        vote: Some(vote_to_pb(&rpc.vote)),
+        prev_log_id: rpc.prev_log_id.as_ref().map(log_id_to_pb),
+        entries: rpc.entries.iter().map(entry_to_pb).collect(),
+        leader_commit: rpc.leader_commit.as_ref().map(log_id_to_pb),
+    }
+}
+
+/// Protobuf to an `AppendEntries` request, every entry decoded and bounded.
+pub fn append_entries_request_from_pb(
+    r: &pb::AppendEntriesRequest,
+) -> Result<AppendEntriesRequest<TypeConfig>, ConvertError> {
+    Ok(AppendEntriesRequest {
+        vote: required_vote(r.vote.as_ref())?,
+        prev_log_id: opt_log_id_from_pb(r.prev_log_id.as_ref())?,
+        entries: r
+            .entries
+            .iter()
+            .map(entry_from_pb)
+            .collect::<Result<_, _>>()?,
+        leader_commit: opt_log_id_from_pb(r.leader_commit.as_ref())?,
+    })
+}
+
+/// An `AppendEntries` response to protobuf.
+pub fn append_entries_response_to_pb(
+    response: &AppendEntriesResponse<NodeId>,
+) -> pb::AppendEntriesResponse {
+    use pb::append_entries_response::Result as R;
+    let result = match response {
+        AppendEntriesResponse::Success => R::Success(pb::Empty {}),
+        AppendEntriesResponse::PartialSuccess(matching) => R::PartialSuccess(pb::PartialSuccess {
+            matching: matching.as_ref().map(log_id_to_pb),
+        }),
+        AppendEntriesResponse::Conflict => R::Conflict(pb::Empty {}),
+        AppendEntriesResponse::HigherVote(vote) => R::HigherVote(vote_to_pb(vote)),
+    };
+    pb::AppendEntriesResponse {
+        result: Some(result),
+    }
+}
+
+/// Protobuf to an `AppendEntries` response.
+pub fn append_entries_response_from_pb(
+    r: &pb::AppendEntriesResponse,
+) -> Result<AppendEntriesResponse<NodeId>, ConvertError> {
+    use pb::append_entries_response::Result as R;
+    Ok(match required(r.result.as_ref(), "result")? {
+        R::Success(_) => AppendEntriesResponse::Success,
+        R::PartialSuccess(p) => {
+            AppendEntriesResponse::PartialSuccess(opt_log_id_from_pb(p.matching.as_ref())?)
+        }
+        R::Conflict(_) => AppendEntriesResponse::Conflict,
+        R::HigherVote(v) => AppendEntriesResponse::HigherVote(vote_from_pb(v)?),
+    })
+}
+
+/// A `Vote` request to protobuf.
+pub fn vote_request_to_pb(rpc: &VoteRequest<NodeId>) -> pb::VoteRequest {
+    pb::VoteRequest {
+        vote: Some(vote_to_pb(&rpc.vote)),
+        last_log_id: rpc.last_log_id.as_ref().map(log_id_to_pb),
+    }
+}
+
+/// Protobuf to a `Vote` request.
+pub fn vote_request_from_pb(r: &pb::VoteRequest) -> Result<VoteRequest<NodeId>, ConvertError> {
+    Ok(VoteRequest {
+        vote: required_vote(r.vote.as_ref())?,
+        last_log_id: opt_log_id_from_pb(r.last_log_id.as_ref())?,
+    })
+}
+
+/// A `Vote` response to protobuf.
+pub fn vote_response_to_pb(response: &VoteResponse<NodeId>) -> pb::VoteResponse {
+    pb::VoteResponse {
+        vote: Some(vote_to_pb(&response.vote)),
+        vote_granted: response.vote_granted,
+        last_log_id: response.last_log_id.as_ref().map(log_id_to_pb),
+    }
+}
+
+/// Protobuf to a `Vote` response.
+pub fn vote_response_from_pb(r: &pb::VoteResponse) -> Result<VoteResponse<NodeId>, ConvertError> {
+    Ok(VoteResponse {
+        vote: required_vote(r.vote.as_ref())?,
+        vote_granted: r.vote_granted,
+        last_log_id: opt_log_id_from_pb(r.last_log_id.as_ref())?,
+    })
+}
+
+/// An `InstallSnapshot` request to protobuf (the chunk's bytes move, not copied).
+pub fn install_snapshot_request_to_pb(
+    rpc: InstallSnapshotRequest<TypeConfig>,
+) -> pb::InstallSnapshotRequest {
+    pb::InstallSnapshotRequest {
+        vote: Some(vote_to_pb(&rpc.vote)),
+        meta: Some(snapshot_meta_to_pb(&rpc.meta)),
+        offset: rpc.offset,
+        data: rpc.data,
+        done: rpc.done,
+    }
+}
+
+/// Protobuf to an `InstallSnapshot` request (the chunk's bytes move, not copied).
+pub fn install_snapshot_request_from_pb(
+    r: pb::InstallSnapshotRequest,
+) -> Result<InstallSnapshotRequest<TypeConfig>, ConvertError> {
+    Ok(InstallSnapshotRequest {
+        vote: required_vote(r.vote.as_ref())?,
+        meta: snapshot_meta_from_pb(required(r.meta.as_ref(), "meta")?)?,
+        offset: r.offset,
+        data: r.data,
+        done: r.done,
+    })
+}
+
+fn segment_to_pb(segment: &SnapshotSegmentId) -> pb::SnapshotSegment {
+    pb::SnapshotSegment {
+        id: segment.id.clone(),
+        offset: segment.offset,
+    }
+}
+
+fn segment_from_pb(segment: Option<&pb::SnapshotSegment>) -> SnapshotSegmentId {
+    let segment = segment.cloned().unwrap_or_default();
+    SnapshotSegmentId {
+        id: segment.id,
+        offset: segment.offset,
+    }
+}
+
+/// An `InstallSnapshot` answer to protobuf: the receiver's vote, or the segment it expected.
+pub fn install_snapshot_response_to_pb(
+    response: Result<&InstallSnapshotResponse<NodeId>, &SnapshotMismatch>,
+) -> pb::InstallSnapshotResponse {
+    match response {
+        Ok(response) => pb::InstallSnapshotResponse {
+            vote: Some(vote_to_pb(&response.vote)),
+            mismatch: None,
+        },
+        Err(mismatch) => pb::InstallSnapshotResponse {
+            vote: None,
+            mismatch: Some(pb::SnapshotMismatch {
+                expect: Some(segment_to_pb(&mismatch.expect)),
+                got: Some(segment_to_pb(&mismatch.got)),
+            }),
+        },
+    }
+}
+
+/// Protobuf to an `InstallSnapshot` answer: a mismatch wins over a vote.
+pub fn install_snapshot_response_from_pb(
+    r: &pb::InstallSnapshotResponse,
+) -> Result<Result<InstallSnapshotResponse<NodeId>, SnapshotMismatch>, ConvertError> {
+    if let Some(mismatch) = &r.mismatch {
+        return Ok(Err(SnapshotMismatch {
+            expect: segment_from_pb(mismatch.expect.as_ref()),
+            got: segment_from_pb(mismatch.got.as_ref()),
+        }));
+    }
+    Ok(Ok(InstallSnapshotResponse {
+        vote: required_vote(r.vote.as_ref())?,
+    }))
 }
 
 /// A version byte in front of protobuf bytes, for records kept on disk.

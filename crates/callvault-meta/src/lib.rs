@@ -12,47 +12,80 @@
 // feed it return it too rather than boxing and unboxing at every call.
 #![allow(clippy::result_large_err)]
 
-pub mod apply;
-pub mod apply_trace;
+// The pure half: builds without RocksDB (`--no-default-features`), for the fuzz targets.
 pub mod approvals;
-pub mod audit_log;
-pub mod audit_service;
 pub mod auth_failures;
 pub mod authz;
-pub mod client;
-pub mod clock;
 pub mod command;
 pub mod convert;
-pub mod details;
 pub mod intents;
-pub mod keys;
-pub mod lifecycle;
-pub mod log_store;
 pub mod member;
-pub mod membership;
-pub mod metrics;
-pub mod migrate;
-pub mod network;
-pub mod node;
 pub mod principal;
-pub mod proposer;
-pub mod purges;
-pub mod reads;
-pub mod retention;
+pub mod records;
 pub mod retention_command;
-pub mod reviews;
-pub mod service;
-pub mod session;
 pub mod snapshot;
-pub mod state_machine;
-pub mod storage;
-pub mod tombstones;
-pub mod txn;
 pub mod types;
 
+// The store, the services and the Raft runtime.
+#[cfg(feature = "store")]
+pub mod apply;
+#[cfg(feature = "store")]
+pub mod apply_trace;
+#[cfg(feature = "store")]
+pub mod audit_log;
+#[cfg(feature = "store")]
+pub mod audit_service;
+#[cfg(feature = "store")]
+pub mod client;
+#[cfg(feature = "store")]
+pub mod clock;
+#[cfg(feature = "store")]
+pub mod details;
+#[cfg(feature = "store")]
+pub mod keys;
+#[cfg(feature = "store")]
+pub mod lifecycle;
+#[cfg(feature = "store")]
+pub mod log_store;
+#[cfg(feature = "store")]
+pub mod membership;
+#[cfg(feature = "store")]
+pub mod metrics;
+#[cfg(feature = "store")]
+pub mod migrate;
+#[cfg(feature = "store")]
+pub mod network;
+#[cfg(feature = "store")]
+pub mod node;
+#[cfg(feature = "store")]
+pub mod proposer;
+#[cfg(feature = "store")]
+pub mod purges;
+#[cfg(feature = "store")]
+pub mod reads;
+#[cfg(feature = "store")]
+pub mod retention;
+#[cfg(feature = "store")]
+pub mod reviews;
+#[cfg(feature = "store")]
+pub mod service;
+#[cfg(feature = "store")]
+pub mod session;
+#[cfg(feature = "store")]
+pub mod state_machine;
+#[cfg(feature = "store")]
+pub mod storage;
+#[cfg(feature = "store")]
+pub mod tombstones;
+#[cfg(feature = "store")]
+pub mod txn;
+
 pub use command::{Command, CommandResult, CommitOutcome, Refusal};
+#[cfg(feature = "store")]
 pub use log_store::LogStore;
 pub use member::MetaMember;
+#[cfg(feature = "store")]
 pub use node::{MetaConfig, MetaNode};
+#[cfg(feature = "store")]
 pub use state_machine::StateMachineStore;
 pub use types::{NodeId, Raft, TypeConfig};

@@ -7,7 +7,7 @@
 
 use callvault_audit::{AccessDecision as AuditAccess, AuditEvent, PurgeReplica};
 use callvault_core::call::{CallEvent, CallRecord, Hold, Lifecycle, TransitionError};
-use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
+use callvault_core::codec::{VersionedRecord, Writer};
 use callvault_core::retention::{check_review_date, recording_deadline};
 use callvault_core::tombstone::TombstoneOutcome;
 use callvault_core::{CallId, Jurisdiction, UnixMillis};
@@ -16,163 +16,12 @@ use crate::apply::{
     self, ApplyError, Counters, LogPosition, counters, current_policy, put_counters,
 };
 use crate::audit_log::{self, Event};
-use crate::command::{
-    AccessDecision, AccessRequest, CommandResult, MAX_CHUNKS_PER_CALL, MAX_PRINCIPAL, Refusal,
-};
+use crate::command::{AccessDecision, AccessRequest, CommandResult, MAX_PRINCIPAL, Refusal};
 use crate::keys::{self, *};
 use crate::txn::Txn;
 
-/// Why a recording's content is being destroyed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShredKind {
-    /// Found privileged: a purge.
-    Purge,
-    /// Its retention deadline passed.
-    Expiry,
-}
-
-/// A crypto-shred in progress: the data key is already gone from the state; this waits for every
-/// meta replica to compact it away and purge its log past `key_entry`, and for the blob shards to
-/// drop `chunk_ids`. Deleted when complete.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShredRecord {
-    /// Purge or expiry.
-    pub kind: ShredKind,
-    /// When the shred applied (the command's time).
-    pub started_at: UnixMillis,
-    /// Index of the Raft log entry that carried the wrapped key (the call's commit).
-    pub key_entry: u64,
-    /// The chunks to remove from every shard.
-    pub chunk_ids: Vec<[u8; 32]>,
-    /// Meta replicas that sent their receipt.
-    pub meta_receipts: Vec<u64>,
-    /// Whether the blob collector confirmed the chunks gone from every shard.
-    pub blob_done: bool,
-    /// Index of the entry that shredded (the expiry, the purge): a snapshot at or after it no
-    /// longer holds the key.
-    pub shred_entry: u64,
-    /// The members (voters and learners) when the shred applied: each owes a receipt, even if
-    /// it leaves before sending it, unless its receipts are waived.
-    pub required: Vec<u64>,
-}
-
-impl VersionedRecord for ShredRecord {
-    const NAME: &'static str = "shred record";
-    const CURRENT_VERSION: u8 = 2;
-
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_version(2);
-        w.u8(match self.kind {
-            ShredKind::Purge => 0,
-            ShredKind::Expiry => 1,
-        })
-        .i64(self.started_at.0)
-        .u64(self.key_entry)
-        .u32(self.chunk_ids.len() as u32);
-        for id in &self.chunk_ids {
-            w.bytes32(id);
-        }
-        write_nodes(&mut w, &self.meta_receipts);
-        w.bool(self.blob_done).u64(self.shred_entry);
-        write_nodes(&mut w, &self.required);
-        w.finish()
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if !(1..=2).contains(&version) {
-            return Err(r.unsupported(version, 2));
-        }
-        let kind = match r.u8()? {
-            0 => ShredKind::Purge,
-            1 => ShredKind::Expiry,
-            t => return Err(r.invalid("kind", format!("unknown tag {t}"))),
-        };
-        let started_at = UnixMillis(r.i64()?);
-        let key_entry = r.u64()?;
-        let count = r.u32()? as usize;
-        if count > MAX_CHUNKS_PER_CALL {
-            return Err(r.invalid("chunk_ids", format!("{count} chunks")));
-        }
-        let mut chunk_ids = Vec::with_capacity(count.min(4096));
-        for _ in 0..count {
-            chunk_ids.push(r.bytes32()?);
-        }
-        let meta_receipts = read_nodes(&mut r, "meta_receipts")?;
-        let blob_done = r.bool("blob_done")?;
-        // Version 1 knew neither: the shred entry is taken as the key's own (a snapshot past it
-        // holds neither), and the members required are those of the membership when checked.
-        let (shred_entry, required) = if version == 2 {
-            (r.u64()?, read_nodes(&mut r, "required")?)
-        } else {
-            (key_entry, Vec::new())
-        };
-        let record = ShredRecord {
-            kind,
-            started_at,
-            key_entry,
-            chunk_ids,
-            meta_receipts,
-            blob_done,
-            shred_entry,
-            required,
-        };
-        r.finish()?;
-        Ok(record)
-    }
-}
-
-/// Most node ids a shred record lists.
-const MAX_NODES: usize = 64;
-
-fn write_nodes(w: &mut Writer, nodes: &[u64]) {
-    w.u32(nodes.len() as u32);
-    for node in nodes {
-        w.u64(*node);
-    }
-}
-
-fn read_nodes(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<u64>, DecodeError> {
-    let count = r.u32()? as usize;
-    if count > MAX_NODES {
-        return Err(r.invalid(field, format!("{count} nodes")));
-    }
-    (0..count).map(|_| r.u64()).collect()
-}
-
-/// One principal's playback use in the current clock hour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct QuotaUse {
-    /// Hours since the epoch.
-    hour: i64,
-    calls: u64,
-    bytes: u64,
-}
-
-impl VersionedRecord for QuotaUse {
-    const NAME: &'static str = "quota use";
-    const CURRENT_VERSION: u8 = 1;
-
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_version(1);
-        w.i64(self.hour).u64(self.calls).u64(self.bytes);
-        w.finish()
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if version != 1 {
-            return Err(r.unsupported(version, 1));
-        }
-        let usage = QuotaUse {
-            hour: r.i64()?,
-            calls: r.u64()?,
-            bytes: r.u64()?,
-        };
-        r.finish()?;
-        Ok(usage)
-    }
-}
+use crate::records::QuotaUse;
+pub use crate::records::{ShredKind, ShredRecord};
 
 const MILLIS_PER_HOUR: i64 = 3_600_000;
 

@@ -11,9 +11,6 @@
 //! it up as a learner and promoted it again (`Cluster.AddMember`).
 
 use std::fmt;
-use std::path::Path;
-
-use crate::storage::{OpenError, write_atomically};
 
 /// The gRPC metadata key of the incarnation a Raft RPC's sender expects its target to be.
 pub const INCARNATION_HEADER: &str = "callvault-incarnation";
@@ -55,7 +52,11 @@ pub fn incarnation_matches(expected: Option<u64>, own: u64) -> bool {
 
 /// The incarnation of the volume at `data_dir`, made (random, never 0) when the file is missing:
 /// on a new volume, and once on a volume made before incarnations existed.
-pub fn load_or_create_incarnation(data_dir: &Path) -> Result<u64, OpenError> {
+#[cfg(feature = "store")]
+pub fn load_or_create_incarnation(
+    data_dir: &std::path::Path,
+) -> Result<u64, crate::storage::OpenError> {
+    use crate::storage::{OpenError, write_atomically};
     let path = data_dir.join("incarnation");
     let io = |source| OpenError::Io {
         path: path.clone(),
@@ -88,6 +89,7 @@ pub fn load_or_create_incarnation(data_dir: &Path) -> Result<u64, OpenError> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "store")]
     #[test]
     fn a_volume_keeps_its_incarnation_and_a_new_volume_gets_another() {
         let dir = tempfile::tempdir().unwrap();

@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use callvault_proto::MAX_MESSAGE_BYTES;
 use callvault_proto::auth::{AuthChannel, Bearer};
-use callvault_proto::v1 as pb;
 use callvault_proto::v1::raft_client::RaftClient;
-use openraft::SnapshotSegmentId;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    SnapshotMismatch, Unreachable,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -158,12 +156,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        let message = pb::AppendEntriesRequest {
-            vote: Some(convert::vote_to_pb(&rpc.vote)),
-            prev_log_id: rpc.prev_log_id.as_ref().map(convert::log_id_to_pb),
-            entries: rpc.entries.iter().map(convert::entry_to_pb).collect(),
-            leader_commit: rpc.leader_commit.as_ref().map(convert::log_id_to_pb),
-        };
+        let message = convert::append_entries_request_to_pb(&rpc);
         // Ask openraft to send fewer entries rather than exceed the peer's message bound.
         let size = prost::Message::encoded_len(&message);
         let limit = MAX_MESSAGE_BYTES - (64 << 10);
@@ -179,18 +172,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .await
             .map_err(status_error)?
             .into_inner();
-        use pb::append_entries_response::Result as R;
-        match response.result {
-            Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),
-            Some(R::PartialSuccess(p)) => Ok(AppendEntriesResponse::PartialSuccess(
-                convert::opt_log_id_from_pb(p.matching.as_ref()).map_err(decode_error)?,
-            )),
-            Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),
-            Some(R::HigherVote(v)) => Ok(AppendEntriesResponse::HigherVote(
-                convert::vote_from_pb(&v).map_err(decode_error)?,
-            )),
-            None => Err(decode_error(ConvertError::Missing("result"))),
-        }
+        convert::append_entries_response_from_pb(&response).map_err(decode_error)
     }
 
     async fn install_snapshot(
@@ -198,43 +180,21 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        let message = pb::InstallSnapshotRequest {
-            vote: Some(convert::vote_to_pb(&rpc.vote)),
-            meta: Some(convert::snapshot_meta_to_pb(&rpc.meta)),
-            offset: rpc.offset,
-            data: rpc.data,
-            done: rpc.done,
-        };
+        let message = convert::install_snapshot_request_to_pb(rpc);
         let response = self
             .client()?
             .install_snapshot(self.request(message, &option))
             .await
             .map_err(status_error)?
             .into_inner();
-        if let Some(mismatch) = response.mismatch {
-            let segment = |s: Option<pb::SnapshotSegment>| {
-                let s = s.unwrap_or_default();
-                SnapshotSegmentId {
-                    id: s.id,
-                    offset: s.offset,
-                }
-            };
-            let error = SnapshotMismatch {
-                expect: segment(mismatch.expect),
-                got: segment(mismatch.got),
-            };
-            return Err(RPCError::RemoteError(RemoteError::new_with_node(
+        match convert::install_snapshot_response_from_pb(&response).map_err(decode_error)? {
+            Ok(response) => Ok(response),
+            Err(mismatch) => Err(RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
                 self.node.clone(),
-                RaftError::APIError(InstallSnapshotError::SnapshotMismatch(error)),
-            )));
+                RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)),
+            ))),
         }
-        let vote = response
-            .vote
-            .ok_or(ConvertError::Missing("vote"))
-            .and_then(|v| convert::vote_from_pb(&v))
-            .map_err(decode_error)?;
-        Ok(InstallSnapshotResponse { vote })
     }
 
     async fn vote(
@@ -242,26 +202,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>> {
-        let message = pb::VoteRequest {
-            vote: Some(convert::vote_to_pb(&rpc.vote)),
-            last_log_id: rpc.last_log_id.as_ref().map(convert::log_id_to_pb),
-        };
+        let message = convert::vote_request_to_pb(&rpc);
         let response = self
             .client()?
             .vote(self.request(message, &option))
             .await
             .map_err(status_error)?
             .into_inner();
-        let vote = response
-            .vote
-            .ok_or(ConvertError::Missing("vote"))
-            .and_then(|v| convert::vote_from_pb(&v))
-            .map_err(decode_error)?;
-        Ok(VoteResponse {
-            vote,
-            vote_granted: response.vote_granted,
-            last_log_id: convert::opt_log_id_from_pb(response.last_log_id.as_ref())
-                .map_err(decode_error)?,
-        })
+        convert::vote_response_from_pb(&response).map_err(decode_error)
     }
 }

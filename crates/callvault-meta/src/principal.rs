@@ -12,6 +12,7 @@ use callvault_proto::proof::PublicKey;
 use serde::Deserialize;
 use tonic::Status;
 
+#[cfg(feature = "store")]
 use crate::audit_service::AuditScope;
 use crate::command::MAX_PRINCIPAL;
 
@@ -135,6 +136,8 @@ struct PrincipalEntry {
     public_key: Option<String>,
 }
 
+// The audit service (and its scopes) is part of the store.
+#[cfg(feature = "store")]
 impl Principal {
     /// Which audit entries this principal may read. Auditors: every entry, unless the principals
     /// file names their jurisdictions, then those only (a state's own auditor). Agencies: their
@@ -246,6 +249,11 @@ impl Principals {
     /// The principal named `name`.
     pub fn by_name(&self, name: &str) -> Option<&Arc<Principal>> {
         self.by_name.get(name)
+    }
+
+    /// Every principal with its token hash, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8; 32], &Arc<Principal>)> {
+        self.by_hash.iter()
     }
 
     /// How many principals there are.

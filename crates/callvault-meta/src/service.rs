@@ -16,9 +16,6 @@ use callvault_proto::v1::meta_store_client::MetaStoreClient;
 use openraft::error::{
     CheckIsLeaderError, ClientWriteError, ForwardToLeader, InstallSnapshotError, RaftError,
 };
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
-};
 use openraft::{ChangeMembers, ServerState};
 use tonic::{Request, Response, Status};
 
@@ -31,7 +28,7 @@ use crate::proposer::{ProposeError, Proposer};
 use crate::reads;
 use crate::state_machine::StateMachineStore;
 use crate::txn::Txn;
-use crate::types::{NodeId, Raft, TypeConfig};
+use crate::types::{NodeId, Raft};
 
 /// Serves the three services of a meta node.
 #[derive(Clone)]
@@ -220,39 +217,12 @@ impl pb::raft_server::Raft for MetaService {
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
         self.check_incarnation(&request)?;
-        let r = request.into_inner();
-        let rpc = AppendEntriesRequest::<TypeConfig> {
-            vote: convert::vote_from_pb(
-                r.vote
-                    .as_ref()
-                    .ok_or_else(|| bad_request(ConvertError::Missing("vote")))?,
-            )
-            .map_err(bad_request)?,
-            prev_log_id: convert::opt_log_id_from_pb(r.prev_log_id.as_ref())
-                .map_err(bad_request)?,
-            entries: r
-                .entries
-                .iter()
-                .map(convert::entry_from_pb)
-                .collect::<Result<_, _>>()
-                .map_err(bad_request)?,
-            leader_commit: convert::opt_log_id_from_pb(r.leader_commit.as_ref())
-                .map_err(bad_request)?,
-        };
-        use pb::append_entries_response::Result as R;
-        let result = match self.raft.append_entries(rpc).await.map_err(fatal)? {
-            AppendEntriesResponse::Success => R::Success(pb::Empty {}),
-            AppendEntriesResponse::PartialSuccess(matching) => {
-                R::PartialSuccess(pb::PartialSuccess {
-                    matching: matching.as_ref().map(convert::log_id_to_pb),
-                })
-            }
-            AppendEntriesResponse::Conflict => R::Conflict(pb::Empty {}),
-            AppendEntriesResponse::HigherVote(vote) => R::HigherVote(convert::vote_to_pb(&vote)),
-        };
-        Ok(Response::new(pb::AppendEntriesResponse {
-            result: Some(result),
-        }))
+        let rpc =
+            convert::append_entries_request_from_pb(request.get_ref()).map_err(bad_request)?;
+        let response = self.raft.append_entries(rpc).await.map_err(fatal)?;
+        Ok(Response::new(convert::append_entries_response_to_pb(
+            &response,
+        )))
     }
 
     async fn vote(
@@ -260,23 +230,9 @@ impl pb::raft_server::Raft for MetaService {
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
         self.check_incarnation(&request)?;
-        let r = request.into_inner();
-        let rpc = VoteRequest {
-            vote: convert::vote_from_pb(
-                r.vote
-                    .as_ref()
-                    .ok_or_else(|| bad_request(ConvertError::Missing("vote")))?,
-            )
-            .map_err(bad_request)?,
-            last_log_id: convert::opt_log_id_from_pb(r.last_log_id.as_ref())
-                .map_err(bad_request)?,
-        };
+        let rpc = convert::vote_request_from_pb(request.get_ref()).map_err(bad_request)?;
         let response = self.raft.vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(pb::VoteResponse {
-            vote: Some(convert::vote_to_pb(&response.vote)),
-            vote_granted: response.vote_granted,
-            last_log_id: response.last_log_id.as_ref().map(convert::log_id_to_pb),
-        }))
+        Ok(Response::new(convert::vote_response_to_pb(&response)))
     }
 
     async fn install_snapshot(
@@ -284,44 +240,16 @@ impl pb::raft_server::Raft for MetaService {
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
         self.check_incarnation(&request)?;
-        let r = request.into_inner();
-        let rpc = InstallSnapshotRequest::<TypeConfig> {
-            vote: convert::vote_from_pb(
-                r.vote
-                    .as_ref()
-                    .ok_or_else(|| bad_request(ConvertError::Missing("vote")))?,
-            )
-            .map_err(bad_request)?,
-            meta: convert::snapshot_meta_from_pb(
-                r.meta
-                    .as_ref()
-                    .ok_or_else(|| bad_request(ConvertError::Missing("meta")))?,
-            )
-            .map_err(bad_request)?,
-            offset: r.offset,
-            data: r.data,
-            done: r.done,
-        };
-        match self.raft.install_snapshot(rpc).await {
-            Ok(response) => Ok(Response::new(pb::InstallSnapshotResponse {
-                vote: Some(convert::vote_to_pb(&response.vote)),
-                mismatch: None,
-            })),
+        let rpc =
+            convert::install_snapshot_request_from_pb(request.into_inner()).map_err(bad_request)?;
+        let answer = match self.raft.install_snapshot(rpc).await {
+            Ok(response) => convert::install_snapshot_response_to_pb(Ok(&response)),
             Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => {
-                let segment = |s: &openraft::SnapshotSegmentId| pb::SnapshotSegment {
-                    id: s.id.clone(),
-                    offset: s.offset,
-                };
-                Ok(Response::new(pb::InstallSnapshotResponse {
-                    vote: None,
-                    mismatch: Some(pb::SnapshotMismatch {
-                        expect: Some(segment(&m.expect)),
-                        got: Some(segment(&m.got)),
-                    }),
-                }))
+                convert::install_snapshot_response_to_pb(Err(&m))
             }
-            Err(RaftError::Fatal(e)) => Err(fatal(e)),
-        }
+            Err(RaftError::Fatal(e)) => return Err(fatal(e)),
+        };
+        Ok(Response::new(answer))
     }
 }
 

@@ -10,11 +10,12 @@
 //! that opened it, and the least recently used session is evicted when there are more than
 //! [`MAX_SESSIONS`], so every replica keeps and forgets the same sessions.
 
-use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
+use callvault_core::codec::VersionedRecord;
 
 use crate::apply::ApplyError;
 use crate::command::{CommandResult, Refusal};
 use crate::keys::{CF_SESSIONS, CF_SM_META};
+use crate::records::SessionRecord;
 use crate::txn::Txn;
 
 /// Most sessions kept; opening one more evicts the least recently used.
@@ -28,44 +29,6 @@ const KEY_SESSION_COUNT: &[u8] = b"session_count";
 const RECORD: u8 = b's';
 const RESULT: u8 = b'r';
 const RECENCY: u8 = b'u';
-
-/// What the state machine keeps of one session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SessionRecord {
-    /// The unique id (log position) of the entry that last used it.
-    last_used: u64,
-    /// Results below this sequence were acknowledged and dropped.
-    acked_below: u64,
-    /// Results kept.
-    pending: u32,
-}
-
-impl VersionedRecord for SessionRecord {
-    const NAME: &'static str = "client session";
-    const CURRENT_VERSION: u8 = 1;
-
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_version(1);
-        w.u64(self.last_used)
-            .u64(self.acked_below)
-            .u32(self.pending);
-        w.finish()
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if version != 1 {
-            return Err(r.unsupported(version, 1));
-        }
-        let record = SessionRecord {
-            last_used: r.u64()?,
-            acked_below: r.u64()?,
-            pending: r.u32()?,
-        };
-        r.finish()?;
-        Ok(record)
-    }
-}
 
 fn record_key(session: u64) -> Vec<u8> {
     let mut key = vec![RECORD];
@@ -230,19 +193,4 @@ fn prune(
         request.acked_below
     };
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_records_round_trip() {
-        let record = SessionRecord {
-            last_used: 99 << 10 | 3,
-            acked_below: 7,
-            pending: 2,
-        };
-        assert_eq!(SessionRecord::decode(&record.encode()), Ok(record));
-    }
 }

@@ -229,7 +229,10 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<pb::SnapshotMeta, SnapshotErro
     if r.read(&mut rest).map_err(io(path))? != 0 {
         return Err(malformed(path, "bytes after the last file"));
     }
-    crate::storage::sync_dir(dest).map_err(io(dest))?;
+    // The directory too, so the new files survive a crash.
+    File::open(dest)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dest))?;
     Ok(header.meta)
 }
 

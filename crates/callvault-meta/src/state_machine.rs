@@ -28,6 +28,8 @@ use crate::txn::Txn;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const CURRENT_SNAPSHOT: &str = "current.snap";
+/// A received snapshot, complete and synced, while it is being installed.
+const INSTALLING_SNAPSHOT: &str = "incoming.tmp";
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
     StorageIOError::new(
@@ -144,7 +146,7 @@ impl StateMachineStore {
         })?;
         remove_other_generations(&sm_dir, generation);
         let _ = std::fs::remove_dir_all(snapshot_dir.join("build-checkpoint"));
-        Ok(StateMachineStore {
+        let store = StateMachineStore {
             shared: Arc::new(Shared {
                 sm_dir,
                 snapshot_dir,
@@ -154,7 +156,48 @@ impl StateMachineStore {
                 apply_times: Arc::default(),
                 id_key,
             }),
-        })
+        };
+        store.finish_interrupted_install()?;
+        Ok(store)
+    }
+
+    /// Finishes a snapshot install that a crash interrupted. Its file was complete and synced
+    /// before the install began, and openraft may already have purged the log up to it; left
+    /// half done, the next start finds the log purged past the snapshot file it is served (and
+    /// openraft refuses to run). So the state is brought to the snapshot, or, when the pointer
+    /// had already switched, the file is kept as the current snapshot.
+    fn finish_interrupted_install(&self) -> Result<(), OpenError> {
+        let incoming = self.shared.snapshot_dir.join(INSTALLING_SNAPSHOT);
+        if !incoming.exists() {
+            return Ok(());
+        }
+        let damaged = |e: &dyn std::fmt::Display| OpenError::Io {
+            path: incoming.clone(),
+            source: std::io::Error::other(format!("finishing an interrupted install: {e}")),
+        };
+        let meta = snapshot::verify(&incoming)
+            .and_then(|()| snapshot::read_meta(&incoming))
+            .ok()
+            .and_then(|m| convert::snapshot_meta_from_pb(&m).ok());
+        let Some(meta) = meta else {
+            // Never complete, so never installed: the leader sends it again.
+            let _ = std::fs::remove_file(&incoming);
+            return Ok(());
+        };
+        let applied = self.applied().map_err(|e| damaged(&e))?;
+        if meta.last_log_id > applied {
+            tracing::warn!(snapshot = ?meta.last_log_id, ?applied, "finishing an interrupted snapshot install");
+            return self
+                .install_blocking(&incoming, &meta)
+                .map_err(|e| damaged(&e));
+        }
+        if meta.last_log_id == applied {
+            std::fs::rename(&incoming, self.current_snapshot_path()).map_err(|e| damaged(&e))?;
+            sync_dir(&self.shared.snapshot_dir).map_err(|e| damaged(&e))?;
+        } else {
+            let _ = std::fs::remove_file(&incoming);
+        }
+        Ok(())
     }
 
     /// A read-only write set over the current database, with the tombstone key: for reads that
@@ -522,7 +565,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let _guard = self.shared.snapshot_lock.lock().await;
         // Copy whatever handle openraft gives us (the file we handed out, or another node's
         // snapshot in tests) into a file of our own, durably, then install from it.
-        let incoming = self.shared.snapshot_dir.join("incoming.tmp");
+        let incoming = self.shared.snapshot_dir.join(INSTALLING_SNAPSHOT);
         let mut out = tokio::fs::File::create(&incoming)
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -934,6 +977,47 @@ mod tests {
             let proof = tree.inclusion_proof(i as u64, size).unwrap();
             proof.verify(&leaf_hash(&entry.encode()), &root).unwrap();
         }
+    }
+
+    /// The snapshot a store serves, as its file says.
+    fn served_snapshot(sm: &StateMachineStore) -> Option<LogId> {
+        let meta = snapshot::read_meta(&sm.current_snapshot_path()).ok()?;
+        convert::snapshot_meta_from_pb(&meta).unwrap().last_log_id
+    }
+
+    #[test]
+    fn a_snapshot_install_cut_short_by_a_crash_is_finished_at_the_next_open() {
+        let mut leader = Harness::new();
+        leader.apply(vec![commit("s-1", 1, 1000), commit("s-2", 2, 2000)]);
+        leader.sm.build_blocking(1).unwrap();
+        let at = served_snapshot(&leader.sm);
+        assert!(at.is_some());
+
+        // Killed before the pointer switched: only the received, synced file is there.
+        let follower = tempfile::tempdir().unwrap();
+        drop(StateMachineStore::open(follower.path()).unwrap());
+        let incoming = follower.path().join("snapshots").join(INSTALLING_SNAPSHOT);
+        std::fs::copy(leader.sm.current_snapshot_path(), &incoming).unwrap();
+        let sm = StateMachineStore::open(follower.path()).unwrap();
+        assert_eq!(sm.applied().unwrap(), at);
+        assert_eq!(served_snapshot(&sm), at);
+        assert_eq!(sm.digest().unwrap(), leader.sm.digest().unwrap());
+        assert!(!incoming.exists());
+
+        // Killed after the pointer switched, before the file was kept as the current snapshot.
+        std::fs::remove_file(sm.current_snapshot_path()).unwrap();
+        std::fs::copy(leader.sm.current_snapshot_path(), &incoming).unwrap();
+        drop(sm);
+        let sm = StateMachineStore::open(follower.path()).unwrap();
+        assert_eq!(served_snapshot(&sm), at);
+        assert!(!incoming.exists());
+
+        // A file cut short by the crash is dropped: the leader sends it again.
+        drop(sm);
+        std::fs::write(&incoming, b"half a snapshot").unwrap();
+        let sm = StateMachineStore::open(follower.path()).unwrap();
+        assert_eq!(sm.applied().unwrap(), at);
+        assert!(!incoming.exists());
     }
 
     #[test]

@@ -396,8 +396,12 @@ pub struct IngestSection {
     /// written); a stream waits for room, so a slow shard slows platforms instead of growing
     /// memory.
     pub max_buffered_bytes: u64,
-    /// Chunk writes in flight per call.
+    /// Block writes in flight per call.
     pub chunk_writes_in_flight: usize,
+    /// Audio is cut into blocks of this many bytes before it is sealed and written, whatever
+    /// chunk sizes the platform sends: 262144 (256 KiB) to 1048576 (1 MiB, the default). Larger
+    /// blocks mean fewer chunk ids per call, fewer shard writes and fsyncs per megabyte.
+    pub block_bytes: usize,
     /// Replicas that must hold a chunk before ingest goes on (W, default 2 of `blob.replicas`).
     pub write_quorum: usize,
 }
@@ -410,6 +414,7 @@ impl Default for IngestSection {
             max_concurrent_calls: 1024,
             max_buffered_bytes: 256 << 20,
             chunk_writes_in_flight: 4,
+            block_bytes: crate::ingest::MAX_BLOCK_BYTES,
             write_quorum: 2,
         }
     }
@@ -616,6 +621,15 @@ impl NodeConfig {
         }
         if i.max_buffered_bytes < (callvault_blob::MAX_CHUNK_BYTES as u64) * 2 {
             bail!("ingest.max_buffered_bytes must hold at least two chunks (2 MiB)");
+        }
+        if !(crate::ingest::MIN_BLOCK_BYTES..=crate::ingest::MAX_BLOCK_BYTES)
+            .contains(&i.block_bytes)
+        {
+            bail!(
+                "ingest.block_bytes must be between {} and {} (256 KiB to 1 MiB)",
+                crate::ingest::MIN_BLOCK_BYTES,
+                crate::ingest::MAX_BLOCK_BYTES
+            );
         }
         if i.chunk_writes_in_flight == 0 || i.write_quorum == 0 {
             bail!("ingest.chunk_writes_in_flight and ingest.write_quorum must be greater than 0");

@@ -9,27 +9,31 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use callvault_blob::{CallSealer, KeyRing, ReplicatedBlobClient};
-use callvault_core::call::{CallRecord, Direction, Lifecycle, check_party_id};
+use callvault_core::call::{CallRecord, Direction, Lifecycle};
+use callvault_core::ingest::{
+    Accepted, CallStart, CallStartFields, CallStream, StreamError, StreamLimits, StreamPart,
+    StreamedAudio,
+};
 use callvault_core::privilege::{decide_ingest, number_fingerprint};
 use callvault_core::{
-    CallId, IngestDecision, Jurisdiction, NumberStanding, PrivilegeKind, PrivilegedRetention,
-    UnixMillis, normalize,
+    IngestDecision, Jurisdiction, NumberStanding, PrivilegeKind, PrivilegedRetention, UnixMillis,
 };
 use callvault_meta::apply::LogPosition;
 use callvault_meta::client::MetaClient;
 use callvault_meta::{Command, CommandResult, CommitOutcome, Refusal};
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::record_call_request::Part;
-use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::auth::{AccessRole, caller};
 
-/// Largest audio chunk, in bytes.
-pub const MAX_AUDIO_CHUNK: usize = 1 << 20;
+mod blocks;
+
+use blocks::{BlockWriter, Blocks};
+pub use blocks::{MAX_BLOCK_BYTES, MIN_BLOCK_BYTES};
+
 /// How long a stream may stay silent before it is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -44,8 +48,20 @@ pub struct IngestLimits {
     pub max_concurrent_calls: usize,
     /// Audio bytes held in memory across all streams.
     pub max_buffered_bytes: u64,
-    /// Chunk writes in flight per call.
+    /// Block writes in flight per call.
     pub chunk_writes_in_flight: usize,
+    /// Size of the blocks the audio is cut into before sealing
+    /// ([`MIN_BLOCK_BYTES`]..=[`MAX_BLOCK_BYTES`]).
+    pub block_bytes: usize,
+}
+
+impl IngestLimits {
+    fn stream(&self) -> StreamLimits {
+        StreamLimits {
+            max_call_seconds: self.max_call_seconds,
+            max_call_bytes: self.max_call_bytes,
+        }
+    }
 }
 
 /// The ingest service of one node.
@@ -61,16 +77,10 @@ pub struct IngestService {
     buffer: Arc<Semaphore>,
 }
 
-/// A validated `CallStart`.
+/// A checked `CallStart` and the keyed hash of its number.
 struct Start {
-    call_id: CallId,
-    jurisdiction: Jurisdiction,
-    facility_id: String,
-    inmate_id: String,
+    call: CallStart,
     fingerprint: [u8; 32],
-    direction: Direction,
-    started_at: UnixMillis,
-    notice_accepted: bool,
 }
 
 /// The wall clock, for the times commands carry (`apply` itself reads none).
@@ -99,17 +109,8 @@ pub(crate) fn now() -> UnixMillis {
     )
 }
 
-fn millis(t: &prost_types::Timestamp) -> Option<i64> {
-    if !(0..1_000_000_000).contains(&t.nanos) {
-        return None;
-    }
-    t.seconds
-        .checked_mul(1000)?
-        .checked_add(i64::from(t.nanos / 1_000_000))
-}
-
-fn kib(bytes: usize) -> u32 {
-    bytes.div_ceil(1024).max(1) as u32
+fn millis(t: Option<&prost_types::Timestamp>) -> Option<UnixMillis> {
+    t.and_then(|t| UnixMillis::from_timestamp(t.seconds, t.nanos))
 }
 
 /// The receipt's content digest: BLAKE3 over the call's content identity.
@@ -170,56 +171,51 @@ fn refused(refusal: Refusal, call: &CallRecord) -> Status {
     }
 }
 
-fn validate_start(
-    start: pb::CallStart,
-    principal: &crate::auth::Principal,
-    index_key: &[u8; 32],
-    limits: &IngestLimits,
-) -> Result<Start, Status> {
-    let bad = |field: &str, reason: String| Status::invalid_argument(format!("{field}: {reason}"));
-    let jurisdiction = Jurisdiction::from_code(&start.jurisdiction)
-        .map_err(|e| bad("jurisdiction", e.to_string()))?;
-    principal.require(AccessRole::Platform, jurisdiction)?;
-    let call_id = CallId::new(&start.call_id).map_err(|e| bad("call_id", e.to_string()))?;
-    check_party_id("facility id", &start.facility_id)
-        .map_err(|e| bad("facility_id", e.to_string()))?;
-    check_party_id("inmate id", &start.inmate_id).map_err(|e| bad("inmate_id", e.to_string()))?;
-    // Never guessed: a number that does not normalize is not recorded by default.
-    let number = normalize(&start.dialed_number)
-        .map_err(|e| bad("dialed_number", format!("{e}; the call was not recorded")))?;
-    let direction = match pb::CallDirection::try_from(start.direction) {
-        Ok(pb::CallDirection::Outbound) => Direction::Outbound,
-        Ok(pb::CallDirection::Inbound) => Direction::Inbound,
-        _ => return Err(bad("direction", "must be OUTBOUND or INBOUND".into())),
-    };
-    let started_at = start
-        .started_at
-        .as_ref()
-        .and_then(millis)
-        .ok_or_else(|| bad("started_at", "missing or out of range".into()))?;
-    let now = now().0;
-    if started_at > now + 5 * 60_000 {
-        return Err(bad(
-            "started_at",
-            "more than 5 minutes in the future".into(),
-        ));
-    }
-    if started_at < now - (limits.max_call_seconds as i64 + 86_400) * 1000 {
-        return Err(bad(
-            "started_at",
-            "older than a day plus the longest call; live ingest only".into(),
-        ));
-    }
-    Ok(Start {
-        fingerprint: number_fingerprint(index_key, jurisdiction, &number),
-        call_id,
-        jurisdiction,
-        facility_id: start.facility_id,
-        inmate_id: start.inmate_id,
-        direction,
-        started_at: UnixMillis(started_at),
+fn invalid(error: StreamError) -> Status {
+    Status::invalid_argument(error.reason)
+}
+
+fn start_fields(start: &pb::CallStart) -> CallStartFields {
+    CallStartFields {
+        call_id: start.call_id.clone(),
+        jurisdiction: start.jurisdiction.clone(),
+        facility_id: start.facility_id.clone(),
+        inmate_id: start.inmate_id.clone(),
+        dialed_number: start.dialed_number.clone(),
+        direction: match pb::CallDirection::try_from(start.direction) {
+            Ok(pb::CallDirection::Outbound) => Some(Direction::Outbound),
+            Ok(pb::CallDirection::Inbound) => Some(Direction::Inbound),
+            _ => None,
+        },
+        started_at: millis(start.started_at.as_ref()),
         notice_accepted: start.recording_notice_accepted,
-    })
+    }
+}
+
+/// Checks one stream message against the stream's rules.
+fn check(rules: &mut CallStream, message: &pb::RecordCallRequest) -> Result<Accepted, Status> {
+    let fields;
+    let part = match &message.part {
+        None => StreamPart::Empty,
+        Some(Part::Start(start)) => {
+            fields = start_fields(start);
+            StreamPart::Start(&fields)
+        }
+        Some(Part::Chunk(chunk)) => StreamPart::Chunk {
+            seq: chunk.seq,
+            data: &chunk.data,
+        },
+        Some(Part::End(end)) => StreamPart::End {
+            ended_at: millis(end.ended_at.as_ref()),
+            byte_length: end.byte_length,
+            plaintext_blake3: &end.plaintext_blake3,
+        },
+    };
+    rules.accept(part).map_err(invalid)
+}
+
+fn out_of_step() -> Status {
+    Status::internal("the stream's rules and the ingest service are out of step")
 }
 
 impl IngestService {
@@ -251,15 +247,16 @@ impl IngestService {
     }
 
     fn record(&self, start: &Start, sealed: bool) -> CallRecord {
+        let call = &start.call;
         CallRecord {
-            call_id: start.call_id.clone(),
-            jurisdiction: start.jurisdiction,
-            facility_id: start.facility_id.clone(),
-            inmate_id: start.inmate_id.clone(),
+            call_id: call.call_id.clone(),
+            jurisdiction: call.jurisdiction,
+            facility_id: call.facility_id.clone(),
+            inmate_id: call.inmate_id.clone(),
             number_fingerprint: start.fingerprint,
-            direction: start.direction,
-            started_at: start.started_at,
-            ended_at: start.started_at,
+            direction: call.direction,
+            started_at: call.started_at,
+            ended_at: call.started_at,
             byte_length: 0,
             chunk_count: 0,
             plaintext_digest: [0; 32],
@@ -311,19 +308,20 @@ impl IngestService {
         }
     }
 
-    /// Reads the next stream message, bounded by the idle timeout.
-    async fn next(stream: &mut Streaming<pb::RecordCallRequest>) -> Result<Option<Part>, Status> {
+    /// Reads the next stream message, bounded by the idle timeout, and checks it against the
+    /// stream's rules; `None` when the stream closed where it may.
+    async fn next(
+        stream: &mut Streaming<pb::RecordCallRequest>,
+        rules: &mut CallStream,
+    ) -> Result<Option<(Accepted, pb::RecordCallRequest)>, Status> {
         match tokio::time::timeout(IDLE_TIMEOUT, stream.message()).await {
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "no message for {}s; nothing was committed",
                 IDLE_TIMEOUT.as_secs()
             ))),
             Ok(Err(status)) => Err(status),
-            Ok(Ok(None)) => Ok(None),
-            Ok(Ok(Some(message))) => match message.part {
-                Some(part) => Ok(Some(part)),
-                None => Err(Status::invalid_argument("a message with no part")),
-            },
+            Ok(Ok(None)) => rules.finish().map(|()| None).map_err(invalid),
+            Ok(Ok(Some(message))) => Ok(Some((check(rules, &message)?, message))),
         }
     }
 
@@ -340,149 +338,91 @@ impl IngestService {
         Ok(())
     }
 
-    /// Streams, encrypts and writes the audio, then commits the call. `existing` is the call's
-    /// record when this is a retry: then nothing is written and the content is compared.
+    /// The call's sealer: a fresh data key, wrapped for the jurisdiction.
+    fn sealer(&self, start: &Start) -> Result<Arc<CallSealer>, Status> {
+        CallSealer::new(
+            self.keys.as_ref(),
+            &start.call.call_id,
+            start.call.jurisdiction,
+        )
+        .map(Arc::new)
+        .map_err(|e| Status::failed_precondition(format!("cannot encrypt this call: {e}")))
+    }
+
+    /// Reads the audio until `CallEnd`, cutting it into blocks written through `writer` (none on
+    /// a retry, whose audio is only checked), and checks that only the stream's close follows.
+    async fn receive_audio(
+        &self,
+        start: &Start,
+        stream: &mut Streaming<pb::RecordCallRequest>,
+        rules: &mut CallStream,
+        mut writer: Option<&mut BlockWriter>,
+        streaming_since: std::time::Instant,
+    ) -> Result<StreamedAudio, Status> {
+        let mut blocks = Blocks::new(self.limits.block_bytes, self.buffer.clone());
+        let audio = loop {
+            let chunk = match Self::next(stream, rules).await? {
+                Some((Accepted::Ended(audio), _)) => break audio,
+                Some((Accepted::Chunk, message)) => match message.part {
+                    Some(Part::Chunk(chunk)) => chunk,
+                    _ => return Err(out_of_step()),
+                },
+                _ => return Err(out_of_step()),
+            };
+            self.check_stream_time(streaming_since)?;
+            crate::metrics::audio_received(start.call.jurisdiction, chunk.data.len());
+            if let Some(writer) = writer.as_deref_mut() {
+                for block in blocks.push(&chunk.data).await? {
+                    writer.write(block).await?;
+                }
+            }
+        };
+        if let (Some(writer), Some(last)) = (writer, blocks.finish()) {
+            writer.write(last).await?;
+        }
+        // Only the close of the stream may follow CallEnd.
+        if Self::next(stream, rules).await?.is_some() {
+            return Err(out_of_step());
+        }
+        Ok(audio)
+    }
+
+    /// Streams, encrypts and writes the audio as blocks, then commits the call. `existing` is
+    /// the call's record when this is a retry: then nothing is written and the content is
+    /// compared.
     async fn stream_and_commit(
         &self,
         start: &Start,
         sealed: bool,
         existing: Option<(CallRecord, LogPosition)>,
         stream: &mut Streaming<pb::RecordCallRequest>,
+        rules: &mut CallStream,
         principal: &str,
     ) -> Result<Response<pb::RecordCallResponse>, Status> {
-        let sealer = match existing {
+        let mut writer = match existing {
             Some(_) => None,
-            None => Some(Arc::new(
-                CallSealer::new(self.keys.as_ref(), &start.call_id, start.jurisdiction).map_err(
-                    |e| Status::failed_precondition(format!("cannot encrypt this call: {e}")),
-                )?,
+            None => Some(BlockWriter::new(
+                self.sealer(start)?,
+                self.blobs.clone(),
+                self.limits.chunk_writes_in_flight,
             )),
         };
-        // Chunks are written as they arrive, so a stream's wall time bounds how long its chunks
+        // Blocks are written as they fill, so a stream's wall time bounds how long its chunks
         // may wait for their commit: the orphan sweep's grace rests on this bound.
         let streaming_since = std::time::Instant::now();
-        let mut hasher = blake3::Hasher::new();
-        let mut next_seq: u32 = 0;
-        let mut total: u64 = 0;
-        let mut writes = FuturesOrdered::new();
-        let mut chunk_ids: Vec<[u8; 32]> = Vec::new();
-        let end = loop {
-            match Self::next(stream).await? {
-                None => {
-                    return Err(Status::invalid_argument(
-                        "the stream ended without CallEnd; nothing was committed",
-                    ));
-                }
-                Some(Part::Start(_)) => {
-                    return Err(Status::invalid_argument("a second CallStart"));
-                }
-                Some(Part::End(end)) => break end,
-                Some(Part::Chunk(chunk)) => {
-                    self.check_stream_time(streaming_since)?;
-                    if chunk.seq != next_seq {
-                        return Err(Status::invalid_argument(format!(
-                            "chunk seq {} {}: expected {next_seq}; nothing was committed",
-                            chunk.seq,
-                            if chunk.seq < next_seq {
-                                "repeated"
-                            } else {
-                                "out of order"
-                            }
-                        )));
-                    }
-                    if chunk.data.is_empty() || chunk.data.len() > MAX_AUDIO_CHUNK {
-                        return Err(Status::invalid_argument(format!(
-                            "chunk {} has {} bytes: chunks carry 1 byte to 1 MiB",
-                            chunk.seq,
-                            chunk.data.len()
-                        )));
-                    }
-                    total += chunk.data.len() as u64;
-                    crate::metrics::audio_received(start.jurisdiction, chunk.data.len());
-                    if total > self.limits.max_call_bytes {
-                        return Err(Status::invalid_argument(format!(
-                            "the call exceeds {} bytes of audio; nothing was committed",
-                            self.limits.max_call_bytes
-                        )));
-                    }
-                    next_seq = next_seq
-                        .checked_add(1)
-                        .ok_or_else(|| Status::invalid_argument("too many chunks in one call"))?;
-                    if next_seq as usize > callvault_meta::command::MAX_CHUNKS_PER_CALL {
-                        return Err(Status::invalid_argument(
-                            "more than 100,000 chunks in one call",
-                        ));
-                    }
-                    hasher.update(&chunk.data);
-                    let Some(sealer) = &sealer else { continue };
-                    // Wait for room in the node's audio budget before holding more.
-                    let permit = self
-                        .buffer
-                        .clone()
-                        .acquire_many_owned(kib(chunk.data.len()))
-                        .await
-                        .map_err(|_| Status::unavailable("ingest is shutting down"))?;
-                    let (sealer, blobs) = (sealer.clone(), self.blobs.clone());
-                    // The call's span: each chunk write is part of the call's trace.
-                    let span = tracing::Span::current();
-                    writes.push_back(tokio::spawn(async move {
-                        let sealed = sealer.seal(u64::from(chunk.seq), &chunk.data);
-                        drop(chunk);
-                        let id = sealed.id;
-                        let written = blobs.put(id, Arc::new(sealed.bytes)).instrument(span).await;
-                        drop(permit);
-                        written.map(|_| *id.as_bytes())
-                    }));
-                    while writes.len() >= self.limits.chunk_writes_in_flight {
-                        chunk_ids.push(Self::written(writes.next().await)?);
-                    }
-                }
-            }
-        };
-        while let Some(done) = writes.next().await {
-            chunk_ids.push(Self::written(Some(done))?);
-        }
-        if Self::next(stream).await?.is_some() {
-            return Err(Status::invalid_argument(
-                "messages after CallEnd; nothing was committed",
-            ));
-        }
-
-        let ended_at = end
-            .ended_at
-            .as_ref()
-            .and_then(millis)
-            .ok_or_else(|| Status::invalid_argument("ended_at: missing or out of range"))?;
-        if ended_at < start.started_at.0 {
-            return Err(Status::invalid_argument("ended_at is before started_at"));
-        }
-        if (ended_at - start.started_at.0) as u64 > self.limits.max_call_seconds * 1000 {
-            return Err(Status::invalid_argument(format!(
-                "the call is longer than {} seconds",
-                self.limits.max_call_seconds
-            )));
-        }
-        if end.byte_length != total {
-            return Err(Status::invalid_argument(format!(
-                "CallEnd says {} bytes but {total} were sent; nothing was committed",
-                end.byte_length
-            )));
-        }
-        let digest = hasher.finalize();
-        if end.plaintext_blake3.as_slice() != digest.as_bytes() {
-            return Err(Status::invalid_argument(
-                "plaintext_blake3 does not match the audio received; nothing was committed",
-            ));
-        }
-
+        let audio = self
+            .receive_audio(start, stream, rules, writer.as_mut(), streaming_since)
+            .await?;
         let mut call = self.record(start, sealed);
-        call.ended_at = UnixMillis(ended_at);
-        call.byte_length = total;
-        call.chunk_count = next_seq;
-        call.plaintext_digest = *digest.as_bytes();
+        call.ended_at = audio.ended_at;
+        call.byte_length = audio.byte_length;
+        call.plaintext_digest = audio.plaintext_digest;
 
-        if let Some((existing, at)) = existing {
-            // A retry: same content, same receipt; anything else is a conflict.
+        let Some(writer) = writer else {
+            let (existing, at) = existing.expect("no writer only for a retry");
+            // The block count follows from the node's block size, which may have changed since:
+            // the content is its digest and length.
+            call.chunk_count = existing.chunk_count;
             return if existing.same_content(&call) {
                 Ok(answer(
                     pb::Decision::Recorded,
@@ -492,13 +432,26 @@ impl IngestService {
             } else {
                 Err(refused(Refusal::CallIdConflict, &call))
             };
-        }
-
-        let sealer = sealer.expect("a new call has a sealer");
+        };
+        let wrapped_key = writer.sealer().wrapped_key().as_bytes().to_vec();
+        let chunk_ids = writer.finish().await?;
+        call.chunk_count = u32::try_from(chunk_ids.len())
+            .map_err(|_| Status::invalid_argument("too many blocks in one call"))?;
         self.check_stream_time(streaming_since)?;
+        self.commit(call, wrapped_key, chunk_ids, principal).await
+    }
+
+    /// Proposes a recorded call's commit and answers the platform with what apply decided.
+    async fn commit(
+        &self,
+        call: CallRecord,
+        wrapped_key: Vec<u8>,
+        chunk_ids: Vec<[u8; 32]>,
+        principal: &str,
+    ) -> Result<Response<pb::RecordCallResponse>, Status> {
         let command = Command::CommitCall {
             call: call.clone(),
-            wrapped_key: sealer.wrapped_key().as_bytes().to_vec(),
+            wrapped_key,
             chunk_ids,
             principal: principal.to_string(),
             at: now(),
@@ -535,21 +488,6 @@ impl IngestService {
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
-
-    fn written(
-        done: Option<
-            Result<Result<[u8; 32], callvault_blob::ReplicationError>, tokio::task::JoinError>,
-        >,
-    ) -> Result<[u8; 32], Status> {
-        match done {
-            Some(Ok(Ok(id))) => Ok(id),
-            Some(Ok(Err(e))) => Err(Status::unavailable(format!(
-                "a chunk could not be stored on enough blob replicas: {e}; nothing was committed"
-            ))),
-            Some(Err(e)) => Err(Status::internal(format!("chunk write task: {e}"))),
-            None => Err(Status::internal("no chunk write pending")),
-        }
-    }
 }
 
 impl IngestService {
@@ -568,26 +506,26 @@ impl IngestService {
             ))
         })?;
         let mut stream = request.into_inner();
-        let start = match Self::next(&mut stream).await? {
-            Some(Part::Start(start)) => start,
-            Some(_) => {
-                return Err(Status::invalid_argument(
-                    "the first message must be CallStart",
-                ));
-            }
-            None => return Err(Status::invalid_argument("an empty stream")),
+        let mut rules = CallStream::new(self.limits.stream(), now());
+        let Some((Accepted::Started(call), _)) = Self::next(&mut stream, &mut rules).await? else {
+            return Err(out_of_step());
         };
-        let start = validate_start(start, &principal, &self.index_key, &self.limits)?;
-        seen.jurisdiction = Some(start.jurisdiction);
+        principal.require(AccessRole::Platform, call.jurisdiction)?;
+        let start = Start {
+            fingerprint: number_fingerprint(&self.index_key, call.jurisdiction, &call.number),
+            call,
+        };
+        let jurisdiction = start.call.jurisdiction;
+        seen.jurisdiction = Some(jurisdiction);
         let standing = self
             .meta
-            .standing(start.jurisdiction, &start.fingerprint, Some(&start.call_id))
+            .standing(jurisdiction, &start.fingerprint, Some(&start.call.call_id))
             .await?;
         seen.retry = standing.existing.is_some();
         let Some(policy) = standing.policy else {
             return Err(Status::failed_precondition(format!(
                 "{} has no retention policy; nothing can be recorded for it",
-                start.jurisdiction.code()
+                jurisdiction.code()
             )));
         };
         if let Some((existing, _)) = &standing.existing
@@ -602,7 +540,7 @@ impl IngestService {
             // Only a tombstone is left of the id: nothing of this stream may be written.
             return Err(Status::already_exists(format!(
                 "call {} is retired (its record was deleted or purged); its id is refused forever",
-                start.call_id.as_str()
+                start.call.call_id.as_str()
             )));
         }
         let number = if standing.privileged {
@@ -612,7 +550,7 @@ impl IngestService {
         } else {
             NumberStanding::Ordinary
         };
-        match decide_ingest(number, start.notice_accepted, &policy.policy) {
+        match decide_ingest(number, start.call.notice_accepted, &policy.policy) {
             IngestDecision::NotRecordedPrivileged { keep } => {
                 // Answered before reading any audio; dropping the stream drops what is in flight.
                 drop(stream);
@@ -629,6 +567,7 @@ impl IngestService {
                     sealed,
                     standing.existing,
                     &mut stream,
+                    &mut rules,
                     &principal.name,
                 )
                 .await

@@ -143,6 +143,7 @@ pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
                     max_concurrent_calls: i.max_concurrent_calls,
                     max_buffered_bytes: i.max_buffered_bytes,
                     chunk_writes_in_flight: i.chunk_writes_in_flight,
+                    block_bytes: i.block_bytes,
                 },
             );
             router = router.add_service(InterceptedService::new(ingest.server(), auth.clone()));

@@ -198,31 +198,51 @@ impl Sweeper {
         true
     }
 
-    /// Proposes the next page of every registration still purging.
+    /// Proposes the next pages of every registration still purging, for up to [`PURGE_BUDGET`]
+    /// per tick: a large purge runs page after page without waiting for ticks, and still lets
+    /// the sweep run.
     async fn continue_purges(&self, db: &DB) {
-        let Ok(purging) = callvault_meta::purges::in_progress(db, None, MAX_FOLLOW_UPS) else {
-            return;
-        };
-        for purge in purging {
-            let command = Command::Retention(RetentionCommand::ContinuePurge {
-                jurisdiction: purge.jurisdiction,
-                fingerprint: purge.fingerprint,
-            });
-            match self.meta.propose(&command).await {
-                Ok((
-                    _,
-                    CommandResult::Retention(RetentionResult::PurgeContinued { purged, done }),
-                )) => {
-                    tracing::info!(
-                        jurisdiction = purge.jurisdiction.code(),
-                        purged,
-                        done,
-                        so_far = purge.progress.purged + purged,
-                        "a registration's purge continued"
-                    );
+        let started = Instant::now();
+        while started.elapsed() < PURGE_BUDGET {
+            let Ok(purging) = callvault_meta::purges::in_progress(db, None, MAX_FOLLOW_UPS) else {
+                return;
+            };
+            if purging.is_empty() {
+                return;
+            }
+            for purge in purging {
+                if !self.continue_purge(&purge).await {
+                    return;
                 }
-                Ok((_, other)) => tracing::warn!(?other, "purge continuation refused"),
-                Err(status) => tracing::warn!(%status, "purge continuation not committed"),
+            }
+        }
+    }
+
+    /// One page of one registration's purge; false when it was not committed (the next tick
+    /// retries).
+    async fn continue_purge(&self, purge: &callvault_meta::purges::PurgeInProgress) -> bool {
+        let command = Command::Retention(RetentionCommand::ContinuePurge {
+            jurisdiction: purge.jurisdiction,
+            fingerprint: purge.fingerprint,
+        });
+        match self.meta.propose(&command).await {
+            Ok((_, CommandResult::Retention(RetentionResult::PurgeContinued { purged, done }))) => {
+                tracing::info!(
+                    jurisdiction = purge.jurisdiction.code(),
+                    purged,
+                    done,
+                    so_far = purge.progress.purged + purged,
+                    "a registration's purge continued"
+                );
+                true
+            }
+            Ok((_, other)) => {
+                tracing::warn!(?other, "purge continuation refused");
+                false
+            }
+            Err(status) => {
+                tracing::warn!(%status, "purge continuation not committed");
+                false
             }
         }
     }

@@ -4,9 +4,11 @@
 //! The store is blocking (RocksDB is); async callers run it on `spawn_blocking`.
 
 pub mod conformance;
+mod group_commit;
 mod records;
 mod rocks;
 
+pub use group_commit::{GroupCommit, SyncCounts};
 pub use records::{MarkState, StoredMark};
 pub use rocks::{RocksChunkStore, StoreOptions};
 
@@ -83,6 +85,10 @@ pub struct StoreStats {
     pub bytes: u64,
     /// Chunks (held or not) marked dead and not yet collected.
     pub marked_dead: u64,
+    /// Puts that wrote new bytes durably since the store opened.
+    pub durable_puts: u64,
+    /// Log syncs (fsyncs) those puts took: fewer than puts when concurrent puts shared them.
+    pub log_syncs: u64,
 }
 
 /// How a shred leaves the shard's files.

@@ -117,12 +117,20 @@ pub struct LoadArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Print each planned call's id and audio bytes, one call a line, and send nothing: for
+    /// benches that send the same bytes to another store.
+    #[arg(long)]
+    plan_only: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
 
 /// `callvault load`: exits non-zero when a call failed or an attorney call was recorded.
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    if args.plan_only {
+        print_plan(&args.options)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let token = args.client.token()?;
     args.options.validate()?;
     let channel = super::connect(&args.client.addr, CALL_TIMEOUT).await?;
@@ -156,6 +164,20 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `--plan-only`: the calls a run with these options would send, as `call-id bytes` lines.
+fn print_plan(options: &LoadOptions) -> anyhow::Result<()> {
+    let run_id = options.run_id.clone().unwrap_or_else(default_run_id);
+    let plan = LoadPlan::new(options.plan_config(run_id, options.attorney_share))?;
+    let now = unix_millis_now();
+    let mut out = String::new();
+    for index in 0..options.calls {
+        let call = plan.call(index, now)?;
+        out.push_str(&format!("{} {}\n", call.call_id, call.byte_length()));
+    }
+    print!("{out}");
+    Ok(())
 }
 
 /// The registry principal the load generator registers attorney numbers as.
