@@ -18,7 +18,7 @@ use callvault_core::{CallId, Jurisdiction, UnixMillis};
 
 use crate::command::{MAX_PRINCIPAL, MAX_TEXT};
 #[cfg(feature = "store")]
-pub use store::{get, open_changes, put};
+pub use store::{approved_external, get, open_changes, put};
 
 /// Changes: `c | id (u64 BE)` → [`PendingChange`]; open ones also `o | jur | id` → ∅.
 pub const CF_CHANGES: &str = "changes";
@@ -113,7 +113,8 @@ fn write_rule(w: &mut Writer, rule: &ApprovalRule) {
         w.u8(role.tag());
     }
     w.bool(rule.notice_ends_at.is_some())
-        .i64(rule.notice_ends_at.map_or(0, |t| t.0));
+        .i64(rule.notice_ends_at.map_or(0, |t| t.0))
+        .bool(rule.same_agency);
 }
 
 fn read_role(r: &mut Reader<'_>) -> Result<PrincipalRole, DecodeError> {
@@ -132,6 +133,7 @@ fn read_rule(r: &mut Reader<'_>) -> Result<ApprovalRule, DecodeError> {
     Ok(ApprovalRule {
         approver_roles,
         notice_ends_at: has_notice.then_some(notice),
+        same_agency: r.bool("same_agency")?,
     })
 }
 
@@ -144,6 +146,7 @@ fn read_jurisdiction(r: &mut Reader<'_>) -> Result<Jurisdiction, DecodeError> {
 /// Writes an actor (for commands that carry one).
 pub fn write_actor(w: &mut Writer, actor: &Actor) {
     w.str(&actor.name)
+        .str(&actor.agency)
         .u8(actor.role.tag())
         .bool(actor.all_jurisdictions)
         .u8(actor.jurisdictions.len() as u8);
@@ -155,6 +158,7 @@ pub fn write_actor(w: &mut Writer, actor: &Actor) {
 /// Reads an actor.
 pub fn read_actor(r: &mut Reader<'_>) -> Result<Actor, DecodeError> {
     let name = r.str("actor.name", MAX_PRINCIPAL)?;
+    let agency = r.str("actor.agency", MAX_PRINCIPAL)?;
     let role = read_role(r)?;
     let all_jurisdictions = r.bool("actor.all")?;
     let count = usize::from(r.u8()?);
@@ -169,6 +173,7 @@ pub fn read_actor(r: &mut Reader<'_>) -> Result<Actor, DecodeError> {
         role,
         jurisdictions,
         all_jurisdictions,
+        agency,
     })
 }
 
@@ -180,7 +185,9 @@ impl VersionedRecord for PendingChange {
         let mut w = Writer::with_version(1);
         let a = &self.approval;
         w.u64(self.id).u8(a.jurisdiction.index());
-        w.str(&a.proposer).i64(a.proposed_at.0);
+        w.str(&a.proposer)
+            .str(&a.proposer_agency)
+            .i64(a.proposed_at.0);
         write_rule(&mut w, &a.rule);
         w.u8(a.approvals.len() as u8);
         for approval in &a.approvals {
@@ -201,6 +208,7 @@ impl VersionedRecord for PendingChange {
         let id = r.u64()?;
         let jurisdiction = read_jurisdiction(&mut r)?;
         let proposer = r.str("proposer", MAX_PRINCIPAL)?;
+        let proposer_agency = r.str("proposer_agency", MAX_PRINCIPAL)?;
         let proposed_at = UnixMillis(r.i64()?);
         let rule = read_rule(&mut r)?;
         let count = usize::from(r.u8()?);
@@ -223,6 +231,7 @@ impl VersionedRecord for PendingChange {
             approval: PendingApproval {
                 jurisdiction,
                 proposer,
+                proposer_agency,
                 proposed_at,
                 rule,
                 approvals,
@@ -328,12 +337,25 @@ mod store {
     use callvault_core::codec::VersionedRecord;
     use rocksdb::{DB, Direction, IteratorMode};
 
-    use super::{CF_CHANGES, ChangeState, PendingChange};
+    use super::{CF_CHANGES, ChangeKind, ChangeState, PendingChange};
     use crate::apply::ApplyError;
     use crate::txn::Txn;
 
     const RECORD: u8 = b'c';
     const OPEN: u8 = b'o';
+    /// Approved changes of other components, newest first:
+    /// `a | jur | len | kind | len | proposer | !id (u64 BE)` → ∅.
+    const APPROVED: u8 = b'a';
+
+    fn approved_prefix(jurisdiction: Jurisdiction, kind: &str, proposer: &str) -> Vec<u8> {
+        let mut key = vec![APPROVED, jurisdiction.index()];
+        for part in [kind, proposer] {
+            // Both are bounded far below 256 bytes by the decoder (MAX_KIND, MAX_PRINCIPAL).
+            key.push(part.len().min(255) as u8);
+            key.extend_from_slice(part.as_bytes());
+        }
+        key
+    }
 
     fn record_key(id: u64) -> Vec<u8> {
         let mut key = vec![RECORD];
@@ -363,7 +385,41 @@ mod store {
         } else {
             txn.delete(CF_CHANGES, open);
         }
+        if let (ChangeKind::External { kind, .. }, ChangeState::Effected { .. }) =
+            (&change.kind, &change.state)
+        {
+            let approval = &change.approval;
+            let mut key = approved_prefix(approval.jurisdiction, kind, &approval.proposer);
+            key.extend_from_slice(&(!change.id).to_be_bytes());
+            txn.put(CF_CHANGES, key, Vec::new());
+        }
         txn.put(CF_CHANGES, record_key(change.id), change.encode());
+    }
+
+    /// The newest `limit` approved changes of another component's `kind` that `proposer` filed
+    /// for `jurisdiction` (e.g. trust's bulk exports: is one approved whose window holds now?),
+    /// as `apply` sees them. Their payloads are the owner's to read.
+    pub fn approved_external(
+        txn: &Txn<'_>,
+        jurisdiction: Jurisdiction,
+        kind: &str,
+        proposer: &str,
+        limit: usize,
+    ) -> Result<Vec<PendingChange>, ApplyError> {
+        let prefix = approved_prefix(jurisdiction, kind, proposer);
+        let mut out = Vec::new();
+        for key in txn.keys_with_prefix(CF_CHANGES, &prefix, limit)? {
+            let Some(id) = key
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            else {
+                continue;
+            };
+            if let Some(change) = get(txn, !u64::from_be_bytes(id))? {
+                out.push(change);
+            }
+        }
+        Ok(out)
     }
 
     /// Up to `limit` open changes of `jurisdiction` (every jurisdiction when `None`), oldest first.
@@ -405,10 +461,12 @@ mod tests {
             approval: PendingApproval {
                 jurisdiction: Jurisdiction::Tx,
                 proposer: "op".into(),
+                proposer_agency: "tx-da".into(),
                 proposed_at: UnixMillis(5),
                 rule: ApprovalRule {
                     approver_roles: vec![PrincipalRole::Agency, PrincipalRole::Registry],
                     notice_ends_at: Some(UnixMillis(99)),
+                    same_agency: true,
                 },
                 approvals: vec![Approval {
                     name: "tx-2".into(),
@@ -469,6 +527,7 @@ mod tests {
             role: PrincipalRole::Agency,
             jurisdictions: vec![Jurisdiction::Tx, Jurisdiction::Ca],
             all_jurisdictions: false,
+            agency: "tx-da".into(),
         };
         let mut w = Writer::with_version(1);
         write_actor(&mut w, &actor);

@@ -5,11 +5,12 @@
 
 use callvault_core::UnixMillis;
 use callvault_core::clock::{self, Attestations};
-use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
+use callvault_core::codec::VersionedRecord;
 use rocksdb::DB;
 
 use crate::apply::ApplyError;
 use crate::command::Refusal;
+use crate::records::ClockTime;
 use crate::txn::Txn;
 
 /// Attestations and the cluster time: `a | node id (u64 BE)` → attested time; `t` → the cluster
@@ -17,30 +18,6 @@ use crate::txn::Txn;
 pub const CF_CLOCK: &str = "clock";
 const ATTESTATION: u8 = b'a';
 const KEY_TIME: &[u8] = b"t";
-
-/// A time as the clock family stores it: a version byte and the milliseconds.
-struct StoredTime(UnixMillis);
-
-impl VersionedRecord for StoredTime {
-    const NAME: &'static str = "clock time";
-    const CURRENT_VERSION: u8 = 1;
-
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_version(1);
-        w.i64(self.0.0);
-        w.finish()
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if version != 1 {
-            return Err(r.unsupported(version, 1));
-        }
-        let time = StoredTime(UnixMillis(r.i64()?));
-        r.finish()?;
-        Ok(time)
-    }
-}
 
 fn attestation_key(node_id: u64) -> Vec<u8> {
     let mut key = vec![ATTESTATION];
@@ -51,7 +28,7 @@ fn attestation_key(node_id: u64) -> Vec<u8> {
 /// The cluster time, if a majority of voters has attested yet.
 pub fn cluster_time(txn: &Txn<'_>) -> Result<Option<UnixMillis>, ApplyError> {
     match txn.get(CF_CLOCK, KEY_TIME)? {
-        Some(bytes) => Ok(Some(StoredTime::decode(&bytes)?.0)),
+        Some(bytes) => Ok(Some(ClockTime::decode(&bytes)?.0)),
         None => Ok(None),
     }
 }
@@ -70,7 +47,7 @@ pub fn attestations(txn: &Txn<'_>, nodes: &[u64]) -> Result<Attestations, ApplyE
     let mut out = Attestations::new();
     for &node in nodes {
         if let Some(bytes) = txn.get(CF_CLOCK, &attestation_key(node))? {
-            out.insert(node, StoredTime::decode(&bytes)?.0);
+            out.insert(node, ClockTime::decode(&bytes)?.0);
         }
     }
     Ok(out)
@@ -88,17 +65,13 @@ pub fn attest(
     if !voters.contains(&node_id) {
         return Ok(None);
     }
-    txn.put(
-        CF_CLOCK,
-        attestation_key(node_id),
-        StoredTime(wall).encode(),
-    );
+    txn.put(CF_CLOCK, attestation_key(node_id), ClockTime(wall).encode());
     let previous = cluster_time(txn)?;
     let next = clock::advance(previous, &attestations(txn, &voters)?, &voters);
     if let Some(time) = next
         && Some(time) != previous
     {
-        txn.put(CF_CLOCK, KEY_TIME.to_vec(), StoredTime(time).encode());
+        txn.put(CF_CLOCK, KEY_TIME.to_vec(), ClockTime(time).encode());
     }
     Ok(next.or(previous))
 }

@@ -372,6 +372,7 @@ pub fn actor(who: &Principal) -> Actor {
         },
         jurisdictions,
         all_jurisdictions,
+        agency: who.agency.clone(),
     }
 }
 

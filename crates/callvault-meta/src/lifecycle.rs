@@ -7,7 +7,7 @@
 
 use callvault_audit::{AccessDecision as AuditAccess, AuditEvent, PurgeReplica};
 use callvault_core::call::{CallEvent, CallRecord, Hold, Lifecycle, TransitionError};
-use callvault_core::codec::{VersionedRecord, Writer};
+use callvault_core::codec::VersionedRecord;
 use callvault_core::retention::{check_review_date, recording_deadline};
 use callvault_core::tombstone::TombstoneOutcome;
 use callvault_core::{CallId, Jurisdiction, UnixMillis};
@@ -584,9 +584,12 @@ pub(crate) fn waive_receipts(
 ) -> Result<CommandResult, ApplyError> {
     let mut key = WAIVED.to_vec();
     key.extend_from_slice(&node_id.to_be_bytes());
-    let mut w = Writer::with_version(1);
-    w.i64(at.0).str(principal).str(reason);
-    txn.put(CF_SHREDS, key, w.finish());
+    let waiver = crate::records::ReceiptWaiver {
+        at,
+        principal: principal.to_string(),
+        reason: reason.to_string(),
+    };
+    txn.put(CF_SHREDS, key, waiver.encode());
     audit_log::append(
         txn,
         Event {

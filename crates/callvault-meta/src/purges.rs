@@ -7,7 +7,7 @@
 
 use callvault_audit::AuditEvent;
 use callvault_core::call::{CallEvent, CallRecord, PurgeReason};
-use callvault_core::codec::{DecodeError, Reader, VersionedRecord, Writer};
+use callvault_core::codec::VersionedRecord;
 use callvault_core::tombstone::TombstoneOutcome;
 use callvault_core::{CallId, Jurisdiction, RegistryEntry, UnixMillis};
 use rocksdb::{DB, Direction, IteratorMode};
@@ -16,9 +16,10 @@ use crate::apply::{
     self, ApplyError, Counters, LogPosition, counters, current_policy, put_counters,
 };
 use crate::audit_log::{self, Event};
-use crate::command::{CommandResult, MAX_PRINCIPAL, Refusal};
+use crate::command::{CommandResult, Refusal};
 use crate::keys::{self, CF_BY_NUMBER, CF_CALLS, CF_PRIVILEGED, CF_REGISTRY};
 use crate::lifecycle::{self, ShredKind};
+pub use crate::records::PurgeProgress;
 use crate::retention_command::RetentionResult;
 use crate::txn::Txn;
 
@@ -27,48 +28,6 @@ pub const CF_PURGES: &str = "purges";
 /// Recordings one apply purges at most: bounds one apply's write set and how long it holds up
 /// the commands behind it.
 pub const PURGE_PAGE: usize = 1_000;
-
-/// How far a registration's purge has gone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PurgeProgress {
-    /// When the number was registered (the purges' time).
-    pub registered_at: UnixMillis,
-    /// Who registered it.
-    pub registrant: String,
-    /// Recordings purged so far.
-    pub purged: u64,
-    /// Applies so far (the registration's included).
-    pub pages: u32,
-}
-
-impl VersionedRecord for PurgeProgress {
-    const NAME: &'static str = "purge progress";
-    const CURRENT_VERSION: u8 = 1;
-
-    fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_version(1);
-        w.i64(self.registered_at.0)
-            .str(&self.registrant)
-            .u64(self.purged)
-            .u32(self.pages);
-        w.finish()
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if version != 1 {
-            return Err(r.unsupported(version, 1));
-        }
-        let progress = PurgeProgress {
-            registered_at: UnixMillis(r.i64()?),
-            registrant: r.str("registrant", MAX_PRINCIPAL)?,
-            purged: r.u64()?,
-            pages: r.u32()?,
-        };
-        r.finish()?;
-        Ok(progress)
-    }
-}
 
 /// The progress of the registration of `fingerprint`, if its purge is still going.
 pub fn progress(

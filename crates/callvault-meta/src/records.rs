@@ -347,3 +347,106 @@ impl VersionedRecord for SessionRecord {
         Ok(record)
     }
 }
+
+/// A cluster time or a voter's clock attestation, as the clock family stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockTime(pub UnixMillis);
+
+impl VersionedRecord for ClockTime {
+    const NAME: &'static str = "clock time";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.i64(self.0.0);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let time = ClockTime(UnixMillis(r.i64()?));
+        r.finish()?;
+        Ok(time)
+    }
+}
+
+/// How far a registration's purge has gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeProgress {
+    /// When the number was registered (the purges' time).
+    pub registered_at: UnixMillis,
+    /// Who registered it.
+    pub registrant: String,
+    /// Recordings purged so far.
+    pub purged: u64,
+    /// Applies so far (the registration's included).
+    pub pages: u32,
+}
+
+impl VersionedRecord for PurgeProgress {
+    const NAME: &'static str = "purge progress";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.i64(self.registered_at.0)
+            .str(&self.registrant)
+            .u64(self.purged)
+            .u32(self.pages);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let progress = PurgeProgress {
+            registered_at: UnixMillis(r.i64()?),
+            registrant: r.str("registrant", crate::command::MAX_PRINCIPAL)?,
+            purged: r.u64()?,
+            pages: r.u32()?,
+        };
+        r.finish()?;
+        Ok(progress)
+    }
+}
+
+/// A departed member's shred receipts, waived because its volume will be destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptWaiver {
+    /// When.
+    pub at: UnixMillis,
+    /// Who decided.
+    pub principal: String,
+    /// Why, for people.
+    pub reason: String,
+}
+
+impl VersionedRecord for ReceiptWaiver {
+    const NAME: &'static str = "receipt waiver";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.i64(self.at.0).str(&self.principal).str(&self.reason);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let waiver = ReceiptWaiver {
+            at: UnixMillis(r.i64()?),
+            principal: r.str("principal", crate::command::MAX_PRINCIPAL)?,
+            reason: r.str("reason", crate::command::MAX_TEXT)?,
+        };
+        r.finish()?;
+        Ok(waiver)
+    }
+}

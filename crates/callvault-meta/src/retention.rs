@@ -4,7 +4,7 @@
 //! to the state and the cluster time the state machine keeps.
 
 use callvault_audit::AuditEvent;
-use callvault_core::approval::{Actor, ApprovalRule, Effect, PendingApproval, PrincipalRole};
+use callvault_core::approval::{Actor, Effect, PendingApproval};
 use callvault_core::retention::{FlagRule, PolicyChangeRule, flag_rule, policy_change_rule};
 use callvault_core::{Jurisdiction, RetentionPolicy, UnixMillis};
 
@@ -142,6 +142,8 @@ pub(crate) fn put_policy(
                 approval: PendingApproval {
                     jurisdiction: j,
                     proposer: proposal.principal.to_string(),
+                    // A policy's rule asks for the jurisdiction, not the agency.
+                    proposer_agency: proposal.principal.to_string(),
                     proposed_at: proposal.at,
                     rule,
                     approvals: Vec::new(),
@@ -155,19 +157,6 @@ pub(crate) fn put_policy(
             let detail = format!("shortens {}", fields.join(", "));
             open_change(txn, &change, &detail)
         }
-    }
-}
-
-/// The rule of an external change kind: who may approve it. A kind no row names is refused, so
-/// a proposer cannot choose its own rule.
-pub fn external_rule(kind: &str) -> Option<ApprovalRule> {
-    match kind {
-        // A bulk export (trust): a second agency principal of the jurisdiction.
-        "bulk_export" => Some(ApprovalRule {
-            approver_roles: vec![PrincipalRole::Agency],
-            notice_ends_at: None,
-        }),
-        _ => None,
     }
 }
 
@@ -196,7 +185,7 @@ fn propose_change(
                 return Ok(refused("only an agency may ask for a privilege flag"));
             }
         },
-        ChangeKind::External { kind, .. } => match external_rule(kind) {
+        ChangeKind::External { kind, .. } => match callvault_core::approval::external_rule(kind) {
             Some(rule) => rule,
             None => {
                 return Ok(refused(&format!(
@@ -213,6 +202,7 @@ fn propose_change(
         approval: PendingApproval {
             jurisdiction,
             proposer: proposer.name.clone(),
+            proposer_agency: proposer.agency.clone(),
             proposed_at: at,
             rule,
             approvals: Vec::new(),

@@ -230,6 +230,7 @@ fn command(op: &Op, index: u64) -> Command {
                 role: PrincipalRole::Agency,
                 jurisdictions: vec![Jurisdiction::Tx],
                 all_jurisdictions: false,
+                agency: "tx-da".into(),
             },
             at,
         }),

@@ -170,6 +170,7 @@ fn agency(name: &str) -> Actor {
         role: PrincipalRole::Agency,
         jurisdictions: vec![Jurisdiction::Tx],
         all_jurisdictions: false,
+        agency: format!("{name}-agency"),
     }
 }
 
@@ -631,6 +632,74 @@ fn an_agency_flag_request_takes_effect_only_with_a_registry_approval() {
         s.call("f-1").unwrap().lifecycle,
         Lifecycle::Purged { .. }
     ));
+}
+
+/// Trust's bulk exports use the same mechanism: filed as an external change, approved only by
+/// another principal of the proposer's own agency, then found by the owner's read.
+#[test]
+fn a_bulk_export_is_approved_by_the_proposers_agency_and_read_back_by_its_owner() {
+    let mut s = Store::new();
+    let mut proposer = agency("tx-analyst");
+    proposer.agency = "tx-da".into();
+    let export = ChangeKind::External {
+        kind: callvault_core::approval::BULK_EXPORT.into(),
+        payload: b"window 0..3600000, 5000 records".to_vec(),
+    };
+    let propose = |kind: ChangeKind| {
+        retention(RetentionCommand::ProposeChange {
+            jurisdiction: Jurisdiction::Tx,
+            change: kind,
+            proposer: proposer.clone(),
+            at: UnixMillis(5),
+        })
+    };
+    assert!(
+        matches!(
+            s.one(propose(ChangeKind::External {
+                kind: "made_up".into(),
+                payload: Vec::new()
+            })),
+            CommandResult::Refused(Refusal::NotAllowed(_))
+        ),
+        "a kind without a rule is refused: no proposer picks its own rule"
+    );
+    let (id, _) = change_of(&s.one(propose(export)));
+    let approved = |s: &Store| {
+        let db = s.sm.db();
+        crate::approvals::approved_external(
+            &Txn::new(&db),
+            Jurisdiction::Tx,
+            callvault_core::approval::BULK_EXPORT,
+            "tx-analyst",
+            10,
+        )
+        .unwrap()
+    };
+    assert!(approved(&s).is_empty());
+    let approve = |who: Actor| {
+        retention(RetentionCommand::ApproveChange {
+            change_id: id,
+            approver: who,
+            at: UnixMillis(6),
+        })
+    };
+    let stranger = agency("tx-public-defender");
+    assert!(matches!(
+        s.one(approve(stranger)),
+        CommandResult::Refused(Refusal::Approval(_))
+    ));
+    let mut colleague = agency("tx-supervisor");
+    colleague.agency = "tx-da".into();
+    assert!(matches!(
+        change_of(&s.one(approve(colleague))).1,
+        ChangeState::Effected { .. }
+    ));
+    let found = approved(&s);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, id);
+    assert!(
+        matches!(&found[0].kind, ChangeKind::External { payload, .. } if payload.starts_with(b"window"))
+    );
 }
 
 /// Deadline at read: past its deadline in cluster time, a recording is refused though no
