@@ -620,70 +620,68 @@ async fn a_number_with_more_past_calls_than_one_apply_purges_is_purged_without_a
 #[tokio::test(flavor = "multi_thread")]
 async fn orphan_chunks_are_collected_after_the_grace_and_a_streaming_call_keeps_its_chunks() {
     // Calls of at most 10 s: a stream may take 40 s and its commit 30 s more, so 70 s of grace.
+    // Ingest stores 256 KiB blocks: a stream of 16,000-byte chunks writes one block every 17.
     let grace = 70;
     let (cluster, _slot) = DevCluster::start_with(&format!(
-        "[ingest]\nmax_call_seconds = 10\n\n[lifecycle]\norphan_grace_seconds = {grace}\n\
-         orphan_sweep_seconds = 3\n"
+        "[ingest]\nmax_call_seconds = 10\nblock_bytes = 262144\n\n[lifecycle]\n\
+         orphan_grace_seconds = {grace}\norphan_sweep_seconds = 3\n"
     ))
     .await;
     // Each shard's orphan floor defaults to its node's grace.
     let baseline = cluster.chunk_counts().await;
+    let grown_by = |n: u64| {
+        let cluster = &cluster;
+        let baseline = &baseline;
+        async move {
+            let counts = cluster.chunk_counts().await;
+            counts
+                .iter()
+                .zip(baseline)
+                .all(|(now, before)| now.unwrap() >= before.unwrap() + n)
+                .then_some(())
+        }
+    };
     let written_at = unix_now();
-    // Rejected: the digest at the end is wrong, after its chunks were written.
-    let mut rejected = TestCall::new("orph-rej", "US-TX", "(512) 555-0131", 3, 31);
+    // Rejected: the digest at the end is wrong, after its first block was written.
+    let mut rejected = TestCall::new("orph-rej", "US-TX", "(512) 555-0131", 20, 31);
     rejected.end.plaintext_blake3 = vec![0; 32];
     let err = rejected
         .send(&mut cluster.ingest(1, cluster.token("platform")))
         .await
         .expect_err("a wrong digest");
     assert_eq!(err.code(), Code::InvalidArgument);
-    // Killed: the platform goes away mid-stream.
-    let killed = TestCall::new("orph-kill", "US-TX", "(512) 555-0132", 3, 32);
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    eventually(
+        "the rejected stream's block",
+        Duration::from_secs(30),
+        || grown_by(1),
+    )
+    .await;
+    // Killed: the platform goes away mid-stream, once its first block is written.
+    let killed = TestCall::new("orph-kill", "US-TX", "(512) 555-0132", 20, 32);
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
     let mut client = cluster.ingest(2, cluster.token("platform"));
     let stream = tokio::spawn(async move {
         client
             .record_call(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    for message in killed.messages().into_iter().take(3) {
+    for message in killed.messages().into_iter().take(20) {
         tx.send(message).await.unwrap();
     }
-    // Killed once its two chunks are written (three with the rejected call's, on some shard).
-    eventually(
-        "the killed stream's chunks",
-        Duration::from_secs(30),
-        || async {
-            let counts = cluster.chunk_counts().await;
-            counts
-                .iter()
-                .zip(&baseline)
-                .any(|(now, before)| now.unwrap() >= before.unwrap() + 5)
-                .then_some(())
-        },
-    )
+    eventually("the killed stream's block", Duration::from_secs(30), || {
+        grown_by(2)
+    })
     .await;
     stream.abort();
     drop(tx);
-    eventually(
-        "the orphans on every shard",
-        Duration::from_secs(30),
-        || async {
-            let counts = cluster.chunk_counts().await;
-            counts
-                .iter()
-                .zip(&baseline)
-                .all(|(now, before)| now.unwrap() >= before.unwrap() + 5)
-                .then_some(())
-        },
-    )
-    .await;
+    let with_orphans = cluster.chunk_counts().await;
 
     // A call that starts streaming shortly before the orphans are due and finishes after.
     let wait = written_at + f64::from(grace) - 15.0 - unix_now();
     tokio::time::sleep(Duration::from_secs_f64(wait.max(0.0))).await;
-    // Its platform says it lasted 8 s (within the 10 s limit); its stream takes longer.
-    let mut streaming = TestCall::new("orph-live", "US-TX", "(512) 555-0133", 3, 33);
+    // Its platform says it lasted 8 s (within the 10 s limit); its stream takes longer. 40
+    // chunks: two full blocks written while it streams, the rest at its end.
+    let mut streaming = TestCall::new("orph-live", "US-TX", "(512) 555-0133", 40, 33);
     let now = unix_now() as i64;
     streaming.start.started_at = Some(prost_types::Timestamp {
         seconds: now - 9,
@@ -693,7 +691,7 @@ async fn orphan_chunks_are_collected_after_the_grace_and_a_streaming_call_keeps_
         seconds: now - 1,
         nanos: 0,
     });
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut client = cluster.slow_ingest(3, cluster.token("platform"));
     let answer = tokio::spawn(async move {
         client
@@ -705,15 +703,28 @@ async fn orphan_chunks_are_collected_after_the_grace_and_a_streaming_call_keeps_
     for message in first {
         tx.send(message.clone()).await.unwrap();
     }
-    // The orphans go once they are older than the grace; the streaming call's chunks stay.
-    // Left on every shard: the streaming call's chunks, nothing else.
-    let streamed = streaming.chunks.len() as u64;
+    let streamed_blocks = 2;
+    eventually(
+        "the streaming call's blocks",
+        Duration::from_secs(30),
+        || async {
+            let counts = cluster.chunk_counts().await;
+            counts
+                .iter()
+                .zip(&with_orphans)
+                .all(|(now, before)| now.unwrap() >= before.unwrap() + streamed_blocks)
+                .then_some(())
+        },
+    )
+    .await;
+    // The orphans go once they are older than the grace; left on every shard: the streaming
+    // call's blocks, nothing else.
     eventually("the orphans collected", Duration::from_secs(60), || async {
         let counts = cluster.chunk_counts().await;
         counts
             .iter()
             .zip(&baseline)
-            .all(|(now, before)| now.unwrap() == before.unwrap() + streamed)
+            .all(|(now, before)| now.unwrap() == before.unwrap() + streamed_blocks)
             .then_some(())
     })
     .await;

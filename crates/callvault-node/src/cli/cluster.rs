@@ -39,7 +39,9 @@ pub enum ClusterCommand {
         #[arg(long)]
         addr: String,
     },
-    /// Removes a node from the cluster.
+    /// Removes a node from the cluster. It holds metadata (wrapped keys of shredded calls in its
+    /// log or snapshot): the removal waits for its shred receipts, or, with --destroy-volume,
+    /// waives them and records that its volume must be destroyed.
     Remove {
         /// host:port of any current member.
         #[arg(long)]
@@ -47,6 +49,15 @@ pub enum ClusterCommand {
         /// The id of the node to remove.
         #[arg(long)]
         id: u64,
+        /// Waive its pending shred receipts: its volume will be destroyed (status lists it).
+        #[arg(long)]
+        destroy_volume: bool,
+        /// How long to wait for its receipts, seconds (default 60, at most 600).
+        #[arg(long, default_value_t = 60)]
+        wait_seconds: u32,
+        /// Why, for the audit log (with --destroy-volume).
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Shows the cluster as the node at --node sees it.
     Status {
@@ -79,12 +90,20 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                 })
                 .await
         }
-        ClusterCommand::Remove { node, id } => {
+        ClusterCommand::Remove {
+            node,
+            id,
+            destroy_volume,
+            wait_seconds,
+            reason,
+        } => {
             client(&node)
                 .await?
                 .remove_member(pb::RemoveMemberRequest {
                     node_id: id,
-                    ..Default::default()
+                    destroy_volume,
+                    wait_seconds,
+                    reason,
                 })
                 .await
         }
