@@ -512,6 +512,13 @@ impl NodeProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// How the process ended, once it has exited by itself (it is then no longer running).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().expect("wait")?;
+        self.child = None;
+        Some(status)
+    }
+
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()

@@ -448,3 +448,107 @@ async fn a_voter_that_lost_its_volume_cannot_elect_a_leader_missing_acknowledged
     converged(&cluster).await;
     assert_eq!(has_call(cluster.node(c), 1).await, Some(true));
 }
+
+/// A tmpfs mounted for one test (a volume that can fill), unmounted when dropped.
+struct SmallVolume(std::path::PathBuf);
+
+impl SmallVolume {
+    fn mount(at: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root, as CI has");
+        SmallVolume(at.to_path_buf())
+    }
+
+    /// Fills the volume to its last byte, in a file the test can remove.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.write_all(&[0u8; 512]);
+        path
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A member whose disk fills cannot write its log; its Raft core stops. The process must then
+/// exit non-zero (fail-stop) rather than live on as a member that never votes or serves again,
+/// so a supervisor restarts it; restarted with room on its disk, it has every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_disk_fills_exits_and_comes_back_with_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::new(
+        dir.path(),
+        1,
+        &format!("{FAST_RAFT}\n[lifecycle]\nenabled = false\n"),
+    );
+    let volume = SmallVolume::mount(&node.data_dir(), "96m");
+    node.start();
+    eventually("node 1 to answer", Duration::from_secs(30), || {
+        node.status()
+    })
+    .await;
+    node.cluster().init(pb::InitRequest {}).await.expect("init");
+    let nodes = vec![(1, node.addr.clone())];
+    propose(&nodes, &tx_policy(), Duration::from_secs(30)).await;
+
+    let filler = volume.fill();
+    let mut acknowledged = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = node.exit_status() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node lives on with a full disk\n{}",
+            node.log()
+        );
+        let i = 1000 + acknowledged.len();
+        let mut client = node.meta();
+        let proposal = client.propose(pb::ProposeRequest {
+            command: commit(i).encode(),
+        });
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), proposal).await {
+            let result = CommandResult::decode(&reply.into_inner().result).unwrap();
+            assert!(
+                matches!(result, CommandResult::CallCommitted { .. }),
+                "{result:?}"
+            );
+            acknowledged.push(i);
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(!status.success(), "{status}\n{}", node.log());
+    assert!(
+        node.log().contains("the Raft member failed"),
+        "{}",
+        node.log()
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    node.start();
+    for i in acknowledged {
+        let found = eventually("a linearizable read", Duration::from_secs(30), || {
+            has_call(&node, i)
+        })
+        .await;
+        assert!(found, "acknowledged call {i} lost\n{}", node.log());
+    }
+    node.kill();
+}

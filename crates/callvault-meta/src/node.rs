@@ -186,6 +186,26 @@ impl MetaNode {
         }))
     }
 
+    /// Resolves, with the error, once the Raft core has stopped on its own: a storage error (a
+    /// full or failing disk) or a panic. A member in that state can neither vote nor serve and
+    /// never comes back by itself, so its process must stop and let a supervisor restart it.
+    /// Never resolves while Raft runs or after a clean [`MetaNode::shutdown`].
+    pub async fn failed(&self) -> openraft::error::Fatal<NodeId> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let state = metrics.borrow_and_update().running_state.clone();
+            match state {
+                Err(openraft::error::Fatal::Stopped) => break,
+                Err(fatal) => return fatal,
+                Ok(()) => {}
+            }
+            if metrics.changed().await.is_err() {
+                break;
+            }
+        }
+        std::future::pending().await
+    }
+
     /// Stops Raft: no more appends or applies, so the stores close consistent.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
