@@ -145,4 +145,33 @@ fn print_status(status: &pb::ClusterStatus) {
             m.matched_index
         );
     }
+    print_clock(status);
+    if status.shreds_pending > 0 {
+        println!("shreds waiting for a receipt: {}", status.shreds_pending);
+    }
+    for node in &status.volumes_to_destroy {
+        println!("node {node}'s volume must be destroyed (its shred receipts were waived)");
+    }
+}
+
+/// The cluster time, the sweep leader and every voter's clock against it.
+fn print_clock(status: &pb::ClusterStatus) {
+    match status.cluster_time_ms {
+        Some(ms) => println!(
+            "cluster time {} ms (median of the voters' clocks), sweep leader {}",
+            ms, status.sweep_leader
+        ),
+        None => println!("no cluster time yet (fewer than a majority of voters attested)"),
+    }
+    for clock in &status.clocks {
+        let offset = clock
+            .offset_ms
+            .map_or_else(|| "never attested".to_string(), |o| format!("{o:+} ms"));
+        let flag = if clock.suspect {
+            "  OFF BY MORE THAN THE BOUND: does not lead sweeps"
+        } else {
+            ""
+        };
+        println!("  voter {} clock {offset}{flag}", clock.node_id);
+    }
 }
