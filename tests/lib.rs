@@ -824,7 +824,12 @@ pub fn tx_policy() -> MetaCommand {
 
 /// Call `i`'s commit: a recorded Texas call with one chunk, distinct content per `i`.
 pub fn commit(i: usize) -> MetaCommand {
-    let started = 1_700_000_000_000 + i as i64 * 1000;
+    // A day before this test process first asked, plus a second per call: within any policy's
+    // retention (the sweeper works on cluster time, and a call started in 2023 would be expired
+    // and its call-detail record deleted by now), and the same for every retry of call `i`.
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| wall_clock().0 / 1000 * 1000 - 86_400_000);
+    let started = base + i as i64 * 1000;
     MetaCommand::CommitCall {
         call: CallRecord {
             call_id: CallId::new(&format!("call-{i}")).unwrap(),

@@ -14,6 +14,10 @@ use tonic::Code;
 
 const DAY: i64 = 86_400;
 
+/// Voters attest their clocks every second (the default is 5 s), so cluster time trails real
+/// time by about a second and the tests' deadlines can be tight.
+const FAST_CLOCK: &str = "[lifecycle]\nclock_attest_ms = 1000\nmax_clock_skew_ms = 10000\n";
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -111,7 +115,7 @@ async fn put_policy(cluster: &DevCluster, days: u32, detail_days: u32, notice: u
 #[tokio::test(flavor = "multi_thread")]
 async fn call_detail_records_expire_at_their_deadline_and_only_a_hashed_tombstone_remains() {
     let (mut cluster, _slot) =
-        DevCluster::start_with("[lifecycle]\nexpiry_receipt_max_seconds = 1\n").await;
+        DevCluster::start_with(&format!("{FAST_CLOCK}expiry_receipt_max_seconds = 1\n")).await;
     // Recordings and call details both kept one day, swept every second.
     put_policy(&cluster, 1, 1, 0, 1).await;
     let mut call = TestCall::new("cdr-1", "US-TX", "(512) 555-0161", 2, 61).started_ago(DAY - 8);
@@ -190,7 +194,7 @@ async fn call_detail_records_expire_at_their_deadline_and_only_a_hashed_tombston
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_a_year_ahead_expires_nothing_early_is_reported_and_loses_sweep_leadership() {
     let faketime = ["faketime", "-f", "+365d"];
-    let (cluster, _slot) = DevCluster::start_with_first_node_under(&faketime, "").await;
+    let (cluster, _slot) = DevCluster::start_with_first_node_under(&faketime, FAST_CLOCK).await;
     // Node 1 initialized the cluster: it leads Raft with a clock a year ahead.
     assert_eq!(cluster.leader().await, 1);
     put_policy(&cluster, 1, 1, 0, 1).await;
@@ -268,7 +272,7 @@ async fn a_leader_a_year_ahead_expires_nothing_early_is_reported_and_loses_sweep
 /// Issue 14: "playback of a recording past its deadline is refused with the sweeper stopped".
 #[tokio::test(flavor = "multi_thread")]
 async fn playback_of_a_recording_past_its_deadline_is_refused_with_the_sweeper_stopped() {
-    let (cluster, _slot) = DevCluster::start_with("[lifecycle]\nsweep = false\n").await;
+    let (cluster, _slot) = DevCluster::start_with(&format!("{FAST_CLOCK}sweep = false\n")).await;
     put_policy(&cluster, 1, 1, 0, 1).await;
     let call = TestCall::new("late-1", "US-TX", "(512) 555-0181", 2, 81).started_ago(DAY - 6);
     ingest(&cluster, 1, &call).await;
@@ -316,8 +320,8 @@ async fn playback_of_a_recording_past_its_deadline_is_refused_with_the_sweeper_s
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shortened_policy_waits_for_its_notice_or_a_second_approver_and_agency_flags_need_a_registry()
  {
-    let (cluster, _slot) = DevCluster::start().await;
     // The default notice is 30 days; lowering it to 5 s is itself a shortening: approved.
+    let (cluster, _slot) = DevCluster::start_with(FAST_CLOCK).await;
     put_policy(&cluster, 365, 1095, 5, 1).await;
     let mut operator = cluster.admin(1, cluster.token("operator"));
     let current = || async {
@@ -623,7 +627,7 @@ async fn orphan_chunks_are_collected_after_the_grace_and_a_streaming_call_keeps_
     // Ingest stores 256 KiB blocks: a stream of 16,000-byte chunks writes one block every 17.
     let grace = 70;
     let (cluster, _slot) = DevCluster::start_with(&format!(
-        "[ingest]\nmax_call_seconds = 10\nblock_bytes = 262144\n\n[lifecycle]\n\
+        "[ingest]\nmax_call_seconds = 10\nblock_bytes = 262144\n\n{FAST_CLOCK}\
          orphan_grace_seconds = {grace}\norphan_sweep_seconds = 3\n"
     ))
     .await;

@@ -286,11 +286,13 @@ pub struct LifecycleSection {
     /// How often the leader removes shredded calls' chunks from the blob shards (default
     /// 2000 ms). Needs `blob.shards`.
     pub collect_tick_ms: u64,
-    /// How often this voter attests its wall clock through the log (default 1000 ms). The
-    /// cluster time is the median of the voters' latest attestations.
+    /// How often this voter attests its wall clock through the log (default 5000 ms). The
+    /// cluster time is the median of the voters' latest attestations, so it trails real time
+    /// by about this much: a deadline is enforced at most this late (keep it below the
+    /// policies' sweep intervals), and each voter adds one log entry per pace.
     pub clock_attest_ms: u64,
     /// How far a voter's clock may be off the cluster time before it is reported and stops
-    /// leading sweeps (default 10000 ms; well above `clock_attest_ms`).
+    /// leading sweeps (default 30000 ms; at least three `clock_attest_ms`).
     pub max_clock_skew_ms: u64,
     /// The longest an expired call's shred waits for this node's ordinary snapshot and log
     /// purge before the shredder forces one (default 21600 s). Purges never wait.
@@ -313,8 +315,8 @@ impl Default for LifecycleSection {
             expire_batch: 1000,
             shred_tick_ms: 2000,
             collect_tick_ms: 2000,
-            clock_attest_ms: 1000,
-            max_clock_skew_ms: 10_000,
+            clock_attest_ms: 5000,
+            max_clock_skew_ms: 30_000,
             expiry_receipt_max_seconds: 6 * 3600,
             orphan_sweep_seconds: 600,
             orphan_grace_seconds: 86_400,
