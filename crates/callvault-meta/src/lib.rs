@@ -18,6 +18,7 @@ pub mod auth_failures;
 pub mod authz;
 pub mod command;
 pub mod convert;
+pub mod failpoints;
 pub mod intents;
 pub mod member;
 pub mod principal;

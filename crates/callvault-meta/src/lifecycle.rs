@@ -517,13 +517,13 @@ impl Owing {
     }
 
     fn all_in(&self, record: &ShredRecord) -> bool {
-        let owed: Vec<u64> = self
-            .members
+        // A current member always owes (a waived node added back holds the metadata again); a
+        // departed one owes unless its volume is to be destroyed.
+        let departed = record
+            .required
             .iter()
-            .chain(&record.required)
-            .copied()
-            .filter(|n| !self.waived.contains(n))
-            .collect();
+            .filter(|n| !self.members.contains(n) && !self.waived.contains(n));
+        let owed: Vec<u64> = self.members.iter().chain(departed).copied().collect();
         if owed.is_empty() && self.members.is_empty() {
             // No membership yet (a store written before its first membership entry).
             return !record.meta_receipts.is_empty();

@@ -368,13 +368,14 @@ pub fn chunks_referenced(db: &DB, ids: &[[u8; 32]]) -> Result<Vec<bool>, ReadErr
 
 /// Shreds still waiting for a meta receipt: of `node` when given (those it has not sent), or of
 /// anyone. Counted up to [`OVERDUE_COUNT_CAP`].
-pub fn shreds_owing(db: &DB, node: Option<u64>) -> Result<u64, ReadError> {
+pub fn shreds_owing(db: &DB, node: Option<u64>, purges_only: bool) -> Result<u64, ReadError> {
     let mut owing = 0;
     let mut after: Option<Vec<u8>> = None;
     while owing < OVERDUE_COUNT_CAP {
         let (page, next) = pending_shreds(db, after.as_deref(), 1000)?;
         owing += page
             .iter()
+            .filter(|s| !purges_only || s.record.kind == ShredKind::Purge)
             .filter(|s| node.is_none_or(|n| !s.record.meta_receipts.contains(&n)))
             .count() as u64;
         match next {

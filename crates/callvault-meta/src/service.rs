@@ -195,8 +195,16 @@ impl MetaService {
                     suspect: c.suspect,
                 })
                 .collect(),
-            volumes_to_destroy: crate::lifecycle::waived_nodes(&txn).unwrap_or_default(),
-            shreds_pending: reads::shreds_owing(&db, None).unwrap_or_default(),
+            // A waived node added back holds metadata again: it owes receipts like any member.
+            volumes_to_destroy: {
+                let members = crate::membership::members(&txn).unwrap_or_default();
+                crate::lifecycle::waived_nodes(&txn)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|n| !members.contains(n))
+                    .collect()
+            },
+            shreds_pending: reads::shreds_owing(&db, None, false).unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -273,6 +281,10 @@ impl pb::meta_store_server::MetaStore for MetaService {
             crate::authz::check(role, &command)?;
         }
         match self.proposer.propose(command, bytes.len()).await {
+            // Committed and applied, but the caller never hears it: a reply lost on the way back.
+            Ok(_) if crate::failpoint_fires!("propose-reply-lost") => Err(Status::unavailable(
+                "the reply was lost (failpoint propose-reply-lost)",
+            )),
             Ok((log_id, result)) => Ok(Response::new(pb::ProposeResponse {
                 term: log_id.leader_id.term,
                 index: log_id.index,
@@ -941,24 +953,30 @@ impl MetaService {
 }
 
 impl MetaService {
-    /// Before `r.node_id` leaves: every pending shred needs its receipt. Waits for them (up to
-    /// `wait_seconds`), or, with `destroy_volume`, records that its volume must be destroyed and
-    /// waives them; otherwise refuses the removal.
+    /// Before `r.node_id` leaves: it holds the keys of pending shreds in its log or snapshot.
+    /// With `destroy_volume`, records that its volume must be destroyed and waives its receipts.
+    /// Otherwise waits (up to `wait_seconds`) for its purge receipts, which a live node sends
+    /// within seconds, and refuses the removal if they do not come; its expiry receipts (sent
+    /// when its ordinary snapshot passes them) stay owed, shown in status, until it sends them
+    /// or its volume is waived.
     async fn settle_receipts(
         &self,
         r: &pb::RemoveMemberRequest,
         operator: &str,
     ) -> Result<(), Status> {
         let node = r.node_id;
-        let owed = || {
+        let owed = |purges_only: bool| {
             let db = self.state_machine.db();
-            reads::shreds_owing(&db, Some(node)).map_err(internal)
+            reads::shreds_owing(&db, Some(node), purges_only).map_err(internal)
         };
-        if owed()? == 0 {
+        if r.destroy_volume {
+            if owed(false)? > 0 {
+                return self.waive_receipts(node, operator, &r.reason).await;
+            }
             return Ok(());
         }
-        if r.destroy_volume {
-            return self.waive_receipts(node, operator, &r.reason).await;
+        if owed(true)? == 0 {
+            return Ok(());
         }
         let wait = std::time::Duration::from_secs(match r.wait_seconds {
             0 => 60,
@@ -966,13 +984,13 @@ impl MetaService {
         });
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let left = owed()?;
+            let left = owed(true)?;
             if left == 0 {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Status::failed_precondition(format!(
-                    "node {node} still owes receipts for {left} pending shreds (it holds their \
+                    "node {node} still owes receipts for {left} pending purges (it holds their \
                      keys in its log or snapshot); retry once it has sent them, or remove it \
                      with destroy_volume and destroy its volume"
                 )));

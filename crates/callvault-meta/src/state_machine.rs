@@ -408,12 +408,14 @@ impl StateMachineStore {
         // A snapshot from a member that predates the chunk-reference index gains it here.
         crate::migrate::index_chunk_refs(&db).map_err(|e| err(&e))?;
         sync_dir(&self.shared.sm_dir).map_err(|e| err(&e))?;
+        crate::failpoint!("snapshot-install-before-switch");
         write_atomically(
             &self.shared.sm_dir.join("CURRENT"),
             next.to_string().as_bytes(),
         )
         .map_err(|e| err(&e))?;
         *self.shared.db.write().expect("lock is not poisoned") = (next, Arc::new(db));
+        crate::failpoint!("snapshot-install-after-switch");
         std::fs::rename(received, self.current_snapshot_path()).map_err(|e| err(&e))?;
         sync_dir(&self.shared.snapshot_dir).map_err(|e| err(&e))?;
         // The old generation is dropped once its last reader lets go of it.

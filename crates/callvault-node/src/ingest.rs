@@ -435,6 +435,8 @@ impl IngestService {
         };
         let wrapped_key = writer.sealer().wrapped_key().as_bytes().to_vec();
         let chunk_ids = writer.finish().await?;
+        // The chunks are on the shards; nothing is committed yet.
+        callvault_meta::failpoint!("ingest-before-commit");
         call.chunk_count = u32::try_from(chunk_ids.len())
             .map_err(|_| Status::invalid_argument("too many blocks in one call"))?;
         self.check_stream_time(streaming_since)?;

@@ -187,6 +187,9 @@ impl Lifecycle {
                 passed && (forced || s.record.kind == ShredKind::Expiry)
             })
             .collect();
+        if !done.is_empty() {
+            callvault_meta::failpoint!("shred-before-receipt");
+        }
         for receipts in done.chunks(MAX_RECEIPT_BATCH) {
             let calls: Vec<(Jurisdiction, CallId)> = receipts
                 .iter()
@@ -235,6 +238,7 @@ impl Lifecycle {
         // 1. The deleted keys leave the state machine's files and its write-ahead log.
         let state = sm.clone();
         tokio::task::spawn_blocking(move || state.compact_shredded_keys()).await??;
+        callvault_meta::failpoint!("shred-after-compact");
 
         // 2. A snapshot that starts after that compaction replaces the one that may hold keys.
         let before = sm.snapshot_builds_started().await;
@@ -247,6 +251,7 @@ impl Lifecycle {
             },
         )
         .await?;
+        callvault_meta::failpoint!("shred-after-snapshot");
 
         // 3. The log is purged past the entries that carried the keys, and its files rewritten.
         let raft = &self.node.raft;

@@ -21,6 +21,8 @@ mod sweeper;
 mod telemetry;
 
 fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = callvault_meta::failpoints::setup();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

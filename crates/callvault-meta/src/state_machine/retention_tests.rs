@@ -791,7 +791,7 @@ fn learners_and_departed_members_owe_receipts_unless_waived() {
     );
     assert_eq!(s.counters().purges_pending, 1);
     let db = s.sm.db();
-    assert_eq!(crate::reads::shreds_owing(&db, Some(4)).unwrap(), 1);
+    assert_eq!(crate::reads::shreds_owing(&db, Some(4), false).unwrap(), 1);
     assert_eq!(
         s.one(retention(RetentionCommand::WaiveReceipts {
             node_id: 4,
