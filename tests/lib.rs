@@ -1140,15 +1140,23 @@ impl DevCluster {
             sweep_interval_seconds: sweep_seconds,
             ..current.clone()
         };
-        let put = admin
-            .put_policy(pb::PutPolicyRequest {
-                jurisdiction: "US-TX".into(),
-                policy: Some(policy),
-                expected_version: current.version,
-            })
-            .await
-            .expect("put policy")
-            .into_inner();
+        let request = pb::PutPolicyRequest {
+            jurisdiction: "US-TX".into(),
+            policy: Some(policy),
+            expected_version: current.version,
+        };
+        // A shortening counts its notice in cluster time: UNAVAILABLE until the voters made one.
+        let put = eventually("the policy put", Duration::from_secs(20), || {
+            let (mut admin, request) = (admin.clone(), request.clone());
+            async move {
+                match admin.put_policy(request).await {
+                    Ok(put) => Some(put.into_inner()),
+                    Err(e) if e.code() == tonic::Code::Unavailable => None,
+                    Err(e) => panic!("put policy: {e:?}"),
+                }
+            }
+        })
+        .await;
         if !put.pending_change_id.is_empty() {
             self.approve_tx_change(&put.pending_change_id).await;
         }

@@ -202,8 +202,9 @@ async fn shortening_a_policy_makes_calls_due_and_lengthening_protects_them() {
     cluster.put_tx_policy(2, interval).await;
     // Past one day, not two: due only once the policy shortens.
     let old = TestCall::new("short-1", "US-TX", "(512) 555-0104", 2, 4).started_ago(DAY + 120);
-    // Due in 10 s under a one-day policy.
-    let young = TestCall::new("long-1", "US-TX", "(512) 555-0105", 2, 5).started_ago(DAY - 10);
+    // Due in 30 s under a one-day policy: time for the shortening, its sweep and the
+    // lengthening (each a policy change through the two-person rule) on a loaded machine.
+    let young = TestCall::new("long-1", "US-TX", "(512) 555-0105", 2, 5).started_ago(DAY - 30);
     ingest(&cluster, &old).await;
     ingest(&cluster, &young).await;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -19,6 +19,8 @@ use crate::ingest::now;
 
 /// How often a node whose own clock is off repeats its warning.
 const WARN_EVERY: Duration = Duration::from_secs(30);
+/// How soon an attestation is retried while the cluster has no time or the last one failed.
+const RETRY: Duration = Duration::from_millis(250);
 
 /// The attester and reporter of one meta node.
 pub struct ClockAttester {
@@ -47,28 +49,43 @@ impl ClockAttester {
         }
     }
 
-    /// Runs until `stop` turns true.
+    /// Runs until `stop` turns true. Attests at the steady pace once the cluster has a time;
+    /// until then (a cluster forming, a voter whose attestation failed) it retries within
+    /// [`RETRY`], so a new cluster can count deadlines within a second or so.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.pace);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_warning: Option<Instant> = None;
+        let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            if self.is_voter() {
-                let attest = Command::Retention(RetentionCommand::AttestTime {
-                    node_id: self.node_id,
-                    wall: now(),
-                });
-                if let Err(status) = self.meta.propose(&attest).await {
-                    tracing::debug!(%status, "clock attestation not committed; the next one retries");
-                }
-            }
-            match self.clocks() {
+            let attested = !self.is_voter() || self.attest().await;
+            let clocks = self.clocks();
+            let has_time = matches!(&clocks, Ok(c) if c.iter().any(|c| c.offset_ms.is_some()));
+            wait = if attested && has_time {
+                self.pace
+            } else {
+                self.pace.min(RETRY)
+            };
+            match clocks {
                 Ok(clocks) => self.report(&clocks, &mut last_warning),
                 Err(e) => tracing::warn!(error = %e, "cannot read the cluster clock"),
+            }
+        }
+    }
+
+    /// Proposes this voter's attestation; false when it was not committed.
+    async fn attest(&self) -> bool {
+        let attest = Command::Retention(RetentionCommand::AttestTime {
+            node_id: self.node_id,
+            wall: now(),
+        });
+        match self.meta.propose(&attest).await {
+            Ok(_) => true,
+            Err(status) => {
+                tracing::debug!(%status, "clock attestation not committed; retrying soon");
+                false
             }
         }
     }
