@@ -328,6 +328,7 @@ fn covered(command: &Command) {
         | Command::OpenSession
         | Command::Signed { .. }
         | Command::RecordMetadataRead(_)
+        | Command::Retention(_)
         | Command::ReleaseKey(_)
         | Command::ProofRefused(_) => {}
     }

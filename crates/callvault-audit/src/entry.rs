@@ -88,6 +88,18 @@ pub enum AuditEvent {
     QuotaDenied,
     /// The cluster's membership changed.
     MembershipChanged,
+    /// A call-detail record was deleted at its own deadline; a tombstone remains.
+    CallDetailDeleted,
+    /// A change that needs a second principal or a notice period was proposed.
+    ChangeProposed,
+    /// A second principal approved a pending change.
+    ChangeApproved,
+    /// A pending change took effect (approved, or its notice elapsed).
+    ChangeEffected,
+    /// A pending change was withdrawn or superseded.
+    ChangeCancelled,
+    /// Shred receipts of a departing member were waived: its volume must be destroyed.
+    ReceiptsWaived,
     /// The keys role released a call's data key for a logged, allowed access.
     KeyReleased,
     /// A key release was refused (no such access, already released, withheld, call gone).
@@ -100,7 +112,7 @@ pub enum AuditEvent {
 
 impl AuditEvent {
     /// Every event, in code order.
-    pub const ALL: [AuditEvent; 22] = [
+    pub const ALL: [AuditEvent; 28] = [
         AuditEvent::CallRecorded,
         AuditEvent::CallRefusedPrivileged,
         AuditEvent::CallRejected,
@@ -119,6 +131,12 @@ impl AuditEvent {
         AuditEvent::AuthenticationFailure,
         AuditEvent::QuotaDenied,
         AuditEvent::MembershipChanged,
+        AuditEvent::CallDetailDeleted,
+        AuditEvent::ChangeProposed,
+        AuditEvent::ChangeApproved,
+        AuditEvent::ChangeEffected,
+        AuditEvent::ChangeCancelled,
+        AuditEvent::ReceiptsWaived,
         AuditEvent::KeyReleased,
         AuditEvent::KeyReleaseDenied,
         AuditEvent::MetadataRead,
@@ -146,6 +164,13 @@ impl AuditEvent {
             AuditEvent::AuthenticationFailure => 16,
             AuditEvent::QuotaDenied => 17,
             AuditEvent::MembershipChanged => 18,
+            // Retention's events take 40–49 (trust 60–69, others 19–39).
+            AuditEvent::CallDetailDeleted => 40,
+            AuditEvent::ChangeProposed => 41,
+            AuditEvent::ChangeApproved => 42,
+            AuditEvent::ChangeEffected => 43,
+            AuditEvent::ChangeCancelled => 44,
+            AuditEvent::ReceiptsWaived => 45,
             // 60-69: key custody and principal checks (other branches take other ranges).
             AuditEvent::KeyReleased => 60,
             AuditEvent::KeyReleaseDenied => 61,
@@ -180,6 +205,12 @@ impl AuditEvent {
             AuditEvent::AuthenticationFailure => "auth.failure",
             AuditEvent::QuotaDenied => "quota.denied",
             AuditEvent::MembershipChanged => "cluster.membership_changed",
+            AuditEvent::CallDetailDeleted => "call.detail_deleted",
+            AuditEvent::ChangeProposed => "change.proposed",
+            AuditEvent::ChangeApproved => "change.approved",
+            AuditEvent::ChangeEffected => "change.effected",
+            AuditEvent::ChangeCancelled => "change.cancelled",
+            AuditEvent::ReceiptsWaived => "purge.receipts_waived",
             AuditEvent::KeyReleased => "key.released",
             AuditEvent::KeyReleaseDenied => "key.release.denied",
             AuditEvent::MetadataRead => "metadata.read",

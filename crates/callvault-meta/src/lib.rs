@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 // The pure half: builds without RocksDB (`--no-default-features`), for the fuzz targets.
+pub mod approvals;
 pub mod auth_failures;
 pub mod authz;
 pub mod command;
@@ -25,6 +26,7 @@ pub mod metadata;
 pub mod principal;
 pub mod principal_proof;
 pub mod records;
+pub mod retention_command;
 pub mod snapshot;
 pub mod types;
 
@@ -39,8 +41,11 @@ pub mod audit_log;
 pub mod audit_service;
 #[cfg(feature = "store")]
 pub mod client;
+pub mod clock;
 #[cfg(feature = "store")]
 mod custody_service;
+#[cfg(feature = "store")]
+pub mod details;
 #[cfg(feature = "store")]
 pub mod gate;
 #[cfg(feature = "store")]
@@ -50,7 +55,11 @@ pub mod lifecycle;
 #[cfg(feature = "store")]
 pub mod log_store;
 #[cfg(feature = "store")]
+pub mod membership;
+#[cfg(feature = "store")]
 pub mod metrics;
+#[cfg(feature = "store")]
+pub mod migrate;
 #[cfg(feature = "store")]
 pub mod network;
 #[cfg(feature = "store")]
@@ -58,7 +67,13 @@ pub mod node;
 #[cfg(feature = "store")]
 pub mod proposer;
 #[cfg(feature = "store")]
+pub mod purges;
+#[cfg(feature = "store")]
 pub mod reads;
+#[cfg(feature = "store")]
+pub mod retention;
+#[cfg(feature = "store")]
+pub mod reviews;
 #[cfg(feature = "store")]
 pub mod service;
 #[cfg(feature = "store")]
@@ -67,6 +82,8 @@ pub mod session;
 pub mod state_machine;
 #[cfg(feature = "store")]
 pub mod storage;
+#[cfg(feature = "store")]
+pub mod tombstones;
 #[cfg(feature = "store")]
 pub mod txn;
 

@@ -39,6 +39,11 @@ pub struct MetaConfig {
     pub principals: crate::principal::Principals,
     /// The per-principal limits this member charges proposals against.
     pub limits: crate::principal_proof::Limits,
+    /// The cluster's index key: call tombstones are filed under hashes keyed by it. Every member
+    /// must have the same (the state machine refuses to apply with another).
+    pub id_key: [u8; 32],
+    /// How far a voter's clock may be off the cluster time before status flags it.
+    pub clock_bound_ms: i64,
 }
 
 impl MetaConfig {
@@ -57,6 +62,8 @@ impl MetaConfig {
             peer: callvault_proto::identity::Credential::none(),
             principals: crate::principal::Principals::default(),
             limits: crate::principal_proof::Limits::default(),
+            id_key: [0; 32],
+            clock_bound_ms: crate::service::DEFAULT_CLOCK_BOUND_MS,
         }
     }
 }
@@ -134,7 +141,7 @@ impl MetaNode {
 
         let incarnation = crate::member::load_or_create_incarnation(&config.data_dir)?;
         let log = LogStore::open(&config.data_dir.join("raft-log"))?;
-        let state_machine = StateMachineStore::open(&config.data_dir)?;
+        let state_machine = StateMachineStore::open_keyed(&config.data_dir, config.id_key)?;
         let raft_config = Config {
             cluster_name: "callvault".into(),
             heartbeat_interval: config.heartbeat_ms,
@@ -176,7 +183,8 @@ impl MetaNode {
             config.node_id,
             crate::member::MetaMember::new(config.advertise_addr.clone(), incarnation),
             crate::gate::ProposalGate::new(config.principals.clone(), config.limits),
-        );
+        )
+        .with_clock_bound(config.clock_bound_ms);
         Ok(Arc::new(MetaNode {
             raft,
             state_machine,

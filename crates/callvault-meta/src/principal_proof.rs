@@ -425,6 +425,9 @@ pub fn acting_principal(command: &Command) -> Option<&str> {
         | Command::KeysShredded { .. }
         | Command::ChunksCollected { .. } => None,
         // Envelopes: their command is checked.
+        // Retention's changes and approvals name their proposer and approver, but the api does
+        // not sign them yet: NOT checked by meta until they get a proof (open, see issue 13).
+        Command::Retention(_) => None,
         Command::Batch(_) | Command::Session(_) | Command::OpenSession | Command::Signed { .. } => {
             None
         }

@@ -86,10 +86,10 @@ struct Start {
 
 /// The wall clock, for the times commands carry (`apply` itself reads none).
 /// How much longer than the longest call a stream may take to arrive (network, slow platform).
-pub const STREAM_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
-/// How long after its stream a commit may still apply: the metadata client's retries, plus
-/// margin.
-pub const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+pub const STREAM_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long after its proposal a commit may still apply: `apply` refuses a later one.
+pub const COMMIT_WINDOW: std::time::Duration =
+    std::time::Duration::from_millis(callvault_meta::retention::MAX_COMMIT_DELAY_MS as u64);
 
 /// The longest a stream may last, from its start to its commit proposal.
 pub fn longest_stream(max_call_seconds: u64) -> std::time::Duration {
@@ -158,6 +158,11 @@ fn refused(refusal: Refusal, call: &CallRecord) -> Status {
         Refusal::CallIdPurged => Status::failed_precondition(format!(
             "call {id} was purged as privileged; its id is refused forever"
         )),
+        Refusal::CallIdRetired => Status::already_exists(format!(
+            "call {id} was deleted at its call-detail deadline; its id is refused forever"
+        )),
+        // A commit that reached the metadata store too late to be safe: the platform retries.
+        Refusal::NotAllowed(reason) => Status::aborted(reason),
         Refusal::NoPolicy => Status::failed_precondition(format!(
             "{} has no retention policy; nothing can be recorded for it",
             call.jurisdiction.code()
@@ -533,6 +538,13 @@ impl IngestService {
             )
         {
             return Err(refused(Refusal::CallIdPurged, existing));
+        }
+        if standing.retired && !standing.privileged {
+            // Only a tombstone is left of the id: nothing of this stream may be written.
+            return Err(Status::already_exists(format!(
+                "call {} is retired (its record was deleted or purged); its id is refused forever",
+                start.call.call_id.as_str()
+            )));
         }
         let number = if standing.privileged {
             NumberStanding::Privileged(PrivilegeKind::Other)

@@ -9,13 +9,16 @@ mod auth;
 mod auth_failures;
 mod bootstrap;
 mod cli;
+mod clock;
 mod config;
 mod content;
 mod ingest;
 mod keys;
 mod lifecycle;
 mod metrics;
+mod orphans;
 mod serve;
+mod sweeper;
 mod telemetry;
 
 fn main() -> ExitCode {

@@ -123,6 +123,10 @@ pub const INTERNAL_RPCS: &[InternalRpc] = &[
     // Wrapped keys leave the metadata store only to the keys role.
     rpc("/callvault.v1.MetaStore/ReadAccess", &[Meta, Keys]),
     rpc("/callvault.v1.MetaStore/ReadReleasedKey", &[Meta, Keys]),
+    // Pending changes (the two-person rule) and the cluster clock: the api serves them, the keys
+    // role re-checks approvals and deadlines with them.
+    rpc("/callvault.v1.MetaStore/ReadChanges", &[Meta, Api, Keys]),
+    rpc("/callvault.v1.MetaStore/ReadClock", &[Meta, Api, Keys]),
     rpc("/callvault.v1.BlobShard/PutChunk", &[Ingest, Blob]),
     rpc("/callvault.v1.BlobShard/GetChunk", &[Api, Blob]),
     rpc("/callvault.v1.BlobShard/HasChunks", &[Blob, Meta]),

@@ -511,12 +511,14 @@ impl Nemesis<'_> {
             };
             let candidates: Vec<usize> = (1..=n).filter(|&i| i != leader).collect();
             let target = candidates[rng.random_range(0..candidates.len())];
+            // Added back with its volume: it must send its purge receipts before it leaves.
             let removal = callvault_proto::v1::RemoveMemberRequest {
                 node_id: target as u64,
+                ..Default::default()
             };
             if let Err(e) = self
                 .change_membership(leader, |mut c| {
-                    let r = removal;
+                    let r = removal.clone();
                     async move { c.remove_member(r).await }
                 })
                 .await
