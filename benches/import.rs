@@ -30,9 +30,18 @@ pub fn call_id(i: usize) -> String {
     format!("{}-fac{:03}-{i:010}", jurisdiction_of(i).code(), i % 300)
 }
 
-/// Call `i`'s commit, as an ingest node proposes it.
+/// Call `i`'s commit, as an ingest node proposes it: stamped with the time it is proposed, as
+/// ingest stamps it (apply refuses a commit proposed long before it applies, whose chunks the
+/// orphan sweep may have taken).
 pub fn commit(i: usize) -> MetaCommand {
-    fixtures::realistic_commit(i, jurisdiction_of(i), &call_id(i))
+    let mut command = fixtures::realistic_commit(i, jurisdiction_of(i), &call_id(i));
+    if let MetaCommand::CommitCall { at, .. } = &mut command {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        *at = UnixMillis(now.as_millis() as i64);
+    }
+    command
 }
 
 /// A year's retention, swept every 30 s: the policy the imported jurisdictions get.

@@ -619,7 +619,10 @@ async fn play_back(cluster: &DevCluster, id: &str) -> Vec<u8> {
 /// them is proven included in the signed checkpoint by `callvault audit verify`.
 #[tokio::test(flavor = "multi_thread")]
 async fn ingest_refusal_playback_and_expiry_are_logged_in_order_and_verify() {
-    let (cluster, _slot) = DevCluster::start().await;
+    // The expiry's receipts are forced within a second instead of waiting for each node's
+    // ordinary snapshot and log purge.
+    let (cluster, _slot) =
+        DevCluster::start_with("[lifecycle]\nexpiry_receipt_max_seconds = 1\n").await;
     let auditor = cluster.token("auditor").to_string();
     let mut audit = cluster.audit(1, &auditor);
     let before = audit
@@ -680,18 +683,29 @@ async fn ingest_refusal_playback_and_expiry_are_logged_in_order_and_verify() {
     let subject = |i: usize| got.entries.get(i).map_or("", |e| e.subject.as_str());
     let fingerprint = subject(2);
     assert!(fingerprint.starts_with("number:"), "{events:?}");
+    // The shorter policy waits as a change until a second principal approves it; a change's
+    // subject is its id, shown here as `change`.
     let expected = [
         "call.recorded tx-audit-old",
         "call.recorded tx-audit-recorded",
         &format!("registry.number_registered {fingerprint}"),
         "call.refused_privileged tx-audit-refused",
         "content.access.allowed tx-audit-recorded",
+        "change.proposed change",
+        "change.approved change",
         "policy.changed retention-policy",
         "call.expired tx-audit-old",
     ];
     let seen: Vec<String> = events
         .iter()
-        .map(|(_, event, _, subject)| format!("{event} {subject}"))
+        .map(|(_, event, _, subject)| {
+            let subject = if subject.starts_with("change-") {
+                "change"
+            } else {
+                subject
+            };
+            format!("{event} {subject}")
+        })
         .collect();
     assert_eq!(
         &seen[..expected.len().min(seen.len())],

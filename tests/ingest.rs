@@ -375,7 +375,7 @@ async fn jurisdiction_status_counts_match_the_calls_ingested() {
     }
     // A registration purges past recordings: flag one call privileged too.
     let flagged = cluster
-        .admin(1, cluster.token("agency-tx"))
+        .admin(1, cluster.token("registry"))
         .flag_privileged(pb::FlagPrivilegedRequest {
             jurisdiction: "US-TX".into(),
             call_id: "tx-count-0".into(),

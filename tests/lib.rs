@@ -267,6 +267,37 @@ pub fn flip_on_disk(dir: &Path, needle: &[u8]) -> usize {
     flipped
 }
 
+/// Every regular file under `dirs`, read whole (for scans of what a node keeps on disk).
+pub fn files(dirs: &[PathBuf]) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in dirs {
+        walk(dir, &mut out);
+    }
+    out
+}
+
+/// The files of `files` that contain `needle`.
+pub fn holders<'a>(files: &'a [(PathBuf, Vec<u8>)], needle: &[u8]) -> Vec<&'a Path> {
+    files
+        .iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(path, _)| path.as_path())
+        .collect()
+}
+
 /// One `callvault serve` process with its own data directory and port. Killed when dropped.
 pub struct NodeProcess {
     /// The node id.
@@ -278,6 +309,8 @@ pub struct NodeProcess {
     child: Option<Child>,
     /// Extra environment variables of the process (e.g. `OTEL_*`).
     env: Vec<(String, String)>,
+    /// A program the process runs under, with its arguments (empty: none).
+    wrapper: Vec<String>,
     /// How the harness reaches a node that serves TLS.
     tls: Option<ClientTlsConfig>,
 }
@@ -316,6 +349,7 @@ impl NodeProcess {
             log,
             child: None,
             env: Vec::new(),
+            wrapper: Vec::new(),
             tls: None,
         }
     }
@@ -354,6 +388,11 @@ impl NodeProcess {
         self.health(META_READINESS_SERVICE).await == Some(ServingStatus::Serving)
     }
 
+    /// Runs the process's next starts under `wrapper` (e.g. `faketime -f +365d`).
+    pub fn run_under(&mut self, wrapper: &[&str]) {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Sets an environment variable for the process's next starts.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.push((key.to_string(), value.to_string()));
@@ -372,7 +411,15 @@ impl NodeProcess {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(callvault_bin())
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(callvault_bin());
+                c
+            }
+            None => Command::new(callvault_bin()),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("CALLVAULT_LOG", "info,openraft=warn")
@@ -484,6 +531,11 @@ impl NodeProcess {
 
     /// A channel to the node.
     pub fn channel(&self) -> Channel {
+        self.channel_with_timeout(Duration::from_secs(10))
+    }
+
+    /// A channel to the node whose requests may last `timeout` (a slow stream).
+    pub fn channel_with_timeout(&self, timeout: Duration) -> Channel {
         let endpoint = match &self.tls {
             Some(tls) => Endpoint::from_shared(format!("https://{}", self.addr))
                 .expect("valid uri")
@@ -493,7 +545,7 @@ impl NodeProcess {
         };
         endpoint
             .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .connect_lazy()
     }
 
@@ -510,10 +562,15 @@ impl NodeProcess {
     /// A channel to the node presenting `token` (and signing each request with its principal's
     /// key, when the harness knows the principal).
     pub fn with_token(&self, token: &str) -> AuthChannel {
+        self.with_token_on(token, self.channel())
+    }
+
+    /// `channel` presenting `token`.
+    pub fn with_token_on(&self, token: &str, channel: Channel) -> AuthChannel {
         let bearer = Bearer::new(token).expect("a valid token");
         match key_of(token) {
-            Some(key) => bearer.signed_channel(self.channel(), key),
-            None => bearer.channel(self.channel()),
+            Some(key) => bearer.signed_channel(channel, key),
+            None => bearer.channel(channel),
         }
     }
 
@@ -767,7 +824,12 @@ pub fn tx_policy() -> MetaCommand {
 
 /// Call `i`'s commit: a recorded Texas call with one chunk, distinct content per `i`.
 pub fn commit(i: usize) -> MetaCommand {
-    let started = 1_700_000_000_000 + i as i64 * 1000;
+    // A day before this test process first asked, plus a second per call: within any policy's
+    // retention (the sweeper works on cluster time, and a call started in 2023 would be expired
+    // and its call-detail record deleted by now), and the same for every retry of call `i`.
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| wall_clock().0 / 1000 * 1000 - 86_400_000);
+    let started = base + i as i64 * 1000;
     MetaCommand::CommitCall {
         call: CallRecord {
             call_id: CallId::new(&format!("call-{i}")).unwrap(),
@@ -789,8 +851,18 @@ pub fn commit(i: usize) -> MetaCommand {
         wrapped_key: vec![7; 72],
         chunk_ids: vec![*blake3::hash(format!("chunk-{i}").as_bytes()).as_bytes()],
         principal: "platform".into(),
-        at: UnixMillis(started + 601_000),
+        // Proposed now: a commit proposed long before it applies is refused (its chunks may
+        // have been swept as orphans), whenever the call itself started.
+        at: wall_clock(),
     }
+}
+
+/// This machine's clock as Unix milliseconds.
+pub fn wall_clock() -> UnixMillis {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    UnixMillis(since.as_millis() as i64)
 }
 
 /// A cluster as `callvault dev` lays it out (three nodes, every role, dev secrets and tokens,
@@ -814,25 +886,35 @@ impl DevCluster {
     /// Writes the layout with `callvault dev --init-only`, starts the nodes, forms the cluster and
     /// puts the default policies in force. Holds a slot of [`DEV_CLUSTERS`] until dropped.
     pub async fn start() -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::launch("", &[]).await
+        Self::launch("", &[], &[]).await
     }
 
     /// [`DevCluster::start`], with `extra` TOML appended to every node's config (new sections
     /// only, e.g. `[playback]`).
     pub async fn start_with(extra: &str) -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::launch(extra, &[]).await
+        Self::launch(extra, &[], &[]).await
+    }
+
+    /// [`DevCluster::start_with`], with node 1 — the one that initializes the cluster, so its
+    /// first leader — run under `wrapper` (e.g. `faketime -f +365d`).
+    pub async fn start_with_first_node_under(
+        wrapper: &[&str],
+        extra: &str,
+    ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
+        Self::launch(extra, &[], wrapper).await
     }
 
     /// [`DevCluster::start`], with extra environment variables for every node process.
     pub async fn start_with_env(
         env: &[(&str, &str)],
     ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::launch("", env).await
+        Self::launch("", env, &[]).await
     }
 
     async fn launch(
         extra: &str,
         env: &[(&str, &str)],
+        first_node_wrapper: &[&str],
     ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
         let permit = DEV_CLUSTERS.acquire().await.expect("semaphore open");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -877,6 +959,7 @@ impl DevCluster {
                 )
             })
             .collect();
+        nodes[0].run_under(first_node_wrapper);
         for node in &mut nodes {
             for (key, value) in env {
                 node.set_env(key, value);
@@ -969,6 +1052,18 @@ impl DevCluster {
         pb::ingest_client::IngestClient::new(self.nodes[id as usize - 1].with_token(token))
     }
 
+    /// The Ingest client of node `id` presenting `token`, for streams that last up to two
+    /// minutes.
+    pub fn slow_ingest(
+        &self,
+        id: u64,
+        token: &str,
+    ) -> pb::ingest_client::IngestClient<AuthChannel> {
+        let node = &self.nodes[id as usize - 1];
+        let channel = node.channel_with_timeout(Duration::from_secs(120));
+        pb::ingest_client::IngestClient::new(node.with_token_on(token, channel))
+    }
+
     /// The Query client of node `id` presenting `token`.
     pub fn query(&self, id: u64, token: &str) -> pb::query_client::QueryClient<AuthChannel> {
         pb::query_client::QueryClient::new(self.nodes[id as usize - 1].with_token(token))
@@ -1024,7 +1119,9 @@ impl DevCluster {
             .calls_purged
     }
 
-    /// Puts a Texas policy keeping recordings `days` days, swept every `sweep_seconds`.
+    /// Puts a Texas policy keeping recordings `days` days, swept every `sweep_seconds`. The
+    /// operator proposes it; a shortening (pending until its notice ends) is approved at once by
+    /// a Texas agency, the second principal the rule asks for.
     pub async fn put_tx_policy(&self, days: u32, sweep_seconds: u32) {
         let mut admin = self.admin(1, self.token("operator"));
         let current = admin
@@ -1043,14 +1140,72 @@ impl DevCluster {
             sweep_interval_seconds: sweep_seconds,
             ..current.clone()
         };
-        admin
-            .put_policy(pb::PutPolicyRequest {
+        let request = pb::PutPolicyRequest {
+            jurisdiction: "US-TX".into(),
+            policy: Some(policy),
+            expected_version: current.version,
+        };
+        // A shortening counts its notice in cluster time: UNAVAILABLE until the voters made one.
+        let put = eventually("the policy put", Duration::from_secs(20), || {
+            let (mut admin, request) = (admin.clone(), request.clone());
+            async move {
+                match admin.put_policy(request).await {
+                    Ok(put) => Some(put.into_inner()),
+                    Err(e) if e.code() == tonic::Code::Unavailable => None,
+                    Err(e) => panic!("put policy: {e:?}"),
+                }
+            }
+        })
+        .await;
+        if !put.pending_change_id.is_empty() {
+            self.approve_tx_change(&put.pending_change_id).await;
+        }
+    }
+
+    /// Writes (does not start) a fourth, meta-only node that shares the cluster's secrets:
+    /// node `id`, its own port and data directory.
+    pub fn meta_only_node(&self, id: u64) -> NodeProcess {
+        let dir = self.nodes[2]
+            .config_path()
+            .parent()
+            .expect("configs sit in the layout directory")
+            .to_path_buf();
+        let template = std::fs::read_to_string(self.nodes[2].config_path()).expect("node-3.toml");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut config = String::new();
+        for line in template.lines() {
+            if line.starts_with("[blob]") {
+                break;
+            }
+            let line = match line {
+                l if l.starts_with("node_id") => format!("node_id = {id}"),
+                l if l.starts_with("data_dir") => {
+                    format!("data_dir = {:?}", dir.join(format!("node-{id}")))
+                }
+                l if l.starts_with("listen_addr") => format!("listen_addr = \"{addr}\""),
+                l if l.starts_with("roles") => "roles = [\"meta\"]".to_string(),
+                l => l.to_string(),
+            };
+            config.push_str(&line);
+            config.push('\n');
+        }
+        let path = dir.join(format!("node-{id}.toml"));
+        std::fs::write(&path, config).expect("node config");
+        NodeProcess::from_config(path, id, addr)
+    }
+
+    /// A Texas agency approves the pending change `change_id`.
+    pub async fn approve_tx_change(&self, change_id: &str) -> pb::PendingChange {
+        self.admin(1, self.token("agency-tx"))
+            .approve_change(pb::ChangeRequest {
                 jurisdiction: "US-TX".into(),
-                policy: Some(policy),
-                expected_version: current.version,
+                change_id: change_id.into(),
             })
             .await
-            .expect("put policy");
+            .expect("approve the change")
+            .into_inner()
+            .change
+            .expect("the change")
     }
 
     /// The token of `role`, as `callvault dev` made it.

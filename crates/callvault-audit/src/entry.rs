@@ -88,11 +88,23 @@ pub enum AuditEvent {
     QuotaDenied,
     /// The cluster's membership changed.
     MembershipChanged,
+    /// A call-detail record was deleted at its own deadline; a tombstone remains.
+    CallDetailDeleted,
+    /// A change that needs a second principal or a notice period was proposed.
+    ChangeProposed,
+    /// A second principal approved a pending change.
+    ChangeApproved,
+    /// A pending change took effect (approved, or its notice elapsed).
+    ChangeEffected,
+    /// A pending change was withdrawn or superseded.
+    ChangeCancelled,
+    /// Shred receipts of a departing member were waived: its volume must be destroyed.
+    ReceiptsWaived,
 }
 
 impl AuditEvent {
     /// Every event, in code order.
-    pub const ALL: [AuditEvent; 18] = [
+    pub const ALL: [AuditEvent; 24] = [
         AuditEvent::CallRecorded,
         AuditEvent::CallRefusedPrivileged,
         AuditEvent::CallRejected,
@@ -111,6 +123,12 @@ impl AuditEvent {
         AuditEvent::AuthenticationFailure,
         AuditEvent::QuotaDenied,
         AuditEvent::MembershipChanged,
+        AuditEvent::CallDetailDeleted,
+        AuditEvent::ChangeProposed,
+        AuditEvent::ChangeApproved,
+        AuditEvent::ChangeEffected,
+        AuditEvent::ChangeCancelled,
+        AuditEvent::ReceiptsWaived,
     ];
 
     /// The stored code. Never reuse or renumber one: old leaves must still decode.
@@ -134,6 +152,13 @@ impl AuditEvent {
             AuditEvent::AuthenticationFailure => 16,
             AuditEvent::QuotaDenied => 17,
             AuditEvent::MembershipChanged => 18,
+            // Retention's events take 40–49 (trust 60–69, others 19–39).
+            AuditEvent::CallDetailDeleted => 40,
+            AuditEvent::ChangeProposed => 41,
+            AuditEvent::ChangeApproved => 42,
+            AuditEvent::ChangeEffected => 43,
+            AuditEvent::ChangeCancelled => 44,
+            AuditEvent::ReceiptsWaived => 45,
         }
     }
 
@@ -163,6 +188,12 @@ impl AuditEvent {
             AuditEvent::AuthenticationFailure => "auth.failure",
             AuditEvent::QuotaDenied => "quota.denied",
             AuditEvent::MembershipChanged => "cluster.membership_changed",
+            AuditEvent::CallDetailDeleted => "call.detail_deleted",
+            AuditEvent::ChangeProposed => "change.proposed",
+            AuditEvent::ChangeApproved => "change.approved",
+            AuditEvent::ChangeEffected => "change.effected",
+            AuditEvent::ChangeCancelled => "change.cancelled",
+            AuditEvent::ReceiptsWaived => "purge.receipts_waived",
         }
     }
 
@@ -505,7 +536,9 @@ mod tests {
     #[test]
     fn event_codes_and_names_are_stable_and_unique() {
         for (i, e) in AuditEvent::ALL.iter().enumerate() {
-            assert_eq!(usize::from(e.code()), i + 1, "{e:?}");
+            // 1..=18 in order, then retention's from 40.
+            let expected = if i < 18 { i + 1 } else { i - 18 + 40 };
+            assert_eq!(usize::from(e.code()), expected, "{e:?}");
             assert_eq!(AuditEvent::from_code(e.code()), Some(*e));
             assert_eq!(AuditEvent::from_name(e.name()), Some(*e));
         }

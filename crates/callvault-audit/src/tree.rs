@@ -188,6 +188,15 @@ impl<S: NodeStore> MerkleTree<S> {
         self.root_of(size, size)
     }
 
+    /// The size and the root at that size, the size read once: what a checkpoint signs. A
+    /// store that another writer appends to between two reads (a node serving checkpoints while
+    /// it applies) would otherwise pair one size with a larger tree's root, a checkpoint that
+    /// no log extends.
+    pub fn size_and_root(&self) -> Result<(u64, Hash), TreeError> {
+        let size = self.size()?;
+        Ok((size, self.root_at(size)?))
+    }
+
     /// The root hash the tree had when it held `size` leaves (for old checkpoints and proofs).
     pub fn root_at(&self, size: u64) -> Result<Hash, TreeError> {
         let tree_size = self.checked_size(size)?;

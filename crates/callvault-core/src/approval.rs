@@ -75,6 +75,8 @@ pub struct Actor {
     pub jurisdictions: Vec<Jurisdiction>,
     /// Scoped to every jurisdiction (`*`).
     pub all_jurisdictions: bool,
+    /// The agency it belongs to (the principals file's `agency`, defaulting to its name).
+    pub agency: String,
 }
 
 impl Actor {
@@ -92,6 +94,9 @@ pub struct ApprovalRule {
     pub approver_roles: Vec<PrincipalRole>,
     /// When the change takes effect without approval (its notice period ends), if ever.
     pub notice_ends_at: Option<UnixMillis>,
+    /// The approver must belong to the proposer's agency (a bulk export), not only to its
+    /// jurisdiction.
+    pub same_agency: bool,
 }
 
 /// An approval given.
@@ -112,6 +117,8 @@ pub struct PendingApproval {
     pub jurisdiction: Jurisdiction,
     /// The name of the principal that proposed it.
     pub proposer: String,
+    /// The proposer's agency.
+    pub proposer_agency: String,
     /// When.
     pub proposed_at: UnixMillis,
     /// What it needs.
@@ -135,6 +142,9 @@ pub enum ApprovalError {
     /// The approver already approved.
     #[error("already approved by this principal")]
     AlreadyApproved,
+    /// The rule wants an approver of the proposer's agency.
+    #[error("the approver is not of the proposer's agency")]
+    OtherAgency,
 }
 
 /// Why a pending change takes effect.
@@ -157,6 +167,9 @@ impl PendingApproval {
         }
         if !approver.covers(self.jurisdiction) {
             return Err(ApprovalError::OtherJurisdiction(self.jurisdiction.code()));
+        }
+        if self.rule.same_agency && approver.agency != self.proposer_agency {
+            return Err(ApprovalError::OtherAgency);
         }
         if self.approvals.iter().any(|a| a.name == approver.name) {
             return Err(ApprovalError::AlreadyApproved);
@@ -183,6 +196,25 @@ impl PendingApproval {
     }
 }
 
+/// The kind of change another component files for a bulk export (trust: a metadata read above a
+/// principal's threshold).
+pub const BULK_EXPORT: &str = "bulk_export";
+
+/// The rule of a change another component files, by its kind: who may approve it. A kind no row
+/// names has no rule (and is refused), so a proposer never chooses its own rule.
+pub fn external_rule(kind: &str) -> Option<ApprovalRule> {
+    match kind {
+        // A second agency principal of the jurisdiction and of the proposer's own agency; never
+        // automatic.
+        BULK_EXPORT => Some(ApprovalRule {
+            approver_roles: vec![PrincipalRole::Agency],
+            notice_ends_at: None,
+            same_agency: true,
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -194,6 +226,7 @@ pub(crate) mod tests {
             role,
             jurisdictions: jurisdictions.to_vec(),
             all_jurisdictions: false,
+            agency: format!("{name}-agency"),
         }
     }
 
@@ -201,10 +234,12 @@ pub(crate) mod tests {
         PendingApproval {
             jurisdiction: Jurisdiction::Tx,
             proposer: "op".into(),
+            proposer_agency: "op-agency".into(),
             proposed_at: UnixMillis(0),
             rule: ApprovalRule {
                 approver_roles: vec![PrincipalRole::Agency],
                 notice_ends_at: notice.map(UnixMillis),
+                same_agency: false,
             },
             approvals: Vec::new(),
         }
@@ -241,6 +276,32 @@ pub(crate) mod tests {
             None,
             "no notice: approval only"
         );
+    }
+
+    #[test]
+    fn a_bulk_export_needs_a_second_principal_of_the_proposers_own_agency() {
+        let mut p = pending(None);
+        p.rule = external_rule(BULK_EXPORT).unwrap();
+        p.proposer_agency = "tx-da".into();
+        let mut colleague = actor("tx-2", PrincipalRole::Agency, &[Jurisdiction::Tx]);
+        colleague.agency = "tx-da".into();
+        let stranger = actor("tx-3", PrincipalRole::Agency, &[Jurisdiction::Tx]);
+        assert_eq!(
+            p.approve(&stranger, UnixMillis(1)),
+            Err(ApprovalError::OtherAgency),
+            "same jurisdiction, another agency"
+        );
+        let approved = p.approve(&colleague, UnixMillis(1)).unwrap();
+        assert_eq!(
+            approved.effect(Some(UnixMillis(i64::MAX))),
+            Some(Effect::Approved)
+        );
+        assert_eq!(
+            p.effect(Some(UnixMillis(i64::MAX))),
+            None,
+            "never automatic"
+        );
+        assert_eq!(external_rule("anything else"), None);
     }
 
     proptest! {

@@ -177,6 +177,7 @@ pub fn policy_change_rule(
         rule: ApprovalRule {
             approver_roles: vec![PrincipalRole::Agency],
             notice_ends_at: Some(now.plus_seconds(current.shortening_notice_seconds)),
+            same_agency: false,
         },
     }
 }
@@ -200,6 +201,7 @@ pub fn flag_rule(actor: &Actor) -> FlagRule {
         PrincipalRole::Agency => FlagRule::NeedsApproval(ApprovalRule {
             approver_roles: vec![PrincipalRole::Registry],
             notice_ends_at: None,
+            same_agency: false,
         }),
         _ => FlagRule::Refused,
     }

@@ -253,6 +253,8 @@ fn records() -> Vec<Vec<Vec<u8>>> {
                 chunk_ids: vec![[2; 32]],
                 meta_receipts: vec![1, 2],
                 blob_done: false,
+                shred_entry: 14,
+                required: vec![1, 2, 3],
             }
             .encode(),
         ],

@@ -2,10 +2,11 @@
 //! `callvault-core`; this module only reads and writes the column families. No clock, no
 //! randomness: the same command on the same state gives the same writes on every replica.
 
-use callvault_core::call::{CallEvent, CallRecord, Lifecycle, PurgeReason};
+use callvault_core::call::{CallRecord, Lifecycle, PurgeReason};
 use callvault_core::codec::{DecodeError, VersionedRecord};
 use callvault_core::policy::VersionedPolicy;
-use callvault_core::{CallId, Jurisdiction, PrivilegedRetention, RegistryEntry, UnixMillis};
+use callvault_core::tombstone::TombstoneOutcome;
+use callvault_core::{Jurisdiction, UnixMillis};
 
 use callvault_audit::AuditEvent;
 
@@ -15,11 +16,10 @@ use crate::keys::{self, *};
 use crate::lifecycle::{self, ShredKind};
 use crate::txn::Txn;
 
-/// Most calls one registration purges in a single apply: the bound keeps one apply's write set
-/// in memory. A number with more past recordings than this in one jurisdiction is purged in
-/// several applies: registering it again (idempotent) purges the next batch, and the result
-/// says how many were purged.
-pub const MAX_PURGE_PER_APPLY: usize = 100_000;
+/// Most past recordings one sensitive-number registration seals in a single apply: the bound
+/// keeps one apply's write set in memory; registering again seals the next ones. (Purges have
+/// no cap: they page, see [`crate::purges`].)
+pub const MAX_SEAL_PER_APPLY: usize = 100_000;
 
 /// An error reading or decoding the state machine's own data: the store is damaged.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +155,9 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
         _ => "ok".to_string(),
     };
     Some(match command {
+        // A shortening waits as a change: its own entries say so (proposed, approved, and the
+        // policy change when it takes effect).
+        Command::PutPolicy { .. } if matches!(result, CommandResult::Retention(_)) => return None,
         Command::PutPolicy {
             jurisdiction,
             principal,
@@ -323,7 +326,8 @@ fn audit_event(command: &Command, result: &CommandResult) -> Option<Event> {
         | Command::RecordAuthFailures(_)
         | Command::Batch(_)
         | Command::Session(_)
-        | Command::OpenSession => return None,
+        | Command::OpenSession
+        | Command::Retention(_) => return None,
     })
 }
 
@@ -338,36 +342,19 @@ fn decide(
             jurisdiction,
             policy,
             expected_version,
-            ..
-        } => {
-            let current = current_policy(txn, *jurisdiction)?.map_or(0, |p| p.version);
-            if current != *expected_version {
-                return Ok(CommandResult::Refused(Refusal::PolicyVersionMismatch {
-                    current,
-                }));
-            }
-            if let Err(violation) = policy.validate() {
-                return Ok(CommandResult::Refused(Refusal::InvalidPolicy(
-                    violation.to_string(),
-                )));
-            }
-            let version = current + 1;
-            let record = VersionedPolicy {
-                version,
-                policy: policy.clone(),
-            };
-            txn.put(
-                CF_POLICIES,
-                keys::policy_version(*jurisdiction, version),
-                record.encode(),
-            );
-            txn.put(
-                CF_POLICIES,
-                keys::jurisdiction(*jurisdiction),
-                version.to_be_bytes().to_vec(),
-            );
-            Ok(CommandResult::PolicyPut { version })
-        }
+            principal,
+            at,
+        } => crate::retention::put_policy(
+            txn,
+            &crate::retention::PolicyProposal {
+                jurisdiction: *jurisdiction,
+                policy,
+                expected_version: *expected_version,
+                principal,
+                at: *at,
+            },
+            unique_id(position, slot),
+        ),
         Command::CommitCall {
             call,
             wrapped_key,
@@ -376,7 +363,7 @@ fn decide(
             ..
         } => commit_call(txn, call, wrapped_key, chunk_ids, *at, position),
         Command::RegisterPrivileged { entry, fingerprint } => {
-            register_privileged(txn, entry, fingerprint, position)
+            crate::purges::register(txn, entry, fingerprint, position)
         }
         Command::RegisterSensitive {
             jurisdiction,
@@ -400,11 +387,11 @@ fn decide(
             principal,
             at,
             ..
-        } => flag_privileged(
+        } => crate::purges::flag(
             txn,
             *jurisdiction,
             call_id,
-            &Purge {
+            &crate::purges::Purge {
                 at: *at,
                 position,
                 reason: PurgeReason::Flagged,
@@ -467,10 +454,35 @@ fn decide(
             crate::auth_failures::apply(txn, report)?;
             Ok(CommandResult::Empty)
         }
+        Command::Retention(command) => crate::retention::decide(txn, command, position, slot),
         Command::Batch(_) | Command::Session(_) | Command::OpenSession => {
             unreachable!("unrolled by apply_command")
         }
     }
+}
+
+/// Installs `policy` as the next version of `jurisdiction`'s policy, in force at once.
+pub(crate) fn install_policy(
+    txn: &mut Txn<'_>,
+    jurisdiction: Jurisdiction,
+    policy: &callvault_core::RetentionPolicy,
+) -> Result<u32, ApplyError> {
+    let version = current_policy(txn, jurisdiction)?.map_or(0, |p| p.version) + 1;
+    let record = VersionedPolicy {
+        version,
+        policy: policy.clone(),
+    };
+    txn.put(
+        CF_POLICIES,
+        keys::policy_version(jurisdiction, version),
+        record.encode(),
+    );
+    txn.put(
+        CF_POLICIES,
+        keys::jurisdiction(jurisdiction),
+        version.to_be_bytes().to_vec(),
+    );
+    Ok(version)
 }
 
 fn commit_call(
@@ -485,30 +497,12 @@ fn commit_call(
     let Some(policy) = current_policy(txn, jurisdiction)? else {
         return Ok(CommandResult::Refused(Refusal::NoPolicy));
     };
-    let call_key = keys::call(jurisdiction, &proposed.call_id);
-
-    if let Some(bytes) = txn.get(CF_CALLS, &call_key)? {
-        let existing = CallRecord::decode(&bytes)?;
-        return Ok(match existing.lifecycle {
-            Lifecycle::Purged { .. } | Lifecycle::PrivilegedUnderSeal { .. } => {
-                CommandResult::Refused(Refusal::CallIdPurged)
-            }
-            _ if existing.same_content(proposed) => CommandResult::CallCommitted {
-                outcome: match existing.lifecycle {
-                    Lifecycle::Blocked => CommitOutcome::Blocked,
-                    _ => CommitOutcome::Recorded,
-                },
-                policy_version: existing.committed_under_policy,
-                duplicate: true,
-                committed_at: match txn.get(CF_COMMITS, &call_key)? {
-                    Some(bytes) => LogPosition::decode(&bytes)?,
-                    None => LogPosition::default(),
-                },
-            },
-            _ => CommandResult::Refused(Refusal::CallIdConflict),
-        });
+    if let Some(answer) = answer_known_id(txn, proposed)? {
+        return Ok(answer);
     }
-
+    if let Some(refusal) = crate::retention::refuse_stale_commit(txn, at)? {
+        return Ok(CommandResult::Refused(refusal));
+    }
     let privileged_now = txn
         .get(
             CF_PRIVILEGED,
@@ -519,78 +513,179 @@ fn commit_call(
     record.committed_under_policy = policy.version;
     let mut counters = counters(txn, jurisdiction)?;
     counters.calls_total += 1;
-
-    let outcome = match proposed.lifecycle {
+    let commit = Commit {
+        policy: &policy.policy,
+        at,
+        position,
+    };
+    let (outcome, kept) = match proposed.lifecycle {
         Lifecycle::Live if privileged_now => {
-            // Registered while the call streamed: the key is never stored, the chunks are
-            // garbage for the collector, and the tombstone refuses the id forever.
             record.lifecycle = Lifecycle::Purged {
                 at,
                 reason: PurgeReason::RegisteredDuringIngest,
             };
-            // The key was in this entry: the shred waits for every replica to purge it.
-            lifecycle::shred(
-                txn,
-                &call_key,
-                ShredKind::Purge,
-                at,
-                position,
-                Some(chunk_ids.to_vec()),
-            )?;
-            counters.purged += 1;
-            counters.purges_pending += 1;
-            // Listed (as purged) only where the policy keeps call details of privileged calls.
-            if policy.policy.privileged_retention == PrivilegedRetention::CallDetail {
-                index_history(txn, &record);
-            }
-            txn.put(CF_CALLS, call_key, record.encode());
-            CommitOutcome::PurgedAtCommit
+            let kept = commit_purged(txn, &record, chunk_ids, &commit, &mut counters)?;
+            (CommitOutcome::PurgedAtCommit, kept)
         }
         Lifecycle::Live => {
-            if txn
-                .get(
-                    CF_SENSITIVE,
-                    &keys::number_prefix(jurisdiction, &proposed.number_fingerprint),
-                )?
-                .is_some()
-            {
-                // Registered sensitive while the call streamed: sealed like the others.
-                record.sealed = true;
-            }
-            txn.put(CF_KEYS, call_key.clone(), wrapped_key.to_vec());
-            let mut ids = Vec::with_capacity(chunk_ids.len() * 32);
-            for id in chunk_ids {
-                ids.extend_from_slice(id);
-            }
-            txn.put(CF_CHUNKS, call_key.clone(), ids);
-            index_live(txn, &record);
-            index_history(txn, &record);
-            txn.put(CF_CALLS, call_key, record.encode());
+            commit_recorded(txn, &mut record, wrapped_key, chunk_ids)?;
             counters.live += 1;
-            CommitOutcome::Recorded
+            (CommitOutcome::Recorded, true)
         }
         _ => {
             counters.blocked_privileged += 1;
-            if policy.policy.privileged_retention == PrivilegedRetention::CallDetail {
-                index_history(txn, &record);
-                txn.put(CF_CALLS, call_key, record.encode());
-            }
-            CommitOutcome::Blocked
+            let kept = commit_kept_detail(
+                txn,
+                &record,
+                &commit,
+                TombstoneOutcome::Refused,
+                &mut counters,
+            )?;
+            (CommitOutcome::Blocked, kept)
         }
     };
     put_counters(txn, jurisdiction, &counters);
-    // Retries of this call answer with this position, so the platform sees one receipt.
-    txn.put(
-        CF_COMMITS,
-        keys::call(jurisdiction, &proposed.call_id),
-        position.encode(),
-    );
+    if kept {
+        // Retries of this call answer with this position, so the platform sees one receipt.
+        txn.put(
+            CF_COMMITS,
+            keys::call(jurisdiction, &proposed.call_id),
+            position.encode(),
+        );
+    }
     Ok(CommandResult::CallCommitted {
         outcome,
         policy_version: policy.version,
         duplicate: false,
         committed_at: position,
     })
+}
+
+/// What a commit is decided under.
+struct Commit<'a> {
+    policy: &'a callvault_core::RetentionPolicy,
+    at: UnixMillis,
+    position: LogPosition,
+}
+
+/// The answer for a call id already used: a retry of the same call gets its first receipt, a
+/// purged or retired id is refused, other content under the id is a conflict. `None` for a new
+/// id.
+fn answer_known_id(
+    txn: &Txn<'_>,
+    proposed: &CallRecord,
+) -> Result<Option<CommandResult>, ApplyError> {
+    let jurisdiction = proposed.jurisdiction;
+    if let Some(tombstone) = crate::tombstones::find(txn, jurisdiction, &proposed.call_id)? {
+        return Ok(Some(match (tombstone.outcome, proposed.lifecycle) {
+            // A privileged call's retry: refused again, as the first time.
+            (TombstoneOutcome::Purged | TombstoneOutcome::Refused, Lifecycle::Blocked) => {
+                CommandResult::CallCommitted {
+                    outcome: CommitOutcome::Blocked,
+                    policy_version: 0,
+                    duplicate: true,
+                    committed_at: LogPosition::default(),
+                }
+            }
+            (TombstoneOutcome::Expired, _) => CommandResult::Refused(Refusal::CallIdRetired),
+            _ => CommandResult::Refused(Refusal::CallIdPurged),
+        }));
+    }
+    let call_key = keys::call(jurisdiction, &proposed.call_id);
+    let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
+        return Ok(None);
+    };
+    let existing = CallRecord::decode(&bytes)?;
+    Ok(Some(match existing.lifecycle {
+        Lifecycle::Purged { .. } | Lifecycle::PrivilegedUnderSeal { .. } => {
+            CommandResult::Refused(Refusal::CallIdPurged)
+        }
+        _ if existing.same_content(proposed) => CommandResult::CallCommitted {
+            outcome: match existing.lifecycle {
+                Lifecycle::Blocked => CommitOutcome::Blocked,
+                _ => CommitOutcome::Recorded,
+            },
+            policy_version: existing.committed_under_policy,
+            duplicate: true,
+            committed_at: match txn.get(CF_COMMITS, &call_key)? {
+                Some(bytes) => LogPosition::decode(&bytes)?,
+                None => LogPosition::default(),
+            },
+        },
+        _ => CommandResult::Refused(Refusal::CallIdConflict),
+    }))
+}
+
+/// A recorded call: its key, chunks, chunk references and every index of a live recording.
+fn commit_recorded(
+    txn: &mut Txn<'_>,
+    record: &mut CallRecord,
+    wrapped_key: &[u8],
+    chunk_ids: &[[u8; 32]],
+) -> Result<(), ApplyError> {
+    let jurisdiction = record.jurisdiction;
+    let call_key = keys::call(jurisdiction, &record.call_id);
+    if txn
+        .get(
+            CF_SENSITIVE,
+            &keys::number_prefix(jurisdiction, &record.number_fingerprint),
+        )?
+        .is_some()
+    {
+        // Registered sensitive while the call streamed: sealed like the others.
+        record.sealed = true;
+    }
+    txn.put(CF_KEYS, call_key.clone(), wrapped_key.to_vec());
+    let mut ids = Vec::with_capacity(chunk_ids.len() * 32);
+    for id in chunk_ids {
+        ids.extend_from_slice(id);
+        txn.put(CF_CHUNK_REFS, keys::chunk_ref(id, &call_key), Vec::new());
+    }
+    txn.put(CF_CHUNKS, call_key.clone(), ids);
+    index_live(txn, record);
+    index_history(txn, record);
+    txn.put(CF_CALLS, call_key, record.encode());
+    Ok(())
+}
+
+/// A call registered privileged while it streamed: the key is never stored, the chunks are
+/// shredded like a purge's (the key was in this entry, so the shred waits for every replica to
+/// purge it), and what the policy keeps of privileged calls is kept.
+fn commit_purged(
+    txn: &mut Txn<'_>,
+    record: &CallRecord,
+    chunk_ids: &[[u8; 32]],
+    commit: &Commit<'_>,
+    counters: &mut Counters,
+) -> Result<bool, ApplyError> {
+    let call_key = keys::call(record.jurisdiction, &record.call_id);
+    lifecycle::shred(
+        txn,
+        &call_key,
+        ShredKind::Purge,
+        commit.at,
+        commit.position,
+        Some(chunk_ids.to_vec()),
+    )?;
+    counters.purged += 1;
+    counters.purges_pending += 1;
+    commit_kept_detail(txn, record, commit, TombstoneOutcome::Purged, counters)
+}
+
+/// A call without content at its commit: a listed call-detail record, or only a tombstone.
+fn commit_kept_detail(
+    txn: &mut Txn<'_>,
+    record: &CallRecord,
+    commit: &Commit<'_>,
+    outcome: TombstoneOutcome,
+    counters: &mut Counters,
+) -> Result<bool, ApplyError> {
+    let kept = crate::details::keep_or_tombstone(txn, record, commit.policy, outcome, commit.at)?;
+    if kept {
+        index_history(txn, record);
+        counters.details_kept += 1;
+    }
+    Ok(kept)
 }
 
 /// The indexes of live recordings: by start time (the expiry index) and by number (for purges).
@@ -609,7 +704,7 @@ fn index_live(txn: &mut Txn<'_>, call: &CallRecord) {
 }
 
 /// The listing indexes of every stored call record, whatever its state.
-fn index_history(txn: &mut Txn<'_>, call: &CallRecord) {
+pub(crate) fn index_history(txn: &mut Txn<'_>, call: &CallRecord) {
     let j = call.jurisdiction;
     txn.put(
         CF_BY_TIME,
@@ -628,124 +723,6 @@ fn index_history(txn: &mut Txn<'_>, call: &CallRecord) {
     );
 }
 
-fn register_privileged(
-    txn: &mut Txn<'_>,
-    entry: &RegistryEntry,
-    fingerprint: &[u8; 32],
-    position: LogPosition,
-) -> Result<CommandResult, ApplyError> {
-    let j = entry.jurisdiction;
-    let registry_key = keys::registry(j, entry.number.as_str());
-    if txn.get(CF_REGISTRY, &registry_key)?.is_none() {
-        txn.put(CF_REGISTRY, registry_key, entry.encode());
-    }
-    txn.put(
-        CF_PRIVILEGED,
-        keys::number_prefix(j, fingerprint),
-        Vec::new(),
-    );
-
-    let prefix = keys::number_prefix(j, fingerprint);
-    let mut counters = counters(txn, j)?;
-    let mut purged = 0;
-    for call_key in calls_to_number(txn, j, &prefix)? {
-        let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
-            continue;
-        };
-        let call = CallRecord::decode(&bytes)?;
-        let purge = Purge {
-            at: entry.registered_at,
-            position,
-            reason: PurgeReason::NumberRegistered,
-            principal: &entry.registrant,
-        };
-        if purge_call(txn, call_key, &call, &purge, &mut counters)? {
-            purged += 1;
-        }
-    }
-    put_counters(txn, j, &counters);
-    Ok(CommandResult::NumberRegistered { purged })
-}
-
-/// The call keys (`jur | call id`) of live recordings of calls to one number.
-fn calls_to_number(
-    txn: &Txn<'_>,
-    j: Jurisdiction,
-    prefix: &[u8],
-) -> Result<Vec<Vec<u8>>, ApplyError> {
-    Ok(txn
-        .keys_with_prefix(CF_BY_NUMBER, prefix, MAX_PURGE_PER_APPLY)?
-        .into_iter()
-        .map(|index_key| {
-            let mut call_key = keys::jurisdiction(j);
-            call_key.extend_from_slice(&index_key[prefix.len()..]);
-            call_key
-        })
-        .collect())
-}
-
-/// Why and by whom a call is purged.
-struct Purge<'a> {
-    at: UnixMillis,
-    position: LogPosition,
-    reason: PurgeReason,
-    principal: &'a str,
-}
-
-/// Crypto-shreds one call: its wrapped key goes in this same atomic write and its chunks become
-/// garbage for the collector (unless a court-sealed hold keeps it, unreadable). Returns false
-/// when the call had no content left.
-fn purge_call(
-    txn: &mut Txn<'_>,
-    call_key: Vec<u8>,
-    call: &CallRecord,
-    purge: &Purge<'_>,
-    counters: &mut Counters,
-) -> Result<bool, ApplyError> {
-    let event = CallEvent::Purge {
-        at: purge.at,
-        reason: purge.reason,
-    };
-    let Ok(next) = call.apply(&event) else {
-        return Ok(false);
-    };
-    if !next.lifecycle.has_content() {
-        lifecycle::shred(
-            txn,
-            &call_key,
-            ShredKind::Purge,
-            purge.at,
-            purge.position,
-            None,
-        )?;
-        counters.purges_pending += 1;
-    }
-    unindex_call(txn, call);
-    if !call.holds.is_empty() {
-        counters.held = counters.held.saturating_sub(1);
-    }
-    counters.live = counters.live.saturating_sub(1);
-    counters.purged += 1;
-    txn.put(CF_CALLS, call_key, next.encode());
-    audit_log::append(
-        txn,
-        Event {
-            event: AuditEvent::PurgeStarted,
-            time: purge.at,
-            principal: purge.principal.to_string(),
-            jurisdiction: Some(call.jurisdiction),
-            subject: call.call_id.as_str().to_string(),
-            outcome: if next.lifecycle.has_content() {
-                "kept sealed by a court-ordered hold".into()
-            } else {
-                "data key shredded".into()
-            },
-            details: Vec::new(),
-        },
-    )?;
-    Ok(true)
-}
-
 /// A sensitive number's registry entry.
 fn register_sensitive(
     txn: &mut Txn<'_>,
@@ -758,7 +735,7 @@ fn register_sensitive(
         txn.put(CF_SENSITIVE, key.clone(), record);
     }
     // Past recordings of calls to the number are sealed too.
-    for call_key in calls_to_number(txn, jurisdiction, &key)? {
+    for call_key in crate::purges::calls_to_number(txn, jurisdiction, &key, MAX_SEAL_PER_APPLY)? {
         let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
             continue;
         };
@@ -771,23 +748,24 @@ fn register_sensitive(
     Ok(CommandResult::SensitiveRegistered)
 }
 
-fn flag_privileged(
-    txn: &mut Txn<'_>,
-    jurisdiction: Jurisdiction,
-    call_id: &CallId,
-    purge: &Purge<'_>,
-) -> Result<CommandResult, ApplyError> {
-    let call_key = keys::call(jurisdiction, call_id);
-    let Some(bytes) = txn.get(CF_CALLS, &call_key)? else {
-        return Ok(CommandResult::Refused(Refusal::NoSuchCall));
-    };
-    let call = CallRecord::decode(&bytes)?;
-    let mut counters = counters(txn, jurisdiction)?;
-    let purged = purge_call(txn, call_key, &call, purge, &mut counters)?;
-    put_counters(txn, jurisdiction, &counters);
-    Ok(CommandResult::CallFlagged { purged })
+/// Removes a call from the listing indexes (its record is going).
+pub(crate) fn unindex_history(txn: &mut Txn<'_>, call: &CallRecord) {
+    let j = call.jurisdiction;
+    txn.delete(
+        CF_BY_TIME,
+        keys::by_start(j, call.started_at, &call.call_id),
+    );
+    txn.delete(
+        CF_BY_FACILITY,
+        keys::by_party(j, &call.facility_id, call.started_at, &call.call_id),
+    );
+    txn.delete(
+        CF_BY_INMATE,
+        keys::by_party(j, &call.inmate_id, call.started_at, &call.call_id),
+    );
 }
 
+/// Removes a recording from the indexes of live recordings (its content is going).
 pub(crate) fn unindex_call(txn: &mut Txn<'_>, call: &CallRecord) {
     let j = call.jurisdiction;
     txn.delete(

@@ -140,8 +140,8 @@ impl pb::audit_server::Audit for AuditService {
         let db = self.state_machine.db();
         let mut txn = Txn::new(&db);
         let tree = MerkleTree::new(TreeNodes(&mut txn));
-        let size = tree.size().map_err(internal)?;
-        let root = tree.root().map_err(internal)?;
+        // Applies go on while this reads: the root must be the one at the size it signs.
+        let (size, root) = tree.size_and_root().map_err(internal)?;
         let signed_note = Checkpoint::new(&identity.origin, size, root)
             .and_then(|c| c.sign(&identity.signer))
             .map_err(internal)?;

@@ -10,6 +10,7 @@ use callvault_proto::identity::Role::{self, Api, Ingest, Keys, Meta};
 use tonic::Status;
 
 use crate::command::Command;
+use crate::retention_command::RetentionCommand;
 
 /// The roles that may propose `command`.
 pub fn proposers(command: &Command) -> &'static [Role] {
@@ -33,6 +34,22 @@ pub fn proposers(command: &Command) -> &'static [Role] {
         Command::Session(request) => proposers(&request.command),
         // Every role that proposes anything holds a session.
         Command::OpenSession => &[Meta, Ingest, Api, Keys],
+        Command::Retention(command) => retention_proposers(command),
+    }
+}
+
+fn retention_proposers(command: &RetentionCommand) -> &'static [Role] {
+    match command {
+        // Acts for a person: the api carries it.
+        RetentionCommand::ProposeChange { .. }
+        | RetentionCommand::ApproveChange { .. }
+        | RetentionCommand::CancelChange { .. } => &[Meta, Api],
+        // The meta members' own work: attestations, the sweep leader's follow-ups, removals.
+        RetentionCommand::AttestTime { .. }
+        | RetentionCommand::EffectChange { .. }
+        | RetentionCommand::ContinuePurge { .. }
+        | RetentionCommand::ExpireCallDetails { .. }
+        | RetentionCommand::WaiveReceipts { .. } => &[Meta],
     }
 }
 

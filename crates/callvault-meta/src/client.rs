@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use callvault_core::codec::VersionedRecord;
 use callvault_core::policy::VersionedPolicy;
+use callvault_core::tombstone::{CallTombstone, TombstoneOutcome};
 use callvault_core::{CallId, CallRecord, Jurisdiction, RegistryEntry, UnixMillis};
 use callvault_proto::MAX_MESSAGE_BYTES;
 use callvault_proto::auth::AuthChannel;
@@ -25,6 +26,20 @@ use crate::reads::{CallFilter, JurisdictionStatus, Page, Standing};
 
 /// How long a call keeps retrying through elections and restarts before it gives up.
 pub const RETRY_FOR: Duration = Duration::from_secs(20);
+
+/// What the store knows of a call id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallLookup {
+    /// Its record, while one is kept.
+    pub call: Option<CallRecord>,
+    /// What is left once the record is gone.
+    pub tombstone: Option<CallTombstone>,
+    /// When a shred of its content started, while its receipts are not all in.
+    pub shred_started: Option<UnixMillis>,
+    /// The number it dialed is registered privileged (its recording is unreadable and purged,
+    /// or waiting for its page of the registration's purge).
+    pub number_privileged: bool,
+}
 
 /// Where a command was committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +118,44 @@ fn decode_page<T: VersionedRecord>(
             .map(|b| T::decode(b).map_err(|e| corrupt(what, e)))
             .collect::<Result<_, _>>()?,
         next_token: (!next_page_token.is_empty()).then_some(next_page_token),
+    })
+}
+
+/// A jurisdiction's status from its wire form.
+fn status_from_pb(r: &pb::ReadCountersResponse) -> Result<JurisdictionStatus, Status> {
+    let cluster_time = r.cluster_time_ms.map(UnixMillis);
+    let pending_policy = decode_policy(&r.pending_policy)?.map(|policy| {
+        (
+            r.pending_policy_change_id,
+            policy,
+            r.pending_policy_effective_at_ms.map(UnixMillis),
+        )
+    });
+    Ok(JurisdictionStatus {
+        counters: Counters {
+            calls_total: r.calls_total,
+            live: r.live,
+            held: r.held,
+            expired: r.expired,
+            purged: r.purged,
+            blocked_privileged: r.blocked_privileged,
+            purges_pending: r.purges_pending,
+            details_kept: r.details_kept,
+            details_expired: r.details_expired,
+        },
+        policy: decode_policy(&r.policy)?,
+        oldest_live_started_at: r.oldest_live_started_at_ms.map(UnixMillis),
+        overdue: r.overdue,
+        purges_overdue: r.purges_overdue,
+        as_of: cluster_time.unwrap_or_default(),
+        cluster_time,
+        oldest_detail_started_at: r.oldest_detail_started_at_ms.map(UnixMillis),
+        details_overdue: r.details_overdue,
+        holds_past_review: r.holds_past_review,
+        pending_policy,
+        pending_changes: r.pending_changes,
+        purges_in_progress: r.purges_in_progress,
+        purges_in_progress_purged: r.purges_in_progress_purged,
     })
 }
 
@@ -316,6 +369,7 @@ impl MetaClient {
             sensitive: r.sensitive,
             policy: decode_policy(&r.policy)?,
             existing,
+            retired: r.retired,
         })
     }
 
@@ -338,6 +392,17 @@ impl MetaClient {
         jurisdiction: Jurisdiction,
         call_id: &CallId,
     ) -> Result<Option<(CallRecord, Option<UnixMillis>)>, Status> {
+        let found = self.lookup(jurisdiction, call_id).await?;
+        Ok(found.and_then(|f| f.call.map(|call| (call, f.shred_started))))
+    }
+
+    /// Everything the store knows of a call id: its record, or the tombstone left of it, and how
+    /// far a shred of its content has gone (linearizable). `None` when it knows nothing.
+    pub async fn lookup(
+        &self,
+        jurisdiction: Jurisdiction,
+        call_id: &CallId,
+    ) -> Result<Option<CallLookup>, Status> {
         let request = pb::ReadCallRequest {
             jurisdiction: jurisdiction.code().to_string(),
             call_id: call_id.as_str().to_string(),
@@ -349,14 +414,30 @@ impl MetaClient {
                 async move { c.read_call(request).await }
             })
             .await?;
-        if r.record.is_empty() {
+        let call = match r.record.as_slice() {
+            [] => None,
+            bytes => Some(CallRecord::decode(bytes).map_err(|e| corrupt("call record", e))?),
+        };
+        let outcome = match r.tombstone_outcome {
+            0 => None,
+            1 => Some(TombstoneOutcome::Expired),
+            2 => Some(TombstoneOutcome::Purged),
+            3 => Some(TombstoneOutcome::Refused),
+            other => return Err(corrupt("tombstone", format!("outcome {other}"))),
+        };
+        let tombstone = outcome.map(|outcome| CallTombstone {
+            outcome,
+            at: UnixMillis(r.tombstone_at_ms),
+        });
+        if call.is_none() && tombstone.is_none() {
             return Ok(None);
         }
-        let call = CallRecord::decode(&r.record).map_err(|e| corrupt("call record", e))?;
-        Ok(Some((
+        Ok(Some(CallLookup {
             call,
-            r.shred_pending.then_some(UnixMillis(r.shred_started_at_ms)),
-        )))
+            tombstone,
+            shred_started: r.shred_pending.then_some(UnixMillis(r.shred_started_at_ms)),
+            number_privileged: r.number_privileged,
+        }))
     }
 
     /// A live call's record, wrapped data key and chunk ids (linearizable); `None` when the call
@@ -434,20 +515,48 @@ impl MetaClient {
                 async move { c.read_counters(request).await }
             })
             .await?;
-        Ok(JurisdictionStatus {
-            counters: Counters {
-                calls_total: r.calls_total,
-                live: r.live,
-                held: r.held,
-                expired: r.expired,
-                purged: r.purged,
-                blocked_privileged: r.blocked_privileged,
-                purges_pending: r.purges_pending,
-            },
-            policy: decode_policy(&r.policy)?,
-            oldest_live_started_at: r.oldest_live_started_at_ms.map(UnixMillis),
-            overdue: r.overdue,
-            purges_overdue: r.purges_overdue,
+        status_from_pb(&r)
+    }
+
+    /// A jurisdiction's open changes (`change_id` 0), or one change by id whatever its state
+    /// (linearizable).
+    pub async fn changes(
+        &self,
+        jurisdiction: Jurisdiction,
+        change_id: u64,
+    ) -> Result<Vec<crate::approvals::PendingChange>, Status> {
+        let request = pb::ReadChangesRequest {
+            jurisdiction: jurisdiction.code().to_string(),
+            change_id,
+            local: false,
+        };
+        let r = self
+            .retrying(|mut c| {
+                let request = request.clone();
+                async move { c.read_changes(request).await }
+            })
+            .await?;
+        r.changes
+            .iter()
+            .map(|b| crate::approvals::PendingChange::decode(b).map_err(|e| corrupt("change", e)))
+            .collect()
+    }
+
+    /// The cluster time and the voters' attestations (linearizable).
+    pub async fn clock(&self) -> Result<crate::clock::ClockView, Status> {
+        let r = self
+            .retrying(
+                |mut c| async move { c.read_clock(pb::ReadClockRequest { local: false }).await },
+            )
+            .await?;
+        Ok(crate::clock::ClockView {
+            cluster_time: r.cluster_time_ms.map(UnixMillis),
+            voters: r.voters,
+            attestations: r
+                .attestations
+                .iter()
+                .map(|a| (a.node_id, UnixMillis(a.attested_ms)))
+                .collect(),
         })
     }
 

@@ -156,6 +156,9 @@ pub enum Command {
     Session(SessionRequest),
     /// Opens a client session (tag 18); its id is the entry's unique position.
     OpenSession,
+    /// Retention's commands (tags 30–39): cluster time, pending changes, paged purges,
+    /// call-detail expiry, waived receipts. See [`crate::retention_command`].
+    Retention(crate::retention_command::RetentionCommand),
     /// The blob collector removed these calls' chunks from every shard of the set.
     ChunksCollected {
         /// The shards that confirmed the chunks are gone.
@@ -238,6 +241,9 @@ pub enum AccessDecision {
     SealedNeedsElevation,
     /// Over the per-principal hourly quota.
     QuotaExceeded,
+    /// The recording's deadline has passed in cluster time: refused whether or not the sweeper
+    /// has expired it yet.
+    PastDeadline,
 }
 
 /// What happened to a committed call.
@@ -285,6 +291,23 @@ pub enum Refusal {
     /// The client session is unknown (evicted, or never opened) or the proposal is older than
     /// the client said it had answers for: the client must open a new session.
     SessionUnknown,
+    /// A time later than the cluster time (a clock ahead of the voters' median).
+    AheadOfClusterTime {
+        /// The cluster time, if the voters have made one yet.
+        cluster_time: Option<UnixMillis>,
+    },
+    /// The cluster has no time yet (fewer than a majority of voters attested).
+    NoClusterTime,
+    /// The call id belongs to a call whose record was deleted at its call-detail deadline.
+    CallIdRetired,
+    /// The two-person rule refuses it (why, for people).
+    Approval(String),
+    /// No pending change with that id.
+    NoSuchChange,
+    /// The change is no longer pending.
+    ChangeClosed,
+    /// Not allowed for this principal or in this state (why, for people).
+    NotAllowed(String),
 }
 
 /// The result of applying one command (or a blank or membership entry).
@@ -358,6 +381,8 @@ pub enum CommandResult {
         /// Its id.
         session: u64,
     },
+    /// A retention command's result (tags 30–39).
+    Retention(crate::retention_command::RetentionResult),
 }
 
 const COMMAND_VERSION: u8 = 1;
@@ -525,6 +550,7 @@ impl VersionedRecord for Command {
             Command::OpenSession => {
                 w.u8(18);
             }
+            Command::Retention(command) => command.encode_into(&mut w),
             Command::ChunksCollected { shards, calls, at } => {
                 w.u8(12).u32(shards.len() as u32);
                 for shard in shards {
@@ -717,6 +743,11 @@ impl VersionedRecord for Command {
                 })
             }
             18 => Command::OpenSession,
+            tag if crate::retention_command::RetentionCommand::TAGS.contains(&tag) => {
+                Command::Retention(crate::retention_command::RetentionCommand::decode_fields(
+                    tag, &mut r,
+                )?)
+            }
             16 => Command::RecordAuthFailures(crate::auth_failures::AuthFailureReport::decode(
                 &r.blob("auth failures", crate::auth_failures::MAX_REPORT_BYTES)?,
             )?),
@@ -791,6 +822,7 @@ impl Command {
             Command::ChunksCollected { .. } => "chunks_collected",
             Command::Session(request) => request.command.kind(),
             Command::OpenSession => "open_session",
+            Command::Retention(command) => command.kind(),
         }
     }
 
@@ -878,6 +910,16 @@ impl VersionedRecord for CommandResult {
                     Refusal::TooManyHolds => w.u8(10),
                     Refusal::ReviewDate(reason) => w.u8(11).str(reason),
                     Refusal::SessionUnknown => w.u8(12),
+                    Refusal::AheadOfClusterTime { cluster_time } => w
+                        .u8(30)
+                        .bool(cluster_time.is_some())
+                        .i64(cluster_time.map_or(0, |t| t.0)),
+                    Refusal::NoClusterTime => w.u8(31),
+                    Refusal::CallIdRetired => w.u8(32),
+                    Refusal::Approval(reason) => w.u8(33).str(reason),
+                    Refusal::NoSuchChange => w.u8(34),
+                    Refusal::ChangeClosed => w.u8(35),
+                    Refusal::NotAllowed(reason) => w.u8(36).str(reason),
                 };
             }
             CommandResult::SensitiveRegistered => {
@@ -903,6 +945,7 @@ impl VersionedRecord for CommandResult {
                     AccessDecision::NotFound => w.u8(2),
                     AccessDecision::SealedNeedsElevation => w.u8(3),
                     AccessDecision::QuotaExceeded => w.u8(4),
+                    AccessDecision::PastDeadline => w.u8(30),
                 };
                 w.u64(*record);
             }
@@ -912,6 +955,7 @@ impl VersionedRecord for CommandResult {
             CommandResult::SessionOpened { session } => {
                 w.u8(13).u64(*session);
             }
+            CommandResult::Retention(result) => result.encode_into(&mut w),
             CommandResult::Batch(results) => {
                 w.u8(5).u32(results.len() as u32);
                 for result in results {
@@ -962,6 +1006,19 @@ impl VersionedRecord for CommandResult {
                 10 => Refusal::TooManyHolds,
                 11 => Refusal::ReviewDate(r.str("reason", 1024)?),
                 12 => Refusal::SessionUnknown,
+                30 => {
+                    let present = r.bool("cluster_time")?;
+                    let time = UnixMillis(r.i64()?);
+                    Refusal::AheadOfClusterTime {
+                        cluster_time: present.then_some(time),
+                    }
+                }
+                31 => Refusal::NoClusterTime,
+                32 => Refusal::CallIdRetired,
+                33 => Refusal::Approval(r.str("reason", 1024)?),
+                34 => Refusal::NoSuchChange,
+                35 => Refusal::ChangeClosed,
+                36 => Refusal::NotAllowed(r.str("reason", 1024)?),
                 t => return Err(r.invalid("refusal", format!("unknown tag {t}"))),
             }),
             5 => {
@@ -1000,6 +1057,7 @@ impl VersionedRecord for CommandResult {
                     2 => AccessDecision::NotFound,
                     3 => AccessDecision::SealedNeedsElevation,
                     4 => AccessDecision::QuotaExceeded,
+                    30 => AccessDecision::PastDeadline,
                     t => return Err(r.invalid("decision", format!("unknown tag {t}"))),
                 };
                 CommandResult::AccessDecided {
@@ -1011,6 +1069,11 @@ impl VersionedRecord for CommandResult {
                 completed: r.u32()?,
             },
             13 => CommandResult::SessionOpened { session: r.u64()? },
+            tag if crate::retention_command::RetentionCommand::TAGS.contains(&tag) => {
+                CommandResult::Retention(crate::retention_command::RetentionResult::decode_fields(
+                    tag, &mut r,
+                )?)
+            }
             t => return Err(r.invalid("result", format!("unknown tag {t}"))),
         };
         r.finish()?;

@@ -19,8 +19,12 @@ use callvault_core::{
 use callvault_proto::v1 as pb;
 use tonic::Status;
 
+use callvault_core::approval::{Actor, PrincipalRole};
+
+use crate::approvals::ChangeKind;
 use crate::command::{AccessQuota, AccessRequest, Command, MAX_TEXT};
-use crate::principal::{AccessRole, Principal};
+use crate::principal::{AccessRole, Principal, Scope};
+use crate::retention_command::RetentionCommand;
 
 /// The gRPC path of each request that acts for a person.
 pub mod rpc {
@@ -38,6 +42,12 @@ pub mod rpc {
     pub const RELEASE_HOLD: &str = "/callvault.v1.Admin/ReleaseHold";
     /// `Content.Playback`.
     pub const PLAYBACK: &str = "/callvault.v1.Content/Playback";
+    /// `Admin.RequestPrivilegeFlag`.
+    pub const REQUEST_PRIVILEGE_FLAG: &str = "/callvault.v1.Admin/RequestPrivilegeFlag";
+    /// `Admin.ApproveChange`.
+    pub const APPROVE_CHANGE: &str = "/callvault.v1.Admin/ApproveChange";
+    /// `Admin.CancelChange`.
+    pub const CANCEL_CHANGE: &str = "/callvault.v1.Admin/CancelChange";
 }
 
 /// A jurisdiction code from a request.
@@ -193,7 +203,8 @@ pub fn register_sensitive(
     })
 }
 
-/// `Admin.FlagPrivileged`: an agency or registry of the call's jurisdiction.
+/// `Admin.FlagPrivileged`: a registry of the call's jurisdiction. A flag beats a hold and cannot
+/// be undone, so an agency only asks for one ([`request_privilege_flag`]).
 pub fn flag_privileged(
     who: &Principal,
     r: &pb::FlagPrivilegedRequest,
@@ -201,8 +212,14 @@ pub fn flag_privileged(
 ) -> Result<Command, Status> {
     let j = jurisdiction(&r.jurisdiction)?;
     let call_id = call_id(&r.call_id)?;
-    who.require_role(&[AccessRole::Agency, AccessRole::Registry])?;
-    if !(who.may(AccessRole::Agency, j) || who.may(AccessRole::Registry, j)) {
+    if who.role == AccessRole::Agency {
+        return Err(Status::permission_denied(
+            "flagging a call privileged needs the registry role; an agency asks for a flag with \
+             RequestPrivilegeFlag, which a registry principal approves",
+        ));
+    }
+    who.require_role(&[AccessRole::Registry])?;
+    if !who.may(AccessRole::Registry, j) {
         return Err(no_call(j, &r.call_id));
     }
     Ok(Command::FlagPrivileged {
@@ -336,6 +353,104 @@ pub fn record_access(
         at,
     });
     Ok((command, refusal.map(|(_, status)| status)))
+}
+
+/// The principal as the two-person rule sees it.
+pub fn actor(who: &Principal) -> Actor {
+    let (jurisdictions, all_jurisdictions) = match &who.scope {
+        Scope::All => (Vec::new(), true),
+        Scope::Only(set) => (set.iter().copied().collect(), false),
+    };
+    Actor {
+        name: who.name.clone(),
+        role: match who.role {
+            AccessRole::Platform => PrincipalRole::Platform,
+            AccessRole::Agency => PrincipalRole::Agency,
+            AccessRole::Registry => PrincipalRole::Registry,
+            AccessRole::Auditor => PrincipalRole::Auditor,
+            AccessRole::Operator => PrincipalRole::Operator,
+        },
+        jurisdictions,
+        all_jurisdictions,
+        agency: who.agency.clone(),
+    }
+}
+
+/// `Admin.RequestPrivilegeFlag`: an agency of the call's jurisdiction asks; a registry principal
+/// approves.
+pub fn request_privilege_flag(
+    who: &Principal,
+    r: &pb::FlagPrivilegedRequest,
+    at: UnixMillis,
+) -> Result<Command, Status> {
+    let j = jurisdiction(&r.jurisdiction)?;
+    let call_id = call_id(&r.call_id)?;
+    who.require_role(&[AccessRole::Agency])?;
+    if !who.may(AccessRole::Agency, j) {
+        return Err(no_call(j, &r.call_id));
+    }
+    Ok(Command::Retention(RetentionCommand::ProposeChange {
+        jurisdiction: j,
+        change: ChangeKind::PrivilegeFlag {
+            call_id,
+            reason: text("reason", &r.reason, true)?,
+            evidence: text("evidence", &r.evidence, false)?,
+        },
+        proposer: actor(who),
+        at,
+    }))
+}
+
+/// A change id from a request.
+pub fn change_id(text: &str) -> Result<u64, Status> {
+    text.trim()
+        .parse()
+        .map_err(|_| Status::invalid_argument("change_id is the number the change was filed as"))
+}
+
+/// `Admin.ApproveChange`: a principal scoped to the change's jurisdiction (the rule of the
+/// change decides the role, in the metadata store).
+pub fn approve_change(
+    who: &Principal,
+    r: &pb::ChangeRequest,
+    at: UnixMillis,
+) -> Result<Command, Status> {
+    let (change_id, approver) = change_actor(who, r)?;
+    Ok(Command::Retention(RetentionCommand::ApproveChange {
+        change_id,
+        approver,
+        at,
+    }))
+}
+
+/// `Admin.CancelChange`: the proposer, or a principal who could approve it.
+pub fn cancel_change(
+    who: &Principal,
+    r: &pb::ChangeRequest,
+    at: UnixMillis,
+) -> Result<Command, Status> {
+    let (change_id, by) = change_actor(who, r)?;
+    Ok(Command::Retention(RetentionCommand::CancelChange {
+        change_id,
+        by,
+        at,
+    }))
+}
+
+fn change_actor(who: &Principal, r: &pb::ChangeRequest) -> Result<(u64, Actor), Status> {
+    let j = jurisdiction(&r.jurisdiction)?;
+    let in_scope = match &who.scope {
+        Scope::All => true,
+        Scope::Only(set) => set.contains(&j),
+    };
+    if !in_scope && who.role != AccessRole::Operator {
+        return Err(Status::permission_denied(format!(
+            "{} may not act for {}",
+            who.name,
+            j.code()
+        )));
+    }
+    Ok((change_id(&r.change_id)?, actor(who)))
 }
 
 #[cfg(test)]

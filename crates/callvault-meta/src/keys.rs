@@ -34,6 +34,9 @@ pub const CF_KEYS: &str = "keys";
 pub const CF_COMMITS: &str = "commits";
 /// Chunk ids of each call: `jur | call id` → 32-byte ids.
 pub const CF_CHUNKS: &str = "chunks";
+/// Which committed call references each stored chunk: `chunk id | jur | call id` → ∅. The
+/// orphan sweep asks it about chunks no call may reference.
+pub const CF_CHUNK_REFS: &str = "chunk_refs";
 /// Unused since shred records carry their chunk ids; kept so existing stores open unchanged.
 pub const CF_DEAD_CHUNKS: &str = "dead_chunks";
 /// Crypto-shreds awaiting receipts: `jur | call id` → `ShredRecord`.
@@ -61,12 +64,19 @@ pub const STATE_MACHINE_CFS: &[&str] = &[
     CF_SENSITIVE,
     CF_KEYS,
     CF_CHUNKS,
+    CF_CHUNK_REFS,
     CF_COMMITS,
     CF_DEAD_CHUNKS,
     CF_SHREDS,
     CF_QUOTAS,
     CF_COUNTERS,
     CF_SESSIONS,
+    crate::clock::CF_CLOCK,
+    crate::approvals::CF_CHANGES,
+    crate::tombstones::CF_TOMBSTONES,
+    crate::details::CF_DETAILS,
+    crate::purges::CF_PURGES,
+    crate::reviews::CF_REVIEWS,
     crate::audit_log::CF_AUDIT_ENTRIES,
     crate::audit_log::CF_AUDIT_TREE,
     crate::audit_log::CF_AUDIT_SUBJECTS,
@@ -103,6 +113,14 @@ pub fn by_start(jurisdiction: Jurisdiction, started_at: UnixMillis, call_id: &Ca
     key.extend_from_slice(&time_bytes(started_at));
     key.extend_from_slice(call_id.as_str().as_bytes());
     key
+}
+
+/// The start time and call id of a `jur | started_at | call id` key.
+pub fn parse_by_start(key: &[u8]) -> Option<(UnixMillis, CallId)> {
+    let time = key.get(1..9)?;
+    let started_at = UnixMillis((u64::from_be_bytes(time.try_into().ok()?) ^ (1 << 63)) as i64);
+    let id = std::str::from_utf8(key.get(9..)?).ok()?;
+    Some((started_at, CallId::new(id).ok()?))
 }
 
 /// `jur | len | party`: prefix of one facility's or inmate's calls.
@@ -144,6 +162,14 @@ pub fn by_party(
     let mut key = party_prefix(jurisdiction, party);
     key.extend_from_slice(&time_bytes(started_at));
     key.extend_from_slice(call_id.as_str().as_bytes());
+    key
+}
+
+/// `chunk id | jur | call id`: one call's reference to one chunk.
+pub fn chunk_ref(chunk_id: &[u8; 32], call_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(32 + call_key.len());
+    key.extend_from_slice(chunk_id);
+    key.extend_from_slice(call_key);
     key
 }
 

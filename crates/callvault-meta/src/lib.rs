@@ -13,14 +13,17 @@
 #![allow(clippy::result_large_err)]
 
 // The pure half: builds without RocksDB (`--no-default-features`), for the fuzz targets.
+pub mod approvals;
 pub mod auth_failures;
 pub mod authz;
 pub mod command;
 pub mod convert;
+pub mod failpoints;
 pub mod intents;
 pub mod member;
 pub mod principal;
 pub mod records;
+pub mod retention_command;
 pub mod snapshot;
 pub mod types;
 
@@ -36,13 +39,21 @@ pub mod audit_service;
 #[cfg(feature = "store")]
 pub mod client;
 #[cfg(feature = "store")]
+pub mod clock;
+#[cfg(feature = "store")]
+pub mod details;
+#[cfg(feature = "store")]
 pub mod keys;
 #[cfg(feature = "store")]
 pub mod lifecycle;
 #[cfg(feature = "store")]
 pub mod log_store;
 #[cfg(feature = "store")]
+pub mod membership;
+#[cfg(feature = "store")]
 pub mod metrics;
+#[cfg(feature = "store")]
+pub mod migrate;
 #[cfg(feature = "store")]
 pub mod network;
 #[cfg(feature = "store")]
@@ -50,7 +61,13 @@ pub mod node;
 #[cfg(feature = "store")]
 pub mod proposer;
 #[cfg(feature = "store")]
+pub mod purges;
+#[cfg(feature = "store")]
 pub mod reads;
+#[cfg(feature = "store")]
+pub mod retention;
+#[cfg(feature = "store")]
+pub mod reviews;
 #[cfg(feature = "store")]
 pub mod service;
 #[cfg(feature = "store")]
@@ -59,6 +76,8 @@ pub mod session;
 pub mod state_machine;
 #[cfg(feature = "store")]
 pub mod storage;
+#[cfg(feature = "store")]
+pub mod tombstones;
 #[cfg(feature = "store")]
 pub mod txn;
 

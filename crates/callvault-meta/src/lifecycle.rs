@@ -7,10 +7,10 @@
 
 use callvault_audit::{AccessDecision as AuditAccess, AuditEvent, PurgeReplica};
 use callvault_core::call::{CallEvent, CallRecord, Hold, Lifecycle, TransitionError};
-use callvault_core::codec::{DecodeError, VersionedRecord};
+use callvault_core::codec::VersionedRecord;
 use callvault_core::retention::{check_review_date, recording_deadline};
+use callvault_core::tombstone::TombstoneOutcome;
 use callvault_core::{CallId, Jurisdiction, UnixMillis};
-use callvault_proto::v1 as pb;
 
 use crate::apply::{
     self, ApplyError, Counters, LogPosition, counters, current_policy, put_counters,
@@ -44,6 +44,9 @@ pub(crate) fn shred(
             .map_or_else(Vec::new, |bytes| keys::chunk_ids(&bytes)),
     };
     txn.delete(CF_CHUNKS, call_key.to_vec());
+    for id in &chunk_ids {
+        txn.delete(CF_CHUNK_REFS, keys::chunk_ref(id, call_key));
+    }
     let key_entry = match txn.get(CF_COMMITS, call_key)? {
         Some(bytes) => LogPosition::decode(&bytes)?.index,
         None => position.index,
@@ -55,6 +58,8 @@ pub(crate) fn shred(
         chunk_ids,
         meta_receipts: Vec::new(),
         blob_done: false,
+        shred_entry: position.index,
+        required: crate::membership::members(txn)?,
     };
     txn.put(CF_SHREDS, call_key.to_vec(), record.encode());
     Ok(())
@@ -83,6 +88,10 @@ pub(crate) fn expire(
     calls: &[CallId],
     position: LogPosition,
 ) -> Result<CommandResult, ApplyError> {
+    // One node's clock cannot make anything expire early: only the cluster's time counts.
+    if let Some(refusal) = crate::clock::refuse_ahead(txn, as_of)? {
+        return Ok(CommandResult::Refused(refusal));
+    }
     let Some(policy) = current_policy(txn, jurisdiction)? else {
         return Ok(CommandResult::Refused(Refusal::NoPolicy));
     };
@@ -94,6 +103,11 @@ pub(crate) fn expire(
             skipped += 1;
             continue;
         };
+        // A number registered privileged purges its calls page by page: they go as purges.
+        if number_privileged(txn, &call)? {
+            skipped += 1;
+            continue;
+        }
         let event = CallEvent::Expire {
             as_of,
             policy: policy.policy.clone(),
@@ -104,7 +118,15 @@ pub(crate) fn expire(
         };
         shred(txn, &call_key, ShredKind::Expiry, as_of, position, None)?;
         apply::unindex_call(txn, &call);
-        txn.put(CF_CALLS, call_key, next.encode());
+        // The call-detail record stays until its own deadline.
+        crate::details::keep_or_tombstone(
+            txn,
+            &next,
+            &policy.policy,
+            TombstoneOutcome::Expired,
+            as_of,
+        )?;
+        counters.details_kept += 1;
         counters.live = counters.live.saturating_sub(1);
         counters.expired += 1;
         expired += 1;
@@ -127,6 +149,16 @@ pub(crate) fn expire(
     }
     put_counters(txn, jurisdiction, &counters);
     Ok(CommandResult::Expired { expired, skipped })
+}
+
+/// Whether the number `call` dialed is registered privileged in its jurisdiction.
+pub(crate) fn number_privileged(txn: &Txn<'_>, call: &CallRecord) -> Result<bool, ApplyError> {
+    Ok(txn
+        .get(
+            CF_PRIVILEGED,
+            &keys::number_prefix(call.jurisdiction, &call.number_fingerprint),
+        )?
+        .is_some())
 }
 
 fn transition_refusal(e: TransitionError) -> Refusal {
@@ -179,10 +211,11 @@ pub(crate) fn place_hold(
         review_date: request.review_date,
         court_sealed: false,
     };
-    let next = match call.apply(&CallEvent::PlaceHold(hold)) {
+    let next = match call.apply(&CallEvent::PlaceHold(hold.clone())) {
         Ok(next) => next,
         Err(e) => return Ok(CommandResult::Refused(transition_refusal(e))),
     };
+    crate::reviews::index(txn, jurisdiction, &call.call_id, &hold);
     if call.holds.is_empty() && call.lifecycle == Lifecycle::Live {
         // A held call is never due: it leaves the expiry index until its last hold goes.
         txn.delete(
@@ -225,6 +258,9 @@ pub(crate) fn release_hold(
         Ok(next) => next,
         Err(e) => return Ok(CommandResult::Refused(transition_refusal(e))),
     };
+    for gone in call.holds.iter().filter(|h| !next.holds.contains(h)) {
+        crate::reviews::unindex(txn, jurisdiction, call_id, gone);
+    }
     let mut counters = counters(txn, jurisdiction)?;
     let mut purged = false;
     if next.holds.is_empty() && next.lifecycle == Lifecycle::Live {
@@ -241,9 +277,11 @@ pub(crate) fn release_hold(
         shred(txn, &call_key, ShredKind::Purge, at, position, None)?;
         counters.purges_pending += 1;
         purged = true;
+        crate::purges::keep_what_the_policy_keeps(txn, &next, at, &mut counters)?;
+    } else {
+        txn.put(CF_CALLS, call_key, next.encode());
     }
     put_counters(txn, jurisdiction, &counters);
-    txn.put(CF_CALLS, call_key, next.encode());
     Ok(CommandResult::HoldReleased { purged })
 }
 
@@ -259,6 +297,11 @@ pub(crate) fn record_access(
         AccessDecision::Refused(reason.clone())
     } else {
         match &call {
+            // A registration purging page by page: already unreadable.
+            Some(call) if number_privileged(txn, call)? => AccessDecision::NotFound,
+            Some(call) if call.content_readable() && past_deadline(txn, call)? => {
+                AccessDecision::PastDeadline
+            }
             Some(call) if call.content_readable() => {
                 if call.sealed && !request.elevated {
                     AccessDecision::SealedNeedsElevation
@@ -294,6 +337,10 @@ pub(crate) fn record_access(
             AuditEvent::ContentAccess(AuditAccess::Denied),
             "denied: sealed call needs the elevated role".to_string(),
         ),
+        AccessDecision::PastDeadline => (
+            AuditEvent::ContentAccess(AuditAccess::Denied),
+            "denied: past its retention deadline in cluster time".to_string(),
+        ),
         AccessDecision::QuotaExceeded => (
             AuditEvent::QuotaDenied,
             format!(
@@ -324,6 +371,21 @@ pub(crate) fn record_access(
         decision,
         record: entry.sequence(),
     })
+}
+
+/// Whether `call`'s recording deadline under the policy in force has passed in cluster time,
+/// whether or not the sweeper has expired it yet. A held recording never is.
+pub(crate) fn past_deadline(txn: &Txn<'_>, call: &CallRecord) -> Result<bool, ApplyError> {
+    if !call.holds.is_empty() {
+        return Ok(false);
+    }
+    let (Some(now), Some(policy)) = (
+        crate::clock::cluster_time(txn)?,
+        current_policy(txn, call.jurisdiction)?,
+    ) else {
+        return Ok(false);
+    };
+    Ok(now >= recording_deadline(call.started_at, &policy.policy))
 }
 
 /// Charges one call of `bytes` to the principal's use this clock hour, if it fits.
@@ -376,7 +438,7 @@ pub(crate) fn record_receipts(
     calls: &[(Jurisdiction, CallId)],
     at: UnixMillis,
 ) -> Result<CommandResult, ApplyError> {
-    let voters = voters(txn)?;
+    let owing = Owing::read(txn)?;
     let mut completed = 0;
     for (jurisdiction, call_id) in calls {
         let call_key = keys::call(*jurisdiction, call_id);
@@ -432,41 +494,129 @@ pub(crate) fn record_receipts(
                 )],
             },
         )?;
-        let metas_done = if voters.is_empty() {
-            !record.meta_receipts.is_empty()
-        } else {
-            voters.iter().all(|v| record.meta_receipts.contains(v))
-        };
-        if metas_done && record.blob_done {
-            txn.delete(CF_SHREDS, call_key);
-            if record.kind == ShredKind::Purge {
-                let mut c: Counters = counters(txn, *jurisdiction)?;
-                c.purges_pending = c.purges_pending.saturating_sub(1);
-                put_counters(txn, *jurisdiction, &c);
-            }
+        if complete_if_done(txn, *jurisdiction, call_key, &record, &owing)? {
             completed += 1;
-        } else {
-            txn.put(CF_SHREDS, call_key, record.encode());
         }
     }
     Ok(CommandResult::ReceiptsRecorded { completed })
 }
 
-/// The voters of the applied membership.
-fn voters(txn: &Txn<'_>) -> Result<Vec<u64>, ApplyError> {
-    let Some(bytes) = txn.get(CF_SM_META, KEY_MEMBERSHIP)? else {
-        return Ok(Vec::new());
-    };
-    let invalid = |reason: String| {
-        ApplyError::Decode(DecodeError::Invalid {
-            record: "membership",
-            field: "membership",
-            reason,
+/// Who owes meta receipts: every node holding metadata now (voters and learners) and every node
+/// that held it when the shred applied, except those whose volumes will be destroyed.
+struct Owing {
+    members: Vec<u64>,
+    waived: Vec<u64>,
+}
+
+impl Owing {
+    fn read(txn: &Txn<'_>) -> Result<Self, ApplyError> {
+        Ok(Owing {
+            members: crate::membership::members(txn)?,
+            waived: waived_nodes(txn)?,
         })
+    }
+
+    fn all_in(&self, record: &ShredRecord) -> bool {
+        // A current member always owes (a waived node added back holds the metadata again); a
+        // departed one owes unless its volume is to be destroyed.
+        let departed = record
+            .required
+            .iter()
+            .filter(|n| !self.members.contains(n) && !self.waived.contains(n));
+        let owed: Vec<u64> = self.members.iter().chain(departed).copied().collect();
+        if owed.is_empty() && self.members.is_empty() {
+            // No membership yet (a store written before its first membership entry).
+            return !record.meta_receipts.is_empty();
+        }
+        owed.iter().all(|n| record.meta_receipts.contains(n))
+    }
+}
+
+/// Deletes the shred record when every receipt is in (and counts the purge done); otherwise
+/// stores it. Returns whether it completed.
+fn complete_if_done(
+    txn: &mut Txn<'_>,
+    jurisdiction: Jurisdiction,
+    call_key: Vec<u8>,
+    record: &ShredRecord,
+    owing: &Owing,
+) -> Result<bool, ApplyError> {
+    if !(record.blob_done && owing.all_in(record)) {
+        txn.put(CF_SHREDS, call_key, record.encode());
+        return Ok(false);
+    }
+    txn.delete(CF_SHREDS, call_key);
+    if record.kind == ShredKind::Purge {
+        let mut c: Counters = counters(txn, jurisdiction)?;
+        c.purges_pending = c.purges_pending.saturating_sub(1);
+        put_counters(txn, jurisdiction, &c);
+    }
+    Ok(true)
+}
+
+/// Waivers live in the shreds family after every jurisdiction's keys: `0xff waived | node`.
+const WAIVED: &[u8] = b"\xffwaived";
+/// Most pending shreds one waiver re-checks for completion.
+const MAX_WAIVER_SCAN: usize = 500_000;
+
+/// The nodes whose receipts are waived (their volumes must be destroyed).
+pub fn waived_nodes(txn: &Txn<'_>) -> Result<Vec<u64>, ApplyError> {
+    Ok(txn
+        .keys_with_prefix(CF_SHREDS, WAIVED, 256)?
+        .iter()
+        .filter_map(|k| {
+            k.get(WAIVED.len()..)
+                .and_then(|id| <[u8; 8]>::try_from(id).ok())
+        })
+        .map(u64::from_be_bytes)
+        .collect())
+}
+
+/// `WaiveReceipts`: `node_id` leaves with shreds pending and its volume will be destroyed. The
+/// waiver is recorded (status names the volume), audited, and the shreds that waited only for
+/// this node complete.
+pub(crate) fn waive_receipts(
+    txn: &mut Txn<'_>,
+    node_id: u64,
+    principal: &str,
+    reason: &str,
+    at: UnixMillis,
+) -> Result<CommandResult, ApplyError> {
+    let mut key = WAIVED.to_vec();
+    key.extend_from_slice(&node_id.to_be_bytes());
+    let waiver = crate::records::ReceiptWaiver {
+        at,
+        principal: principal.to_string(),
+        reason: reason.to_string(),
     };
-    let stored: pb::StoredMembership =
-        crate::convert::from_disk("membership", &bytes).map_err(|e| invalid(e.to_string()))?;
-    let membership =
-        crate::convert::stored_membership_from_pb(&stored).map_err(|e| invalid(e.to_string()))?;
-    Ok(membership.membership().voter_ids().collect())
+    txn.put(CF_SHREDS, key, waiver.encode());
+    audit_log::append(
+        txn,
+        Event {
+            event: AuditEvent::ReceiptsWaived,
+            time: at,
+            principal: principal.to_string(),
+            jurisdiction: None,
+            subject: format!("meta-node-{node_id}"),
+            outcome: "receipts waived: the node's volume must be destroyed".into(),
+            details: vec![("reason", reason.chars().take(200).collect())],
+        },
+    )?;
+    let owing = Owing::read(txn)?;
+    let mut completed = 0;
+    for call_key in txn.keys_with_prefix(CF_SHREDS, &[], MAX_WAIVER_SCAN)? {
+        if call_key.starts_with(WAIVED) {
+            break;
+        }
+        let Some(record) = shred_record(txn, &call_key)? else {
+            continue;
+        };
+        let Some(jurisdiction) = call_key.first().and_then(|i| Jurisdiction::from_index(*i)) else {
+            continue;
+        };
+        if complete_if_done(txn, jurisdiction, call_key, &record, &owing)? {
+            completed += 1;
+        }
+    }
+    Ok(CommandResult::ReceiptsRecorded { completed })
 }

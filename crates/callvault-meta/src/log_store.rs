@@ -320,6 +320,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             index_key(0),
             index_key(log_id.index.saturating_add(1)),
         );
-        self.db.write_opt(batch, &Self::synced()).map_err(write_err)
+        self.db
+            .write_opt(batch, &Self::synced())
+            .map_err(write_err)?;
+        crate::failpoint!("log-purge-after-write");
+        Ok(())
     }
 }

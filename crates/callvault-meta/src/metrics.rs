@@ -19,6 +19,10 @@
 //! | `callvault.retention.overdue` | gauge | `jurisdiction` | the sweeper: [`overdue_recordings`] |
 //! | `callvault.purge.duration` | histogram, s | `reason` | purge completion: [`purge_completed`] |
 //! | `callvault.purge.pending` | gauge | | the purge tracker: [`pending_purges`] |
+//! | `callvault.clock.offset` | gauge, ms | `node` | each meta node: [`voter_clock`], a voter's attestation minus the cluster time |
+//! | `callvault.clock.suspect` | gauge (0/1) | `node` | [`voter_clock`]: 1 while a voter's clock is off by more than the bound (it does not lead sweeps) |
+//! | `callvault.retention.details_overdue` | gauge | `jurisdiction` | the sweeper: call-detail records past their deadline plus one interval |
+//! | `callvault.retention.holds_past_review` | gauge | `jurisdiction` | the sweeper: holds whose review date passed |
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -52,6 +56,10 @@ struct Instruments {
     overdue: Gauge<u64>,
     purge_duration: Histogram<f64>,
     pending_purges: Gauge<u64>,
+    clock_offset: Gauge<i64>,
+    clock_suspect: Gauge<u64>,
+    details_overdue: Gauge<u64>,
+    holds_past_review: Gauge<u64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -131,6 +139,25 @@ fn instruments() -> &'static Instruments {
                 .u64_gauge("callvault.purge.pending")
                 .with_description("Purges started and not yet complete on every replica")
                 .build(),
+            clock_offset: meter
+                .i64_gauge("callvault.clock.offset")
+                .with_unit("ms")
+                .with_description("A voter's latest clock attestation minus the cluster time")
+                .build(),
+            clock_suspect: meter
+                .u64_gauge("callvault.clock.suspect")
+                .with_description(
+                    "1 while a voter's clock is off the cluster time by more than the bound",
+                )
+                .build(),
+            details_overdue: meter
+                .u64_gauge("callvault.retention.details_overdue")
+                .with_description("Call-detail records past their deadline, per jurisdiction")
+                .build(),
+            holds_past_review: meter
+                .u64_gauge("callvault.retention.holds_past_review")
+                .with_description("Holds whose review date has passed, per jurisdiction")
+                .build(),
         }
     })
 }
@@ -167,6 +194,26 @@ pub fn purge_completed(reason: &'static str, latency: Duration) {
 /// For the purge tracker, whenever the number changes: purges started and not yet complete.
 pub fn pending_purges(count: u64) {
     instruments().pending_purges.record(count, &[]);
+}
+
+/// For each meta node, after each attestation: a voter's clock against the cluster's (`None`
+/// when it never attested) and whether it is off by more than the bound.
+pub fn voter_clock(node_id: NodeId, offset_ms: Option<i64>, suspect: bool) {
+    let m = instruments();
+    let node = [KeyValue::new("node", node_id as i64)];
+    if let Some(offset) = offset_ms {
+        m.clock_offset.record(offset, &node);
+    }
+    m.clock_suspect.record(u64::from(suspect), &node);
+}
+
+/// For the sweeper, once per jurisdiction: call-detail records past their deadline plus one
+/// sweep interval, and holds past their review date.
+pub fn retention_alarms(jurisdiction: Jurisdiction, details_overdue: u64, holds_past_review: u64) {
+    let m = instruments();
+    let j = [KeyValue::new("jurisdiction", jurisdiction.code())];
+    m.details_overdue.record(details_overdue, &j);
+    m.holds_past_review.record(holds_past_review, &j);
 }
 
 /// How often the watcher re-reads on-disk sizes when nothing else changed.

@@ -35,6 +35,11 @@ pub struct MetaConfig {
     /// How this member authenticates to the others: role `meta` (see
     /// `callvault_proto::identity`).
     pub peer: callvault_proto::identity::Credential,
+    /// The cluster's index key: call tombstones are filed under hashes keyed by it. Every member
+    /// must have the same (the state machine refuses to apply with another).
+    pub id_key: [u8; 32],
+    /// How far a voter's clock may be off the cluster time before status flags it.
+    pub clock_bound_ms: i64,
 }
 
 impl MetaConfig {
@@ -51,6 +56,8 @@ impl MetaConfig {
             snapshot_after_entries: 50_000,
             log_entries_kept_after_snapshot: 10_000,
             peer: callvault_proto::identity::Credential::none(),
+            id_key: [0; 32],
+            clock_bound_ms: crate::service::DEFAULT_CLOCK_BOUND_MS,
         }
     }
 }
@@ -128,7 +135,7 @@ impl MetaNode {
 
         let incarnation = crate::member::load_or_create_incarnation(&config.data_dir)?;
         let log = LogStore::open(&config.data_dir.join("raft-log"))?;
-        let state_machine = StateMachineStore::open(&config.data_dir)?;
+        let state_machine = StateMachineStore::open_keyed(&config.data_dir, config.id_key)?;
         let raft_config = Config {
             cluster_name: "callvault".into(),
             heartbeat_interval: config.heartbeat_ms,
@@ -169,7 +176,8 @@ impl MetaNode {
             pool,
             config.node_id,
             crate::member::MetaMember::new(config.advertise_addr.clone(), incarnation),
-        );
+        )
+        .with_clock_bound(config.clock_bound_ms);
         Ok(Arc::new(MetaNode {
             raft,
             state_machine,

@@ -152,6 +152,8 @@ async fn batch_loop(
             };
             match raft.client_write(command).await {
                 Ok(response) => {
+                    // Applied on the leader; no proposer has its answer yet.
+                    crate::failpoint!("apply-before-ack");
                     let results = match response.data {
                         CommandResult::Batch(results) if !single => results,
                         result => vec![result],

@@ -29,6 +29,9 @@ pub enum ReadError {
     /// The request is malformed (e.g. a page token from another listing).
     #[error("{0}")]
     Invalid(String),
+    /// The recording's deadline has passed in cluster time (whether or not it was swept yet).
+    #[error("the recording is past its retention deadline")]
+    PastDeadline,
     /// The store failed or holds a damaged record.
     #[error(transparent)]
     Store(#[from] ApplyError),
@@ -63,17 +66,24 @@ pub struct Standing {
     pub policy: Option<VersionedPolicy>,
     /// The call's existing record and where it was committed, when the call id is not new.
     pub existing: Option<(CallRecord, LogPosition)>,
+    /// The call id is tombstoned (its record was deleted or purged): refused forever.
+    pub retired: bool,
 }
 
 /// The standing of the number with `fingerprint` in `jurisdiction`, and the existing record of
 /// `call_id`, if given.
 pub fn standing(
     db: &DB,
+    id_key: [u8; 32],
     jurisdiction: Jurisdiction,
     fingerprint: &[u8; 32],
     call_id: Option<&CallId>,
 ) -> Result<Standing, ReadError> {
-    let txn = Txn::new(db);
+    let txn = Txn::new(db).with_id_key(id_key);
+    let retired = match call_id {
+        Some(id) => crate::tombstones::find(&txn, jurisdiction, id)?.is_some(),
+        None => false,
+    };
     let key = keys::number_prefix(jurisdiction, fingerprint);
     let existing = match call_id {
         Some(id) => {
@@ -96,6 +106,7 @@ pub fn standing(
         sensitive: txn.get(CF_SENSITIVE, &key)?.is_some(),
         policy: apply::current_policy(&txn, jurisdiction)?,
         existing,
+        retired,
     })
 }
 
@@ -127,8 +138,8 @@ pub fn call(
     }
 }
 
-/// A jurisdiction's retention status, from counters and the head of the expiry index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A jurisdiction's retention status, from counters and the heads of the expiry indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct JurisdictionStatus {
     /// The counters `apply` keeps.
     pub counters: Counters,
@@ -136,36 +147,105 @@ pub struct JurisdictionStatus {
     pub policy: Option<VersionedPolicy>,
     /// The oldest live recording's start time.
     pub oldest_live_started_at: Option<UnixMillis>,
-    /// Live, unheld recordings past deadline plus one sweep interval at `as_of` (capped at
-    /// [`OVERDUE_COUNT_CAP`]).
+    /// Live, unheld recordings past deadline plus one sweep interval at the status time (capped
+    /// at [`OVERDUE_COUNT_CAP`]).
     pub overdue: u64,
     /// Purges still pending [`PURGE_DEADLINE_MS`] after they started (capped at
     /// [`OVERDUE_COUNT_CAP`]): an alarm.
     pub purges_overdue: u64,
+    /// The time the status was evaluated at: the cluster time, or the reader's clock while the
+    /// cluster has none.
+    pub as_of: UnixMillis,
+    /// Whether `as_of` is the cluster time.
+    pub cluster_time: Option<UnixMillis>,
+    /// The oldest kept call-detail record's start time.
+    pub oldest_detail_started_at: Option<UnixMillis>,
+    /// Call-detail records past their deadline plus one sweep interval (capped).
+    pub details_overdue: u64,
+    /// Holds past their review date (capped at [`crate::reviews::PAST_REVIEW_CAP`]).
+    pub holds_past_review: u64,
+    /// A shortening policy waiting: the change's id, the policy (its version is the one it was
+    /// proposed on) and when its notice ends.
+    pub pending_policy: Option<(u64, VersionedPolicy, Option<UnixMillis>)>,
+    /// Open changes of any kind (capped at [`OVERDUE_COUNT_CAP`]).
+    pub pending_changes: u64,
+    /// Registrations whose purge is still paging, and the recordings they purged so far.
+    pub purges_in_progress: u64,
+    /// See `purges_in_progress`.
+    pub purges_in_progress_purged: u64,
 }
 
 /// How long a purge may take, from the apply that shredded the key to the last replica's
 /// receipt, before it is an alarm.
 pub const PURGE_DEADLINE_MS: i64 = 15 * 60_000;
 
-/// The status of `jurisdiction` as of `as_of` (the caller's clock: reads may use one).
+/// The status of `jurisdiction` at the cluster time (or at `reader_now`, the caller's clock,
+/// while the cluster has no time yet).
 pub fn jurisdiction_status(
     db: &DB,
     jurisdiction: Jurisdiction,
-    as_of: UnixMillis,
+    reader_now: UnixMillis,
 ) -> Result<JurisdictionStatus, ReadError> {
     let txn = Txn::new(db);
-    let counters = apply::counters(&txn, jurisdiction)?;
+    let cluster_time = crate::clock::cluster_time(&txn)?;
+    let as_of = cluster_time.unwrap_or(reader_now);
     let policy = apply::current_policy(&txn, jurisdiction)?;
+    let (oldest_live_started_at, overdue) =
+        recording_head(db, &txn, jurisdiction, policy.as_ref(), as_of)?;
+    let (oldest_detail_started_at, details_overdue) =
+        detail_head(db, jurisdiction, policy.as_ref(), as_of)?;
+    let changes =
+        crate::approvals::open_changes(db, Some(jurisdiction), OVERDUE_COUNT_CAP as usize)?;
+    let pending_policy = changes.iter().find_map(|c| match &c.kind {
+        crate::approvals::ChangeKind::Policy {
+            policy,
+            base_version,
+        } => Some((
+            c.id,
+            VersionedPolicy {
+                version: *base_version,
+                policy: policy.clone(),
+            },
+            c.approval.rule.notice_ends_at,
+        )),
+        _ => None,
+    });
+    let purging = crate::purges::in_progress(db, Some(jurisdiction), OVERDUE_COUNT_CAP as usize)?;
+    Ok(JurisdictionStatus {
+        counters: apply::counters(&txn, jurisdiction)?,
+        policy,
+        oldest_live_started_at,
+        overdue,
+        purges_overdue: purges_overdue(db, jurisdiction, as_of)?,
+        as_of,
+        cluster_time,
+        oldest_detail_started_at,
+        details_overdue,
+        holds_past_review: crate::reviews::past_review(db, jurisdiction, as_of)?,
+        pending_policy,
+        pending_changes: changes.len() as u64,
+        purges_in_progress: purging.len() as u64,
+        purges_in_progress_purged: purging.iter().map(|p| p.progress.purged).sum(),
+    })
+}
+
+/// The oldest live recording's start, and how many live unheld recordings are overdue. The
+/// expiry index is in start order, so overdue recordings are all at its head: walking stops at
+/// the first one that is not past due, and normally that is the first one.
+fn recording_head(
+    db: &DB,
+    txn: &Txn<'_>,
+    jurisdiction: Jurisdiction,
+    policy: Option<&VersionedPolicy>,
+    as_of: UnixMillis,
+) -> Result<(Option<UnixMillis>, u64), ReadError> {
     let prefix = keys::jurisdiction(jurisdiction);
-    let mut oldest_live_started_at = None;
+    let mut oldest = None;
     let mut overdue = 0;
     let iter = db.iterator_cf(
         cf(db, CF_BY_START),
         IteratorMode::From(&prefix, Direction::Forward),
     );
-    // The expiry index is in start order, so overdue recordings are all at its head: walking
-    // stops at the first one that is not past due, and normally that is the first one.
     for item in iter {
         let (key, _) = item?;
         if !key.starts_with(&prefix) {
@@ -178,8 +258,8 @@ pub fn jurisdiction_status(
             continue;
         };
         let call = CallRecord::decode(&bytes)?;
-        oldest_live_started_at.get_or_insert(call.started_at);
-        let Some(policy) = &policy else { break };
+        oldest.get_or_insert(call.started_at);
+        let Some(policy) = policy else { break };
         let due = callvault_core::retention::recording_deadline(call.started_at, &policy.policy)
             .plus_seconds(policy.policy.sweep_interval_seconds);
         if as_of < due || overdue >= OVERDUE_COUNT_CAP {
@@ -189,27 +269,55 @@ pub fn jurisdiction_status(
             overdue += 1;
         }
     }
-    let mut purges_overdue = 0;
+    Ok((oldest, overdue))
+}
+
+/// The oldest kept call-detail record's start, and how many are past their deadline plus one
+/// sweep interval (the call-detail index is in start order too).
+fn detail_head(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    policy: Option<&VersionedPolicy>,
+    as_of: UnixMillis,
+) -> Result<(Option<UnixMillis>, u64), ReadError> {
+    let head = crate::details::head(db, jurisdiction, OVERDUE_COUNT_CAP as usize)?;
+    let oldest = head.first().map(|(started, _)| *started);
+    let Some(policy) = policy else {
+        return Ok((oldest, 0));
+    };
+    let overdue = head
+        .iter()
+        .take_while(|(started, _)| {
+            as_of
+                >= callvault_core::retention::call_detail_deadline(*started, &policy.policy)
+                    .plus_seconds(policy.policy.sweep_interval_seconds)
+        })
+        .count() as u64;
+    Ok((oldest, overdue))
+}
+
+/// Purges of `jurisdiction` pending longer than [`PURGE_DEADLINE_MS`] at `as_of` (capped).
+fn purges_overdue(
+    db: &DB,
+    jurisdiction: Jurisdiction,
+    as_of: UnixMillis,
+) -> Result<u64, ReadError> {
+    let prefix = keys::jurisdiction(jurisdiction);
+    let mut overdue = 0;
     for item in db.iterator_cf(
         cf(db, CF_SHREDS),
         IteratorMode::From(&prefix, Direction::Forward),
     ) {
         let (key, value) = item?;
-        if !key.starts_with(&prefix) || purges_overdue >= OVERDUE_COUNT_CAP {
+        if !key.starts_with(&prefix) || overdue >= OVERDUE_COUNT_CAP {
             break;
         }
         let record = ShredRecord::decode(&value)?;
         if record.kind == ShredKind::Purge && as_of.0 - record.started_at.0 > PURGE_DEADLINE_MS {
-            purges_overdue += 1;
+            overdue += 1;
         }
     }
-    Ok(JurisdictionStatus {
-        counters,
-        policy,
-        oldest_live_started_at,
-        overdue,
-        purges_overdue,
-    })
+    Ok(overdue)
 }
 
 /// Up to `limit` recordings of `jurisdiction` due for expiry at `as_of` under `policy`, oldest
@@ -232,20 +340,50 @@ pub fn due_for_expiry(
         if !key.starts_with(&prefix) || due.len() >= limit {
             break;
         }
-        let Some(time) = key.get(prefix.len()..prefix.len() + 8) else {
+        let Some((started_at, call_id)) = keys::parse_by_start(&key) else {
             continue;
         };
-        let started_at =
-            UnixMillis((u64::from_be_bytes(time.try_into().expect("8 bytes")) ^ (1 << 63)) as i64);
         if callvault_core::retention::recording_deadline(started_at, policy) > as_of {
             break;
         }
-        let id = String::from_utf8_lossy(&key[prefix.len() + 8..]).into_owned();
-        if let Ok(call_id) = CallId::new(&id) {
-            due.push(call_id);
-        }
+        due.push(call_id);
     }
     Ok(due)
+}
+
+/// For each of `ids`, in order, whether a committed call references it. The orphan sweep keeps
+/// every chunk this says is referenced.
+pub fn chunks_referenced(db: &DB, ids: &[[u8; 32]]) -> Result<Vec<bool>, ReadError> {
+    let cf = cf(db, CF_CHUNK_REFS);
+    ids.iter()
+        .map(|id| {
+            let mut iter = db.iterator_cf(cf, IteratorMode::From(id, Direction::Forward));
+            match iter.next() {
+                Some(item) => Ok(item?.0.starts_with(id)),
+                None => Ok(false),
+            }
+        })
+        .collect()
+}
+
+/// Shreds still waiting for a meta receipt: of `node` when given (those it has not sent), or of
+/// anyone. Counted up to [`OVERDUE_COUNT_CAP`].
+pub fn shreds_owing(db: &DB, node: Option<u64>, purges_only: bool) -> Result<u64, ReadError> {
+    let mut owing = 0;
+    let mut after: Option<Vec<u8>> = None;
+    while owing < OVERDUE_COUNT_CAP {
+        let (page, next) = pending_shreds(db, after.as_deref(), 1000)?;
+        owing += page
+            .iter()
+            .filter(|s| !purges_only || s.record.kind == ShredKind::Purge)
+            .filter(|s| node.is_none_or(|n| !s.record.meta_receipts.contains(&n)))
+            .count() as u64;
+        match next {
+            Some(key) => after = Some(key),
+            None => break,
+        }
+    }
+    Ok(owing.min(OVERDUE_COUNT_CAP))
 }
 
 /// A shred in progress.
@@ -322,8 +460,11 @@ pub fn content(
         return Ok(None);
     };
     let call = CallRecord::decode(&bytes)?;
-    if !call.content_readable() {
+    if !call.content_readable() || crate::lifecycle::number_privileged(&txn, &call)? {
         return Ok(None);
+    }
+    if crate::lifecycle::past_deadline(&txn, &call)? {
+        return Err(ReadError::PastDeadline);
     }
     let (Some(key), Some(chunks)) = (txn.get(CF_KEYS, &call_key)?, txn.get(CF_CHUNKS, &call_key)?)
     else {

@@ -26,30 +26,37 @@ pub struct Counters {
     pub blocked_privileged: u64,
     /// Purges whose receipts are not all in.
     pub purges_pending: u64,
+    /// Call-detail records kept after their content went (expired, purged or blocked calls of
+    /// which the policy keeps call details), until their own deadline.
+    pub details_kept: u64,
+    /// Call-detail records deleted at their deadline (only a tombstone is left of each).
+    pub details_expired: u64,
 }
 
 impl VersionedRecord for Counters {
     const NAME: &'static str = "counters";
-    const CURRENT_VERSION: u8 = 1;
+    const CURRENT_VERSION: u8 = 2;
 
     fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_version(1);
+        let mut w = Writer::with_version(2);
         w.u64(self.calls_total)
             .u64(self.live)
             .u64(self.held)
             .u64(self.expired)
             .u64(self.purged)
             .u64(self.blocked_privileged)
-            .u64(self.purges_pending);
+            .u64(self.purges_pending)
+            .u64(self.details_kept)
+            .u64(self.details_expired);
         w.finish()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if version != 1 {
-            return Err(r.unsupported(version, 1));
+        if !(1..=2).contains(&version) {
+            return Err(r.unsupported(version, 2));
         }
-        let counters = Counters {
+        let mut counters = Counters {
             calls_total: r.u64()?,
             live: r.u64()?,
             held: r.u64()?,
@@ -57,7 +64,13 @@ impl VersionedRecord for Counters {
             purged: r.u64()?,
             blocked_privileged: r.u64()?,
             purges_pending: r.u64()?,
+            ..Counters::default()
         };
+        // Version 1 kept no call-detail counts: none were kept apart from recordings then.
+        if version == 2 {
+            counters.details_kept = r.u64()?;
+            counters.details_expired = r.u64()?;
+        }
         r.finish()?;
         Ok(counters)
     }
@@ -169,14 +182,20 @@ pub struct ShredRecord {
     pub meta_receipts: Vec<u64>,
     /// Whether the blob collector confirmed the chunks gone from every shard.
     pub blob_done: bool,
+    /// Index of the entry that shredded (the expiry, the purge): a snapshot at or after it no
+    /// longer holds the key.
+    pub shred_entry: u64,
+    /// The members (voters and learners) when the shred applied: each owes a receipt, even if
+    /// it leaves before sending it, unless its receipts are waived.
+    pub required: Vec<u64>,
 }
 
 impl VersionedRecord for ShredRecord {
     const NAME: &'static str = "shred record";
-    const CURRENT_VERSION: u8 = 1;
+    const CURRENT_VERSION: u8 = 2;
 
     fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_version(1);
+        let mut w = Writer::with_version(2);
         w.u8(match self.kind {
             ShredKind::Purge => 0,
             ShredKind::Expiry => 1,
@@ -187,18 +206,16 @@ impl VersionedRecord for ShredRecord {
         for id in &self.chunk_ids {
             w.bytes32(id);
         }
-        w.u32(self.meta_receipts.len() as u32);
-        for node in &self.meta_receipts {
-            w.u64(*node);
-        }
-        w.bool(self.blob_done);
+        write_nodes(&mut w, &self.meta_receipts);
+        w.bool(self.blob_done).u64(self.shred_entry);
+        write_nodes(&mut w, &self.required);
         w.finish()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (version, mut r) = Reader::open(Self::NAME, bytes)?;
-        if version != 1 {
-            return Err(r.unsupported(version, 1));
+        if !(1..=2).contains(&version) {
+            return Err(r.unsupported(version, 2));
         }
         let kind = match r.u8()? {
             0 => ShredKind::Purge,
@@ -215,25 +232,46 @@ impl VersionedRecord for ShredRecord {
         for _ in 0..count {
             chunk_ids.push(r.bytes32()?);
         }
-        let count = r.u32()? as usize;
-        if count > 64 {
-            return Err(r.invalid("meta_receipts", format!("{count} receipts")));
-        }
-        let mut meta_receipts = Vec::with_capacity(count);
-        for _ in 0..count {
-            meta_receipts.push(r.u64()?);
-        }
+        let meta_receipts = read_nodes(&mut r, "meta_receipts")?;
+        let blob_done = r.bool("blob_done")?;
+        // Version 1 knew neither: the shred entry is taken as the key's own (a snapshot past it
+        // holds neither), and the members required are those of the membership when checked.
+        let (shred_entry, required) = if version == 2 {
+            (r.u64()?, read_nodes(&mut r, "required")?)
+        } else {
+            (key_entry, Vec::new())
+        };
         let record = ShredRecord {
             kind,
             started_at,
             key_entry,
             chunk_ids,
             meta_receipts,
-            blob_done: r.bool("blob_done")?,
+            blob_done,
+            shred_entry,
+            required,
         };
         r.finish()?;
         Ok(record)
     }
+}
+
+/// Most node ids a shred record lists.
+const MAX_NODES: usize = 64;
+
+fn write_nodes(w: &mut Writer, nodes: &[u64]) {
+    w.u32(nodes.len() as u32);
+    for node in nodes {
+        w.u64(*node);
+    }
+}
+
+fn read_nodes(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<u64>, DecodeError> {
+    let count = r.u32()? as usize;
+    if count > MAX_NODES {
+        return Err(r.invalid(field, format!("{count} nodes")));
+    }
+    (0..count).map(|_| r.u64()).collect()
 }
 
 /// One principal's playback use in the current clock hour.
@@ -307,5 +345,108 @@ impl VersionedRecord for SessionRecord {
         };
         r.finish()?;
         Ok(record)
+    }
+}
+
+/// A cluster time or a voter's clock attestation, as the clock family stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockTime(pub UnixMillis);
+
+impl VersionedRecord for ClockTime {
+    const NAME: &'static str = "clock time";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.i64(self.0.0);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let time = ClockTime(UnixMillis(r.i64()?));
+        r.finish()?;
+        Ok(time)
+    }
+}
+
+/// How far a registration's purge has gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeProgress {
+    /// When the number was registered (the purges' time).
+    pub registered_at: UnixMillis,
+    /// Who registered it.
+    pub registrant: String,
+    /// Recordings purged so far.
+    pub purged: u64,
+    /// Applies so far (the registration's included).
+    pub pages: u32,
+}
+
+impl VersionedRecord for PurgeProgress {
+    const NAME: &'static str = "purge progress";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.i64(self.registered_at.0)
+            .str(&self.registrant)
+            .u64(self.purged)
+            .u32(self.pages);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let progress = PurgeProgress {
+            registered_at: UnixMillis(r.i64()?),
+            registrant: r.str("registrant", crate::command::MAX_PRINCIPAL)?,
+            purged: r.u64()?,
+            pages: r.u32()?,
+        };
+        r.finish()?;
+        Ok(progress)
+    }
+}
+
+/// A departed member's shred receipts, waived because its volume will be destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptWaiver {
+    /// When.
+    pub at: UnixMillis,
+    /// Who decided.
+    pub principal: String,
+    /// Why, for people.
+    pub reason: String,
+}
+
+impl VersionedRecord for ReceiptWaiver {
+    const NAME: &'static str = "receipt waiver";
+    const CURRENT_VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.i64(self.at.0).str(&self.principal).str(&self.reason);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, mut r) = Reader::open(Self::NAME, bytes)?;
+        if version != 1 {
+            return Err(r.unsupported(version, 1));
+        }
+        let waiver = ReceiptWaiver {
+            at: UnixMillis(r.i64()?),
+            principal: r.str("principal", crate::command::MAX_PRINCIPAL)?,
+            reason: r.str("reason", crate::command::MAX_TEXT)?,
+        };
+        r.finish()?;
+        Ok(waiver)
     }
 }

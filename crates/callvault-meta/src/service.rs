@@ -5,8 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use callvault_core::call::check_party_id;
+use callvault_core::clock::{sweep_leader, voter_clocks};
 use callvault_core::codec::VersionedRecord;
-use callvault_core::{CallId, Jurisdiction, UnixMillis};
+use callvault_core::tombstone::TombstoneOutcome;
+use callvault_core::{CallId, CallRecord, Jurisdiction, UnixMillis};
 use callvault_proto::MAX_MESSAGE_BYTES;
 use callvault_proto::v1 as pb;
 use callvault_proto::v1::cluster_client::ClusterClient;
@@ -38,7 +40,12 @@ pub struct MetaService {
     /// This member as peers reach it: its id, address and volume incarnation.
     node_id: NodeId,
     me: MetaMember,
+    /// How far a voter's clock may be off the cluster time before status flags it.
+    clock_bound_ms: i64,
 }
+
+/// The clock bound when a node names none: ten seconds.
+pub const DEFAULT_CLOCK_BOUND_MS: i64 = 10_000;
 
 impl MetaService {
     /// The services of node `node_id`, which peers reach as `me`.
@@ -56,7 +63,14 @@ impl MetaService {
             pool,
             node_id,
             me,
+            clock_bound_ms: DEFAULT_CLOCK_BOUND_MS,
         }
+    }
+
+    /// The same service, reporting voters whose clocks are off by more than `bound_ms`.
+    pub fn with_clock_bound(mut self, bound_ms: i64) -> Self {
+        self.clock_bound_ms = bound_ms;
+        self
     }
 
     /// Refuses a Raft RPC meant for another incarnation of this node's volume: this node lost
@@ -152,6 +166,46 @@ impl MetaService {
                 ServerState::Shutdown => "shutdown",
             }
             .to_string(),
+            ..self.retention_status(metrics.current_leader)
+        }
+    }
+
+    /// The clock, sweep leadership and shred receipts as this node's state machine has them.
+    fn retention_status(&self, raft_leader: Option<NodeId>) -> pb::ClusterStatus {
+        let db = self.state_machine.db();
+        let Ok(view) = crate::clock::view(&db) else {
+            return pb::ClusterStatus::default();
+        };
+        let clocks = voter_clocks(
+            &view.attestations,
+            &view.voters,
+            view.cluster_time,
+            self.clock_bound_ms,
+        );
+        let txn = Txn::new(&db);
+        pb::ClusterStatus {
+            cluster_time_ms: view.cluster_time.map(|t| t.0),
+            sweep_leader: sweep_leader(raft_leader, &clocks).unwrap_or(0),
+            clocks: clocks
+                .iter()
+                .map(|c| pb::VoterClockStatus {
+                    node_id: c.node_id,
+                    attested_ms: c.attested.map(|t| t.0),
+                    offset_ms: c.offset_ms,
+                    suspect: c.suspect,
+                })
+                .collect(),
+            // A waived node added back holds metadata again: it owes receipts like any member.
+            volumes_to_destroy: {
+                let members = crate::membership::members(&txn).unwrap_or_default();
+                crate::lifecycle::waived_nodes(&txn)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|n| !members.contains(n))
+                    .collect()
+            },
+            shreds_pending: reads::shreds_owing(&db, None, false).unwrap_or_default(),
+            ..Default::default()
         }
     }
 }
@@ -227,6 +281,10 @@ impl pb::meta_store_server::MetaStore for MetaService {
             crate::authz::check(role, &command)?;
         }
         match self.proposer.propose(command, bytes.len()).await {
+            // Committed and applied, but the caller never hears it: a reply lost on the way back.
+            Ok(_) if crate::failpoint_fires!("propose-reply-lost") => Err(Status::unavailable(
+                "the reply was lost (failpoint propose-reply-lost)",
+            )),
             Ok((log_id, result)) => Ok(Response::new(pb::ProposeResponse {
                 term: log_id.leader_id.term,
                 index: log_id.index,
@@ -258,12 +316,9 @@ impl pb::meta_store_server::MetaStore for MetaService {
             return MetaStoreClient::new(channel).read_call(r).await;
         }
         let db = self.state_machine.db();
-        let txn = Txn::new(&db);
+        let txn = Txn::new(&db).with_id_key(self.state_machine.id_key());
         let key = keys::call(jurisdiction, &call_id);
-        let record = txn
-            .get(keys::CF_CALLS, &key)
-            .map_err(internal)?
-            .unwrap_or_default();
+        let record = txn.get(keys::CF_CALLS, &key).map_err(internal)?;
         let chunk_ids = txn
             .get(keys::CF_CHUNKS, &key)
             .map_err(internal)?
@@ -272,11 +327,29 @@ impl pb::meta_store_server::MetaStore for MetaService {
             .map(<[u8]>::to_vec)
             .collect();
         let shred = crate::lifecycle::shred_record(&txn, &key).map_err(internal)?;
+        let number_privileged = match &record {
+            Some(bytes) => {
+                let call = CallRecord::decode(bytes).map_err(internal)?;
+                crate::lifecycle::number_privileged(&txn, &call).map_err(internal)?
+            }
+            None => false,
+        };
+        let tombstone = match record {
+            Some(_) => None,
+            None => crate::tombstones::find(&txn, jurisdiction, &call_id).map_err(internal)?,
+        };
         Ok(Response::new(pb::ReadCallResponse {
-            record,
+            record: record.unwrap_or_default(),
             chunk_ids,
             shred_pending: shred.is_some(),
             shred_started_at_ms: shred.map_or(0, |s| s.started_at.0),
+            tombstone_outcome: tombstone.map_or(0, |t| match t.outcome {
+                TombstoneOutcome::Expired => 1,
+                TombstoneOutcome::Purged => 2,
+                TombstoneOutcome::Refused => 3,
+            }),
+            tombstone_at_ms: tombstone.map_or(0, |t| t.at.0),
+            number_privileged,
         }))
     }
 
@@ -294,7 +367,17 @@ impl pb::meta_store_server::MetaStore for MetaService {
             return MetaStoreClient::new(channel).read_content(r).await;
         }
         let db = self.state_machine.db();
-        match crate::reads::content(&db, jurisdiction, &call_id).map_err(internal)? {
+        let content = match crate::reads::content(&db, jurisdiction, &call_id) {
+            Err(reads::ReadError::PastDeadline) => {
+                return Err(Status::failed_precondition(format!(
+                    "call {} in {} is past its retention deadline in cluster time",
+                    call_id.as_str(),
+                    jurisdiction.code()
+                )));
+            }
+            other => other.map_err(internal)?,
+        };
+        match content {
             None => Err(Status::not_found(format!(
                 "no readable content for call {} in {}",
                 call_id.as_str(),
@@ -322,20 +405,7 @@ impl pb::meta_store_server::MetaStore for MetaService {
         let status = self
             .read(move |db| reads::jurisdiction_status(db, jurisdiction, UnixMillis(r.as_of_ms)))
             .await?;
-        let c = status.counters;
-        Ok(Response::new(pb::ReadCountersResponse {
-            calls_total: c.calls_total,
-            live: c.live,
-            held: c.held,
-            expired: c.expired,
-            purged: c.purged,
-            blocked_privileged: c.blocked_privileged,
-            purges_pending: c.purges_pending,
-            policy: status.policy.map(|p| p.encode()).unwrap_or_default(),
-            oldest_live_started_at_ms: status.oldest_live_started_at.map(|t| t.0),
-            overdue: status.overdue,
-            purges_overdue: status.purges_overdue,
-        }))
+        Ok(Response::new(counters_response(status)))
     }
 
     async fn read_standing(
@@ -358,8 +428,11 @@ impl pb::meta_store_server::MetaStore for MetaService {
         {
             return MetaStoreClient::new(channel).read_standing(r).await;
         }
+        let id_key = self.state_machine.id_key();
         let standing = self
-            .read(move |db| reads::standing(db, jurisdiction, &fingerprint, call_id.as_ref()))
+            .read(move |db| {
+                reads::standing(db, id_key, jurisdiction, &fingerprint, call_id.as_ref())
+            })
             .await?;
         let (existing_call, position) = match standing.existing {
             Some((call, position)) => (call.encode(), position),
@@ -372,6 +445,7 @@ impl pb::meta_store_server::MetaStore for MetaService {
             existing_call,
             existing_commit_term: position.term,
             existing_commit_index: position.index,
+            retired: standing.retired,
         }))
     }
 
@@ -456,6 +530,49 @@ impl pb::meta_store_server::MetaStore for MetaService {
         }))
     }
 
+    async fn read_changes(
+        &self,
+        request: Request<pb::ReadChangesRequest>,
+    ) -> Result<Response<pb::ReadChangesResponse>, Status> {
+        let r = request.into_inner();
+        let jurisdiction = parse_jurisdiction(&r.jurisdiction)?;
+        if !r.local
+            && let Some(channel) = self.linearizable_or_leader().await?
+        {
+            return MetaStoreClient::new(channel).read_changes(r).await;
+        }
+        let change_id = r.change_id;
+        let changes = self
+            .read(move |db| {
+                Ok(if change_id == 0 {
+                    crate::approvals::open_changes(db, Some(jurisdiction), reads::MAX_PAGE)?
+                } else {
+                    crate::approvals::get(&Txn::new(db), change_id)?
+                        .into_iter()
+                        .filter(|c| c.approval.jurisdiction == jurisdiction)
+                        .collect()
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::ReadChangesResponse {
+            changes: changes.iter().map(|c| c.encode()).collect(),
+        }))
+    }
+
+    async fn read_clock(
+        &self,
+        request: Request<pb::ReadClockRequest>,
+    ) -> Result<Response<pb::ReadClockResponse>, Status> {
+        let r = request.into_inner();
+        if !r.local
+            && let Some(channel) = self.linearizable_or_leader().await?
+        {
+            return MetaStoreClient::new(channel).read_clock(r).await;
+        }
+        let view = self.read(|db| Ok(crate::clock::view(db)?)).await?;
+        Ok(Response::new(clock_response(&view)))
+    }
+
     async fn state_digest(
         &self,
         _request: Request<pb::StateDigestRequest>,
@@ -478,6 +595,65 @@ impl pb::meta_store_server::MetaStore for MetaService {
     }
 }
 
+/// A jurisdiction's status as the wire carries it.
+fn counters_response(status: reads::JurisdictionStatus) -> pb::ReadCountersResponse {
+    let c = status.counters;
+    let (pending_id, pending_policy, pending_at) = match status.pending_policy {
+        Some((id, policy, at)) => (id, policy.encode(), at.map(|t| t.0)),
+        None => (0, Vec::new(), None),
+    };
+    pb::ReadCountersResponse {
+        calls_total: c.calls_total,
+        live: c.live,
+        held: c.held,
+        expired: c.expired,
+        purged: c.purged,
+        blocked_privileged: c.blocked_privileged,
+        purges_pending: c.purges_pending,
+        policy: status.policy.map(|p| p.encode()).unwrap_or_default(),
+        oldest_live_started_at_ms: status.oldest_live_started_at.map(|t| t.0),
+        overdue: status.overdue,
+        purges_overdue: status.purges_overdue,
+        details_kept: c.details_kept,
+        details_expired: c.details_expired,
+        oldest_detail_started_at_ms: status.oldest_detail_started_at.map(|t| t.0),
+        details_overdue: status.details_overdue,
+        cluster_time_ms: status.cluster_time.map(|t| t.0),
+        holds_past_review: status.holds_past_review,
+        pending_policy_change_id: pending_id,
+        pending_policy,
+        pending_policy_effective_at_ms: pending_at,
+        pending_changes: status.pending_changes,
+        purges_in_progress: status.purges_in_progress,
+        purges_in_progress_purged: status.purges_in_progress_purged,
+    }
+}
+
+/// The clock as the wire carries it.
+fn clock_response(view: &crate::clock::ClockView) -> pb::ReadClockResponse {
+    pb::ReadClockResponse {
+        cluster_time_ms: view.cluster_time.map(|t| t.0),
+        voters: view.voters.clone(),
+        attestations: view
+            .attestations
+            .iter()
+            .map(|(node_id, at)| pb::Attestation {
+                node_id: *node_id,
+                attested_ms: at.0,
+            })
+            .collect(),
+    }
+}
+
+/// This node's wall clock, for the time stamped on commands it proposes itself (`apply` never
+/// reads one).
+fn wall_clock() -> UnixMillis {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn parse_jurisdiction(code: &str) -> Result<Jurisdiction, Status> {
     Jurisdiction::from_code(code).map_err(|e| Status::invalid_argument(e.to_string()))
 }
@@ -498,6 +674,7 @@ impl MetaService {
             .map_err(internal)?
             .map_err(|e| match e {
                 reads::ReadError::Invalid(reason) => Status::invalid_argument(reason),
+                reads::ReadError::PastDeadline => Status::failed_precondition(e.to_string()),
                 reads::ReadError::Store(e) => internal(e),
             })
     }
@@ -594,7 +771,16 @@ impl pb::cluster_server::Cluster for MetaService {
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let operator = request
+            .extensions()
+            .get::<crate::principal::Principal>()
+            .map_or_else(|| "meta-member".to_string(), |p| p.name.clone());
         let r = request.into_inner();
+        // The leader settles receipts and changes the membership: forward the whole request.
+        if let Some(channel) = self.leader_unless_self()? {
+            return ClusterClient::new(channel).remove_member(r).await;
+        }
+        self.settle_receipts(&r, &operator).await?;
         let metrics = self.raft.metrics().borrow().clone();
         let is_voter = metrics
             .membership_config
@@ -762,6 +948,76 @@ impl MetaService {
             }
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+}
+
+impl MetaService {
+    /// Before `r.node_id` leaves: it holds the keys of pending shreds in its log or snapshot.
+    /// With `destroy_volume`, records that its volume must be destroyed and waives its receipts.
+    /// Otherwise waits (up to `wait_seconds`) for its purge receipts, which a live node sends
+    /// within seconds, and refuses the removal if they do not come; its expiry receipts (sent
+    /// when its ordinary snapshot passes them) stay owed, shown in status, until it sends them
+    /// or its volume is waived.
+    async fn settle_receipts(
+        &self,
+        r: &pb::RemoveMemberRequest,
+        operator: &str,
+    ) -> Result<(), Status> {
+        let node = r.node_id;
+        let owed = |purges_only: bool| {
+            let db = self.state_machine.db();
+            reads::shreds_owing(&db, Some(node), purges_only).map_err(internal)
+        };
+        if r.destroy_volume {
+            if owed(false)? > 0 {
+                return self.waive_receipts(node, operator, &r.reason).await;
+            }
+            return Ok(());
+        }
+        if owed(true)? == 0 {
+            return Ok(());
+        }
+        let wait = std::time::Duration::from_secs(match r.wait_seconds {
+            0 => 60,
+            n => u64::from(n.min(600)),
+        });
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = owed(true)?;
+            if left == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::failed_precondition(format!(
+                    "node {node} still owes receipts for {left} pending purges (it holds their \
+                     keys in its log or snapshot); retry once it has sent them, or remove it \
+                     with destroy_volume and destroy its volume"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Records, through the log, that `node`'s volume must be destroyed: its receipts are waived.
+    async fn waive_receipts(&self, node: u64, operator: &str, reason: &str) -> Result<(), Status> {
+        let reason = match reason.trim() {
+            "" => "removed with shreds pending; volume to be destroyed".to_string(),
+            text => text.chars().take(crate::command::MAX_TEXT / 4).collect(),
+        };
+        let waive = Command::Retention(crate::retention_command::RetentionCommand::WaiveReceipts {
+            node_id: node,
+            principal: operator.to_string(),
+            reason,
+            at: wall_clock(),
+        });
+        let size = waive.encode().len();
+        match self.proposer.propose(waive, size).await {
+            Ok(_) => Ok(()),
+            Err(ProposeError::Forward(_)) => Err(Status::unavailable(
+                "leadership moved while removing the member; retry",
+            )),
+            Err(ProposeError::Failed(e)) => Err(Status::unavailable(e)),
         }
     }
 }

@@ -74,6 +74,8 @@ struct Shared {
     last_built: std::sync::atomic::AtomicU64,
     /// When recent apply calls ran, for tracing (in memory only; see `apply_trace`).
     apply_times: Arc<crate::apply_trace::ApplyTimes>,
+    /// The key call tombstones are filed under (the cluster's index key).
+    id_key: [u8; 32],
 }
 
 /// The state machine. Cheap to clone: clones share the database (one of them is openraft's).
@@ -83,8 +85,15 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// Opens (or creates) the state machine under `data_dir`.
+    /// Opens (or creates) the state machine under `data_dir`, filing call tombstones under the
+    /// all-zero key (tests and tools; a node uses [`StateMachineStore::open_keyed`]).
     pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        Self::open_keyed(data_dir, [0; 32])
+    }
+
+    /// Opens (or creates) the state machine under `data_dir`, filing call tombstones under
+    /// hashes keyed by `id_key`, the cluster's index key: every replica must use the same.
+    pub fn open_keyed(data_dir: &Path, id_key: [u8; 32]) -> Result<Self, OpenError> {
         let sm_dir = data_dir.join("sm");
         let snapshot_dir = data_dir.join("snapshots");
         for dir in [&sm_dir, &snapshot_dir] {
@@ -131,6 +140,10 @@ impl StateMachineStore {
             });
         }
         let db = open_db(&dir, cf_descriptors())?;
+        crate::migrate::index_chunk_refs(&db).map_err(|source| OpenError::Io {
+            path: dir.clone(),
+            source: std::io::Error::other(source.to_string()),
+        })?;
         remove_other_generations(&sm_dir, generation);
         let _ = std::fs::remove_dir_all(snapshot_dir.join("build-checkpoint"));
         let store = StateMachineStore {
@@ -141,6 +154,7 @@ impl StateMachineStore {
                 snapshot_lock: tokio::sync::Mutex::new(0),
                 last_built: std::sync::atomic::AtomicU64::new(0),
                 apply_times: Arc::default(),
+                id_key,
             }),
         };
         store.finish_interrupted_install()?;
@@ -184,6 +198,12 @@ impl StateMachineStore {
             let _ = std::fs::remove_file(&incoming);
         }
         Ok(())
+    }
+
+    /// A read-only write set over the current database, with the tombstone key: for reads that
+    /// look a call up by id (its tombstone is filed under a keyed hash).
+    pub fn id_key(&self) -> [u8; 32] {
+        self.shared.id_key
     }
 
     /// The current database, for reads. Reads through it see every applied entry.
@@ -385,13 +405,17 @@ impl StateMachineStore {
         if Self::read_applied(&db)?.0 != meta.last_log_id {
             return Err(err(&"unpacked state is not at the snapshot's log id"));
         }
+        // A snapshot from a member that predates the chunk-reference index gains it here.
+        crate::migrate::index_chunk_refs(&db).map_err(|e| err(&e))?;
         sync_dir(&self.shared.sm_dir).map_err(|e| err(&e))?;
+        crate::failpoint!("snapshot-install-before-switch");
         write_atomically(
             &self.shared.sm_dir.join("CURRENT"),
             next.to_string().as_bytes(),
         )
         .map_err(|e| err(&e))?;
         *self.shared.db.write().expect("lock is not poisoned") = (next, Arc::new(db));
+        crate::failpoint!("snapshot-install-after-switch");
         std::fs::rename(received, self.current_snapshot_path()).map_err(|e| err(&e))?;
         sync_dir(&self.shared.snapshot_dir).map_err(|e| err(&e))?;
         // The old generation is dropped once its last reader lets go of it.
@@ -426,8 +450,12 @@ fn remove_other_generations(sm_dir: &Path, keep: u64) {
 /// happened to hand over: a membership entry is written into the write set where it sits, so a
 /// shred receipt after it counts the new voters on every replica, however the log was cut into
 /// apply calls.
-fn apply_blocking(db: &DB, entries: Vec<Entry>) -> Result<Vec<CommandResult>, StorageError> {
-    let mut txn = Txn::new(db);
+fn apply_blocking(
+    db: &DB,
+    id_key: [u8; 32],
+    entries: Vec<Entry>,
+) -> Result<Vec<CommandResult>, StorageError> {
+    let mut txn = Txn::new(db).with_id_key(id_key);
     let mut results = Vec::with_capacity(entries.len());
     let mut last = None;
     for entry in entries {
@@ -496,7 +524,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let indexes = indexes.map(|(first, last)| (first.log_id.index, last.log_id.index));
         let started = std::time::SystemTime::now();
         let db = self.db();
-        let results = tokio::task::spawn_blocking(move || apply_blocking(&db, entries))
+        let id_key = self.shared.id_key;
+        let results = tokio::task::spawn_blocking(move || apply_blocking(&db, id_key, entries))
             .await
             .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
         // Wall-clock times for trace spans only: nothing applied depends on them.
@@ -569,6 +598,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
 #[cfg(test)]
 mod batch_splits;
+#[cfg(test)]
+mod retention_tests;
 
 #[cfg(test)]
 mod tests {
@@ -623,7 +654,29 @@ mod tests {
                     }
                 })
                 .collect();
-            apply_blocking(&self.sm.db(), entries).unwrap()
+            apply_blocking(&self.sm.db(), [0; 32], entries).unwrap()
+        }
+
+        /// Makes node 1 the only voter and its clock (so the cluster's time) `at`.
+        fn time(&mut self, at: i64) {
+            self.index += 1;
+            let membership = Entry {
+                log_id: LogId {
+                    leader_id: CommittedLeaderId::new(1, 1),
+                    index: self.index,
+                },
+                payload: EntryPayload::Membership(openraft::Membership::new(
+                    vec![std::collections::BTreeSet::from([1])],
+                    (),
+                )),
+            };
+            apply_blocking(&self.sm.db(), [0; 32], vec![membership]).unwrap();
+            self.apply(vec![Command::Retention(
+                crate::retention_command::RetentionCommand::AttestTime {
+                    node_id: 1,
+                    wall: UnixMillis(at),
+                },
+            )]);
         }
 
         fn counters(&self) -> Counters {
@@ -776,7 +829,7 @@ mod tests {
         assert!(h.call("s-2").unwrap().sealed);
         assert!(!h.call("o-1").unwrap().sealed);
         let standing =
-            crate::reads::standing(&h.sm.db(), Jurisdiction::Tx, &[5; 32], None).unwrap();
+            crate::reads::standing(&h.sm.db(), [0; 32], Jurisdiction::Tx, &[5; 32], None).unwrap();
         assert!(standing.sensitive && !standing.privileged);
     }
 
@@ -1031,6 +1084,7 @@ mod tests {
         let mut h = Harness::new();
         h.apply(vec![commit("old", 1, 0), commit("young", 2, 10 * DAY_MS)]);
         // 30-day policy: at day 31 only the old call is due, whatever the sweeper proposes.
+        h.time(99 * DAY_MS);
         assert_eq!(due(&h, 31 * DAY_MS), ["old"]);
         assert_eq!(
             h.apply(vec![expire(31 * DAY_MS, &["old", "young"])]),

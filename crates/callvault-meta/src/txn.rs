@@ -9,6 +9,7 @@ use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 pub struct Txn<'a> {
     db: &'a DB,
     overlay: BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+    id_key: [u8; 32],
 }
 
 impl<'a> Txn<'a> {
@@ -17,7 +18,21 @@ impl<'a> Txn<'a> {
         Txn {
             db,
             overlay: BTreeMap::new(),
+            id_key: [0; 32],
         }
+    }
+
+    /// The same write set, filing call tombstones under hashes keyed by `key` (the cluster's
+    /// index key). Without it the all-zero key is used: fine for tests, not for production,
+    /// where every replica must use the same secret key (the tombstone family checks it).
+    pub fn with_id_key(mut self, key: [u8; 32]) -> Self {
+        self.id_key = key;
+        self
+    }
+
+    /// The key call tombstones are filed under.
+    pub fn id_key(&self) -> &[u8; 32] {
+        &self.id_key
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {

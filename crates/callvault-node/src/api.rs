@@ -10,11 +10,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use callvault_core::call::{CallStatus, check_party_id};
 use callvault_core::policy::{PrivilegedRetention, VersionedPolicy};
 use callvault_core::privilege::number_fingerprint;
-use callvault_core::retention::recording_deadline;
-use callvault_core::{CallRecord, Jurisdiction, Lifecycle, PrivilegeKind, PurgeReason, UnixMillis};
-use callvault_meta::client::MetaClient;
+use callvault_core::retention::{call_detail_deadline, recording_deadline};
+use callvault_core::tombstone::TombstoneOutcome;
+use callvault_core::{
+    CallRecord, Jurisdiction, Lifecycle, PrivilegeKind, PurgeReason, RetentionPolicy, UnixMillis,
+};
+use callvault_meta::approvals::{ChangeKind, ChangeState, PendingChange};
+use callvault_meta::client::{CallLookup, MetaClient};
 use callvault_meta::intents::{self, call_id, jurisdiction, millis, no_call};
 use callvault_meta::reads::CallFilter;
+use callvault_meta::reads::JurisdictionStatus;
+use callvault_meta::retention_command::RetentionResult;
 use callvault_meta::{CommandResult, Refusal};
 use callvault_proto::v1 as pb;
 use prost_types::Timestamp;
@@ -164,6 +170,70 @@ fn hold_refusal(refusal: Refusal, j: Jurisdiction, call_id: &str) -> Status {
     }
 }
 
+/// The status for a refused change command.
+fn change_refusal(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::NoSuchChange => Status::not_found("no pending change with that id"),
+        Refusal::ChangeClosed => {
+            Status::failed_precondition("the change is no longer pending (effected or withdrawn)")
+        }
+        Refusal::Approval(reason) | Refusal::NotAllowed(reason) => {
+            Status::permission_denied(reason)
+        }
+        Refusal::AheadOfClusterTime { .. } | Refusal::NoClusterTime => {
+            Status::failed_precondition("its notice has not ended in cluster time")
+        }
+        other => Status::internal(format!("change refused: {other:?}")),
+    }
+}
+
+/// A change as the Admin API shows it.
+fn change_to_pb(change: &PendingChange) -> pb::PendingChange {
+    let a = &change.approval;
+    pb::PendingChange {
+        change_id: change.id.to_string(),
+        jurisdiction: a.jurisdiction.code().to_string(),
+        kind: change.kind.name().to_string(),
+        proposer: a.proposer.clone(),
+        proposed_at: Some(timestamp(a.proposed_at)),
+        effective_at: a.rule.notice_ends_at.map(timestamp),
+        approver_roles: a
+            .rule
+            .approver_roles
+            .iter()
+            .map(|r| r.as_str().to_string())
+            .collect(),
+        state: match change.state {
+            ChangeState::Pending => pb::ChangeState::Pending,
+            ChangeState::Effected { .. } => pb::ChangeState::Effected,
+            ChangeState::Cancelled { .. } => pb::ChangeState::Cancelled,
+            ChangeState::Superseded { .. } => pb::ChangeState::Superseded,
+        } as i32,
+        summary: change_summary(&change.kind),
+    }
+}
+
+fn change_summary(kind: &ChangeKind) -> String {
+    match kind {
+        ChangeKind::Policy {
+            policy,
+            base_version,
+        } => format!(
+            "replace policy v{base_version}: recordings {} days, call details {} days, \
+             privileged calls keep {}",
+            policy.recording_retention_days,
+            policy.call_detail_retention_days,
+            policy.privileged_retention.as_str()
+        ),
+        ChangeKind::PrivilegeFlag {
+            call_id, reason, ..
+        } => {
+            format!("flag call {} privileged: {reason}", call_id.as_str())
+        }
+        ChangeKind::External { kind, .. } => format!("{kind} (see its owner)"),
+    }
+}
+
 fn unexpected(result: CommandResult) -> Status {
     Status::internal(format!(
         "unexpected result from the metadata store: {result:?}"
@@ -171,6 +241,26 @@ fn unexpected(result: CommandResult) -> Status {
 }
 
 impl ApiService {
+    /// Proposes a change command and answers with the change as it stands after it.
+    async fn change_answer(
+        &self,
+        j: Jurisdiction,
+        command: callvault_meta::Command,
+    ) -> Result<Response<pb::PendingChangeResponse>, Status> {
+        let change_id = match self.meta.propose(&command).await?.1 {
+            CommandResult::Retention(RetentionResult::Change { change_id, .. }) => change_id,
+            CommandResult::Refused(refusal) => return Err(change_refusal(refusal)),
+            other => return Err(unexpected(other)),
+        };
+        let change = self.meta.changes(j, change_id).await?;
+        let change = change
+            .first()
+            .ok_or_else(|| Status::not_found(format!("no change {change_id} in {}", j.code())))?;
+        Ok(Response::new(pb::PendingChangeResponse {
+            change: Some(change_to_pb(change)),
+        }))
+    }
+
     /// The services over `meta`; `index_key` hashes numbers for the registry.
     pub fn new(meta: MetaClient, index_key: [u8; 32]) -> Self {
         ApiService {
@@ -190,6 +280,133 @@ impl ApiService {
     }
 }
 
+/// A jurisdiction's status as `Query.JurisdictionStatus` answers it.
+fn jurisdiction_status_to_pb(
+    j: Jurisdiction,
+    status: &JurisdictionStatus,
+) -> pb::JurisdictionStatusResponse {
+    let c = status.counters;
+    let policy = status.policy.as_ref();
+    let deadline = |started: Option<UnixMillis>,
+                    of: fn(UnixMillis, &RetentionPolicy) -> UnixMillis| {
+        started
+            .zip(policy)
+            .map(|(t, p)| timestamp(of(t, &p.policy)))
+    };
+    let pending = status.pending_policy.as_ref();
+    pb::JurisdictionStatusResponse {
+        jurisdiction: j.code().to_string(),
+        policy_version: policy.map_or(0, |p| p.version),
+        calls_total: c.calls_total,
+        live_recordings: c.live,
+        held: c.held,
+        expired: c.expired,
+        purged: c.purged,
+        blocked_privileged: c.blocked_privileged,
+        purges_pending: c.purges_pending,
+        oldest_live_started_at: status.oldest_live_started_at.map(timestamp),
+        oldest_live_deadline: deadline(status.oldest_live_started_at, recording_deadline),
+        recording_retention_days: policy.map_or(0, |p| p.policy.recording_retention_days),
+        overdue: status.overdue,
+        purges_overdue: status.purges_overdue,
+        call_detail_retention_days: policy.map_or(0, |p| p.policy.call_detail_retention_days),
+        call_details_kept: c.details_kept,
+        call_details_expired: c.details_expired,
+        oldest_call_detail_started_at: status.oldest_detail_started_at.map(timestamp),
+        oldest_call_detail_deadline: deadline(
+            status.oldest_detail_started_at,
+            call_detail_deadline,
+        ),
+        call_details_overdue: status.details_overdue,
+        cluster_time: status.cluster_time.map(timestamp),
+        pending_policy_change_id: pending.map(|(id, _, _)| id.to_string()).unwrap_or_default(),
+        pending_policy_recording_retention_days: pending
+            .map_or(0, |(_, p, _)| p.policy.recording_retention_days),
+        pending_policy_call_detail_retention_days: pending
+            .map_or(0, |(_, p, _)| p.policy.call_detail_retention_days),
+        pending_policy_effective_at: pending.and_then(|(_, _, at)| at.map(timestamp)),
+        pending_changes: status.pending_changes,
+        holds_past_review: status.holds_past_review,
+        purges_in_progress: status.purges_in_progress,
+        purges_in_progress_purged: status.purges_in_progress_purged,
+    }
+}
+
+/// A call's status as `Query.CallStatus` answers it: from its record, or from the tombstone
+/// left once the record is gone.
+fn call_status_to_pb(
+    j: Jurisdiction,
+    id: &str,
+    found: &CallLookup,
+    policy: Option<&VersionedPolicy>,
+) -> pb::CallStatusResponse {
+    let shred_progress = if found.shred_started.is_some() {
+        pb::PurgeProgress::Pending
+    } else {
+        pb::PurgeProgress::Done
+    };
+    let Some(call) = &found.call else {
+        let (state, reason) = match found.tombstone.map(|t| t.outcome) {
+            Some(TombstoneOutcome::Expired) => (
+                pb::CallState::Expired,
+                "call-detail record deleted at its deadline; only a tombstone remains",
+            ),
+            Some(TombstoneOutcome::Refused) => (
+                pb::CallState::Blocked,
+                "privileged number: refused at ingest; nothing is kept",
+            ),
+            _ => (
+                pb::CallState::Purged,
+                "privileged: purged; nothing is kept beyond a tombstone",
+            ),
+        };
+        return pb::CallStatusResponse {
+            call_id: id.to_string(),
+            jurisdiction: j.code().to_string(),
+            state: state as i32,
+            reason: reason.into(),
+            purge_progress: match state {
+                pb::CallState::Blocked => pb::PurgeProgress::Unspecified,
+                _ => shred_progress,
+            } as i32,
+            policy_version: policy.map_or(0, |p| p.version),
+            ..Default::default()
+        };
+    };
+    let live = call.lifecycle == Lifecycle::Live;
+    // A registration purging page by page: unreadable already, purged at its page.
+    let awaiting_purge = live && found.number_privileged;
+    pb::CallStatusResponse {
+        call_id: id.to_string(),
+        jurisdiction: j.code().to_string(),
+        state: if awaiting_purge {
+            pb::CallState::Purged
+        } else {
+            state(call)
+        } as i32,
+        started_at: Some(timestamp(call.started_at)),
+        deadline: policy
+            .filter(|_| live)
+            .map(|p| timestamp(recording_deadline(call.started_at, &p.policy))),
+        reason: if awaiting_purge {
+            "privileged: the number was registered; unreadable, purge in progress".into()
+        } else {
+            reason(call, policy)
+        },
+        holds: call.holds.len() as u32,
+        purge_progress: match call.lifecycle {
+            // Kept sealed by a court order: the purge has not started.
+            Lifecycle::PrivilegedUnderSeal { .. } => pb::PurgeProgress::Pending,
+            Lifecycle::Live if awaiting_purge => pb::PurgeProgress::Pending,
+            Lifecycle::Purged { .. } | Lifecycle::Expired { .. } => shred_progress,
+            _ => pb::PurgeProgress::Unspecified,
+        } as i32,
+        policy_version: policy.map_or(call.committed_under_policy, |p| p.version),
+        call_detail_deadline: policy
+            .map(|p| timestamp(call_detail_deadline(call.started_at, &p.policy))),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::query_server::Query for ApiService {
     async fn jurisdiction_status(
@@ -200,27 +417,7 @@ impl pb::query_server::Query for ApiService {
         let j = jurisdiction(&request.get_ref().jurisdiction)?;
         require_read_calls(&who, j)?;
         let status = self.meta.status(j, now()).await?;
-        let c = status.counters;
-        let policy = status.policy.as_ref();
-        Ok(Response::new(pb::JurisdictionStatusResponse {
-            jurisdiction: j.code().to_string(),
-            policy_version: policy.map_or(0, |p| p.version),
-            calls_total: c.calls_total,
-            live_recordings: c.live,
-            held: c.held,
-            expired: c.expired,
-            purged: c.purged,
-            blocked_privileged: c.blocked_privileged,
-            purges_pending: c.purges_pending,
-            oldest_live_started_at: status.oldest_live_started_at.map(timestamp),
-            oldest_live_deadline: status
-                .oldest_live_started_at
-                .zip(policy)
-                .map(|(t, p)| timestamp(recording_deadline(t, &p.policy))),
-            recording_retention_days: policy.map_or(0, |p| p.policy.recording_retention_days),
-            overdue: status.overdue,
-            purges_overdue: status.purges_overdue,
-        }))
+        Ok(Response::new(jurisdiction_status_to_pb(j, &status)))
     }
 
     async fn call_status(
@@ -235,33 +432,16 @@ impl pb::query_server::Query for ApiService {
         if !may_read_calls(&who, j) {
             return Err(no_call(j, &r.call_id));
         }
-        let Some((call, shred_started)) = self.meta.call_with_shred(j, &call_id).await? else {
+        let Some(found) = self.meta.lookup(j, &call_id).await? else {
             return Err(no_call(j, &r.call_id));
         };
         let policy = self.meta.policy(j, 0).await?;
-        let live = call.lifecycle == Lifecycle::Live;
-        Ok(Response::new(pb::CallStatusResponse {
-            call_id: r.call_id,
-            jurisdiction: j.code().to_string(),
-            state: state(&call) as i32,
-            started_at: Some(timestamp(call.started_at)),
-            deadline: policy
-                .as_ref()
-                .filter(|_| live)
-                .map(|p| timestamp(recording_deadline(call.started_at, &p.policy))),
-            reason: reason(&call, policy.as_ref()),
-            holds: call.holds.len() as u32,
-            purge_progress: match call.lifecycle {
-                // Kept sealed by a court order: the purge has not started.
-                Lifecycle::PrivilegedUnderSeal { .. } => pb::PurgeProgress::Pending,
-                Lifecycle::Purged { .. } | Lifecycle::Expired { .. } if shred_started.is_some() => {
-                    pb::PurgeProgress::Pending
-                }
-                Lifecycle::Purged { .. } | Lifecycle::Expired { .. } => pb::PurgeProgress::Done,
-                _ => pb::PurgeProgress::Unspecified,
-            } as i32,
-            policy_version: policy.map_or(call.committed_under_policy, |p| p.version),
-        }))
+        Ok(Response::new(call_status_to_pb(
+            j,
+            &r.call_id,
+            &found,
+            policy.as_ref(),
+        )))
     }
 
     async fn list_calls(
@@ -325,9 +505,23 @@ impl pb::admin_server::Admin for ApiService {
         let command = intents::put_policy(&who, &r, now())?;
         let j = jurisdiction(&r.jurisdiction)?;
         match self.meta.propose(&command).await?.1 {
-            CommandResult::PolicyPut { version } => {
-                Ok(Response::new(pb::PutPolicyResponse { version }))
-            }
+            CommandResult::PolicyPut { version } => Ok(Response::new(pb::PutPolicyResponse {
+                version,
+                ..Default::default()
+            })),
+            // It shortens retention: pending until its notice ends or a second principal approves.
+            CommandResult::Retention(RetentionResult::Change {
+                change_id,
+                notice_ends_at,
+                ..
+            }) => Ok(Response::new(pb::PutPolicyResponse {
+                version: 0,
+                pending_change_id: change_id.to_string(),
+                effective_at: notice_ends_at.map(timestamp),
+            })),
+            CommandResult::Refused(Refusal::NoClusterTime) => Err(Status::unavailable(
+                "the cluster has no time yet (fewer than a majority of voters attested): retry",
+            )),
             CommandResult::Refused(Refusal::PolicyVersionMismatch { current }) => {
                 Err(Status::aborted(format!(
                     "{} is at policy version {current}, not {}: read it again and retry",
@@ -446,6 +640,62 @@ impl pb::admin_server::Admin for ApiService {
             CommandResult::Refused(Refusal::NoSuchCall) => Err(no_call(j, &r.call_id)),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn request_privilege_flag(
+        &self,
+        request: Request<pb::FlagPrivilegedRequest>,
+    ) -> Result<Response<pb::PendingChangeResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let command = intents::request_privilege_flag(&who, &r, now())?;
+        let j = jurisdiction(&r.jurisdiction)?;
+        self.change_answer(j, command).await
+    }
+
+    async fn approve_change(
+        &self,
+        request: Request<pb::ChangeRequest>,
+    ) -> Result<Response<pb::PendingChangeResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let command = intents::approve_change(&who, &r, now())?;
+        self.change_answer(jurisdiction(&r.jurisdiction)?, command)
+            .await
+    }
+
+    async fn cancel_change(
+        &self,
+        request: Request<pb::ChangeRequest>,
+    ) -> Result<Response<pb::PendingChangeResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let command = intents::cancel_change(&who, &r, now())?;
+        self.change_answer(jurisdiction(&r.jurisdiction)?, command)
+            .await
+    }
+
+    async fn list_pending_changes(
+        &self,
+        request: Request<pb::ListPendingChangesRequest>,
+    ) -> Result<Response<pb::ListPendingChangesResponse>, Status> {
+        let who = caller(&request)?;
+        let j = jurisdiction(&request.get_ref().jurisdiction)?;
+        if who.role != AccessRole::Operator {
+            require_any(
+                &who,
+                &[
+                    AccessRole::Agency,
+                    AccessRole::Registry,
+                    AccessRole::Auditor,
+                ],
+                j,
+            )?;
+        }
+        let changes = self.meta.changes(j, 0).await?;
+        Ok(Response::new(pb::ListPendingChangesResponse {
+            changes: changes.iter().map(change_to_pb).collect(),
+        }))
     }
 
     async fn register_sensitive_number(

@@ -270,8 +270,12 @@ impl Default for BootstrapSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LifecycleSection {
-    /// Run the sweeper, shredder and collector on this node (meta role only).
+    /// Run the sweeper, shredder and collector on this node (meta role only). The clock
+    /// attestation runs regardless: deadlines at read need the cluster time.
     pub enabled: bool,
+    /// Run the retention sweeper (default true). Off, nothing expires on schedule, but reads
+    /// still refuse recordings past their deadline.
+    pub sweep: bool,
     /// How often the leader looks for due recordings; each jurisdiction is swept at its
     /// policy's `sweep_interval_seconds` (default tick 1000 ms).
     pub sweep_tick_ms: u64,
@@ -282,11 +286,13 @@ pub struct LifecycleSection {
     /// How often the leader removes shredded calls' chunks from the blob shards (default
     /// 2000 ms). Needs `blob.shards`.
     pub collect_tick_ms: u64,
-    /// How often this voter attests its wall clock through the log (default 1000 ms). The
-    /// cluster time is the median of the voters' latest attestations.
+    /// How often this voter attests its wall clock through the log (default 5000 ms). The
+    /// cluster time is the median of the voters' latest attestations, so it trails real time
+    /// by about this much: a deadline is enforced at most this late (keep it below the
+    /// policies' sweep intervals), and each voter adds one log entry per pace.
     pub clock_attest_ms: u64,
     /// How far a voter's clock may be off the cluster time before it is reported and stops
-    /// leading sweeps (default 10000 ms; well above `clock_attest_ms`).
+    /// leading sweeps (default 30000 ms; at least three `clock_attest_ms`).
     pub max_clock_skew_ms: u64,
     /// The longest an expired call's shred waits for this node's ordinary snapshot and log
     /// purge before the shredder forces one (default 21600 s). Purges never wait.
@@ -296,7 +302,7 @@ pub struct LifecycleSection {
     pub orphan_sweep_seconds: u64,
     /// How old a chunk no committed call references must be before the sweep removes it,
     /// seconds (default 86400). At least the longest stream plus the commit window
-    /// (`ingest.max_call_seconds` + 120), and at least each shard's `blob.orphan_min_age_seconds`.
+    /// (`ingest.max_call_seconds` + 60), and at least each shard's `blob.orphan_min_age_seconds`.
     pub orphan_grace_seconds: u64,
 }
 
@@ -304,12 +310,13 @@ impl Default for LifecycleSection {
     fn default() -> Self {
         LifecycleSection {
             enabled: true,
+            sweep: true,
             sweep_tick_ms: 1000,
             expire_batch: 1000,
             shred_tick_ms: 2000,
             collect_tick_ms: 2000,
-            clock_attest_ms: 1000,
-            max_clock_skew_ms: 10_000,
+            clock_attest_ms: 5000,
+            max_clock_skew_ms: 30_000,
             expiry_receipt_max_seconds: 6 * 3600,
             orphan_sweep_seconds: 600,
             orphan_grace_seconds: 86_400,
@@ -436,7 +443,7 @@ pub struct BlobSection {
     /// Shortest grace a collection may use, seconds (default 86400).
     pub collect_min_grace_seconds: Option<u64>,
     /// The youngest chunk an orphan sweep may remove from this shard, seconds (default 86400):
-    /// at least the longest stream plus the commit window (`ingest.max_call_seconds` + 120).
+    /// at least the longest stream plus the commit window (`ingest.max_call_seconds` + 60).
     pub orphan_min_age_seconds: Option<u64>,
     /// Connect timeout to peer shards, milliseconds (default 2000).
     pub peer_connect_timeout_ms: Option<u64>,
@@ -695,9 +702,10 @@ impl NodeConfig {
         if let Some(v) = b.collect_min_grace_seconds {
             config.collect_min_grace_seconds = v;
         }
-        if let Some(v) = b.orphan_min_age_seconds {
-            config.orphan_min_age_seconds = v;
-        }
+        // Unset, the floor is this node's own orphan grace, so the two always fit.
+        config.orphan_min_age_seconds = b
+            .orphan_min_age_seconds
+            .unwrap_or(self.lifecycle.orphan_grace_seconds);
         if let Some(v) = b.peer_connect_timeout_ms {
             config.peer_connect_timeout_ms = v;
         }
@@ -841,6 +849,17 @@ impl NodeConfig {
         config.snapshot_after_entries = self.meta.snapshot_after_entries;
         config.log_entries_kept_after_snapshot = self.meta.log_entries_kept_after_snapshot;
         config.peer = self.credential(callvault_proto::identity::Role::Meta)?;
+        config.clock_bound_ms = i64::try_from(self.lifecycle.max_clock_skew_ms).unwrap_or(i64::MAX);
+        config.id_key = match &self.cluster.index_key_file {
+            Some(_) => self.index_key()?,
+            None => {
+                tracing::warn!(
+                    "cluster.index_key_file is not set on this meta node: call tombstones are \
+                     filed under an all-zero key, which every member must then share"
+                );
+                [0; 32]
+            }
+        };
         Ok(config)
     }
 }
@@ -988,14 +1007,14 @@ mod tests {
             std::fs::write(&path, format!("{base}{extra}")).unwrap();
             NodeConfig::load(Some(&path)).map_err(|e| format!("{e:#}"))
         };
-        // A 60 s call may stream 120 s and commit within 60 s more: 180 s is the floor.
-        let short = "[ingest]\nmax_call_seconds = 60\n[lifecycle]\norphan_grace_seconds = 179\n";
+        // A 60 s call may stream 90 s and commit within 30 s more: 120 s is the floor.
+        let short = "[ingest]\nmax_call_seconds = 60\n[lifecycle]\norphan_grace_seconds = 119\n";
         let err = load(short).unwrap_err();
         assert!(
-            err.contains("orphan_grace_seconds must be at least 180"),
+            err.contains("orphan_grace_seconds must be at least 120"),
             "{err}"
         );
-        let fits = "[ingest]\nmax_call_seconds = 60\n[lifecycle]\norphan_grace_seconds = 180\n";
+        let fits = "[ingest]\nmax_call_seconds = 60\n[lifecycle]\norphan_grace_seconds = 120\n";
         load(fits).unwrap();
         let floor = format!("{fits}[blob]\norphan_min_age_seconds = 100\n");
         assert!(

@@ -97,6 +97,13 @@ impl pb::content_server::Content for ContentService {
                     "this call is sealed: playback needs an elevated agency principal",
                 ));
             }
+            AccessDecision::PastDeadline => {
+                return Err(Status::failed_precondition(format!(
+                    "call {}/{} is past its retention deadline and can no longer be played back",
+                    j.code(),
+                    r.call_id
+                )));
+            }
             AccessDecision::QuotaExceeded => {
                 crate::metrics::quota_denied(j, &who.name);
                 return Err(Status::resource_exhausted(format!(

@@ -85,10 +85,10 @@ struct Start {
 
 /// The wall clock, for the times commands carry (`apply` itself reads none).
 /// How much longer than the longest call a stream may take to arrive (network, slow platform).
-pub const STREAM_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
-/// How long after its stream a commit may still apply: the metadata client's retries, plus
-/// margin.
-pub const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+pub const STREAM_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long after its proposal a commit may still apply: `apply` refuses a later one.
+pub const COMMIT_WINDOW: std::time::Duration =
+    std::time::Duration::from_millis(callvault_meta::retention::MAX_COMMIT_DELAY_MS as u64);
 
 /// The longest a stream may last, from its start to its commit proposal.
 pub fn longest_stream(max_call_seconds: u64) -> std::time::Duration {
@@ -157,6 +157,11 @@ fn refused(refusal: Refusal, call: &CallRecord) -> Status {
         Refusal::CallIdPurged => Status::failed_precondition(format!(
             "call {id} was purged as privileged; its id is refused forever"
         )),
+        Refusal::CallIdRetired => Status::already_exists(format!(
+            "call {id} was deleted at its call-detail deadline; its id is refused forever"
+        )),
+        // A commit that reached the metadata store too late to be safe: the platform retries.
+        Refusal::NotAllowed(reason) => Status::aborted(reason),
         Refusal::NoPolicy => Status::failed_precondition(format!(
             "{} has no retention policy; nothing can be recorded for it",
             call.jurisdiction.code()
@@ -430,6 +435,8 @@ impl IngestService {
         };
         let wrapped_key = writer.sealer().wrapped_key().as_bytes().to_vec();
         let chunk_ids = writer.finish().await?;
+        // The chunks are on the shards; nothing is committed yet.
+        callvault_meta::failpoint!("ingest-before-commit");
         call.chunk_count = u32::try_from(chunk_ids.len())
             .map_err(|_| Status::invalid_argument("too many blocks in one call"))?;
         self.check_stream_time(streaming_since)?;
@@ -530,6 +537,13 @@ impl IngestService {
             )
         {
             return Err(refused(Refusal::CallIdPurged, existing));
+        }
+        if standing.retired && !standing.privileged {
+            // Only a tombstone is left of the id: nothing of this stream may be written.
+            return Err(Status::already_exists(format!(
+                "call {} is retired (its record was deleted or purged); its id is refused forever",
+                start.call.call_id.as_str()
+            )));
         }
         let number = if standing.privileged {
             NumberStanding::Privileged(PrivilegeKind::Other)

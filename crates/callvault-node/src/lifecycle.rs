@@ -1,42 +1,44 @@
 //! The background work that keeps callvault's promises over time, on meta nodes:
 //!
-//! - the **sweeper** (Raft leader only) reads the expiry index and proposes `Expire` in bounded
-//!   batches at each jurisdiction's sweep interval; `apply` re-checks every deadline and hold;
+//! - the **sweeper** (the sweep leader only; see [`crate::sweeper`]) expires recordings and
+//!   call-detail records at the cluster time, continues paged purges and effects changes whose
+//!   notice ended; `apply` re-checks every one;
 //! - the **shredder** (every meta node) makes shredded data keys physically unreadable on its own
 //!   disks — compacts the key family, builds a fresh snapshot, purges its Raft log past the
 //!   entries that carried the keys and rewrites the log's files — then proposes its receipt;
 //! - the **collector** (Raft leader only) removes shredded calls' chunks from every blob shard,
-//!   checks they are gone, and proposes the blob receipt.
+//!   checks they are gone, and proposes the blob receipt;
+//! - the **orphan sweep** (Raft leader only; see [`crate::orphans`]) removes chunks no committed
+//!   call references once they are older than the grace.
 //!
 //! Time enters only here, in the commands proposed: `apply` never reads a clock. All state lives
 //! in the metadata store, so a new leader picks up exactly where the old one stopped.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callvault_blob::client::ShardClient;
 use callvault_blob::{ChunkId, ReplicatedBlobClient, ShredMode};
-use callvault_core::retention::recording_deadline;
 use callvault_core::{CallId, Jurisdiction};
+use callvault_meta::Command;
 use callvault_meta::MetaNode;
 use callvault_meta::client::MetaClient;
-use callvault_meta::command::{MAX_EXPIRE_BATCH, MAX_RECEIPT_BATCH};
+use callvault_meta::command::MAX_RECEIPT_BATCH;
 use callvault_meta::lifecycle::ShredKind;
 use callvault_meta::reads::{self, PendingShred};
-use callvault_meta::{Command, CommandResult};
 use tokio::sync::watch;
 
 use crate::config::LifecycleSection;
 use crate::ingest::now;
+use crate::sweeper::{SweepState, Sweeper};
 
-/// Most `Expire` proposals per jurisdiction per sweep, so one sweep cannot starve the others;
-/// the rest is taken at the next tick.
-const MAX_BATCHES_PER_SWEEP: usize = 100;
 /// Longest wait for a snapshot build or a log purge the shredder asked for.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most chunk ids one collector round shreds, bounding its memory and each shard's pass.
 const MAX_CHUNKS_PER_ROUND: usize = 200_000;
+/// Most shreds one shredder round confirms: one forced round (a pass over the store) serves
+/// them all, their receipts sent in batches.
+const MAX_SHREDS_PER_ROUND: usize = 200_000;
 
 /// The lifecycle workers of one meta node.
 pub struct Lifecycle {
@@ -70,16 +72,23 @@ impl Lifecycle {
     pub fn spawn(self, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
         let this = Arc::new(self);
         let mut tasks = Vec::new();
-        let sweeper = this.clone();
-        tasks.push(tokio::spawn(every(
-            Duration::from_millis(this.config.sweep_tick_ms.max(100)),
-            stop.clone(),
-            SweepState::default(),
-            move |state| {
-                let sweeper = sweeper.clone();
-                async move { sweeper.sweep(state).await }
-            },
-        )));
+        if this.config.sweep {
+            let sweeper = Arc::new(Sweeper::new(
+                this.node.clone(),
+                this.node_id,
+                this.meta.clone(),
+                this.config.clone(),
+            ));
+            tasks.push(tokio::spawn(every(
+                Duration::from_millis(this.config.sweep_tick_ms.max(100)),
+                stop.clone(),
+                SweepState::default(),
+                move |state| {
+                    let sweeper = sweeper.clone();
+                    async move { sweeper.tick(state).await }
+                },
+            )));
+        }
         let shredder = this.clone();
         tasks.push(tokio::spawn(every(
             Duration::from_millis(this.config.shred_tick_ms.max(100)),
@@ -94,6 +103,27 @@ impl Lifecycle {
                 }
             },
         )));
+        if let (Some(blobs), true) = (&this.blobs, this.config.orphan_sweep_seconds > 0) {
+            let sweep = Arc::new(crate::orphans::OrphanSweep::new(
+                this.node.clone(),
+                this.node_id,
+                blobs.clone(),
+                Duration::from_secs(this.config.orphan_grace_seconds),
+            ));
+            tasks.push(tokio::spawn(every(
+                Duration::from_secs(this.config.orphan_sweep_seconds),
+                stop.clone(),
+                (),
+                move |()| {
+                    let sweep = sweep.clone();
+                    async move {
+                        if let Err(e) = sweep.run_once().await {
+                            tracing::warn!(error = %e, "orphan sweep failed; retrying");
+                        }
+                    }
+                },
+            )));
+        }
         if this.blobs.is_some() {
             let collector = this.clone();
             tasks.push(tokio::spawn(every(
@@ -122,115 +152,93 @@ impl Lifecycle {
         self.node.raft.metrics().borrow().current_leader == Some(self.node_id)
     }
 
-    /// One sweeper tick: sweeps every jurisdiction whose interval has passed since its last
-    /// sweep on this leader. A new leader starts with no history, so it sweeps at once.
-    async fn sweep(&self, mut state: SweepState) -> SweepState {
-        if !self.is_leader() {
-            state.last.clear();
-            return state;
-        }
+    /// One shredder round: confirms the shreds this node has not yet confirmed once their keys
+    /// are off its disks. Purges force that at once (compaction, a fresh snapshot, a log purge
+    /// and rewrite: a pass over the store). Expiries wait for the node's ordinary snapshot and
+    /// log purge to pass them, so their cost follows what they delete, unless one has waited
+    /// longer than `expiry_receipt_max_seconds`; then one forced round serves them all.
+    async fn shred_round(&self) -> anyhow::Result<()> {
         let db = self.node.state_machine.db();
-        let mut pending_purges = 0;
-        let mut lag = Duration::ZERO;
-        for &jurisdiction in Jurisdiction::ALL {
-            let Ok(Some(policy)) = reads::policy(&db, jurisdiction, 0) else {
-                continue;
-            };
-            let interval = Duration::from_secs(u64::from(policy.policy.sweep_interval_seconds));
-            if state
-                .last
-                .get(&jurisdiction)
-                .is_some_and(|at| at.elapsed() < interval)
-            {
-                continue;
-            }
-            let as_of = now();
-            let batch = self.config.expire_batch.clamp(1, MAX_EXPIRE_BATCH);
-            let mut expired = 0u64;
-            let mut complete = true;
-            for _ in 0..MAX_BATCHES_PER_SWEEP {
-                let due =
-                    match reads::due_for_expiry(&db, jurisdiction, as_of, &policy.policy, batch) {
-                        Ok(due) => due,
-                        Err(e) => {
-                            tracing::error!(error = %e, "sweeper cannot read the expiry index");
-                            complete = false;
-                            break;
-                        }
-                    };
-                if due.is_empty() {
-                    break;
-                }
-                let full = due.len() == batch;
-                let command = Command::Expire {
-                    jurisdiction,
-                    as_of,
-                    calls: due,
-                };
-                match self.meta.propose(&command).await {
-                    Ok((_, CommandResult::Expired { expired: n, .. })) => expired += u64::from(n),
-                    Ok((_, other)) => {
-                        tracing::warn!(?other, "expiry refused");
-                        complete = false;
-                        break;
-                    }
-                    Err(status) => {
-                        tracing::warn!(%status, "expiry not committed; the next sweep retries");
-                        complete = false;
-                        break;
-                    }
-                }
-                if !full {
-                    break;
-                }
-            }
-            if expired > 0 {
-                tracing::info!(
-                    jurisdiction = jurisdiction.code(),
-                    expired,
-                    as_of = as_of.0,
-                    "sweep expired recordings"
-                );
-            }
-            if complete {
-                state.last.insert(jurisdiction, Instant::now());
-            }
-            // What is still due after the sweep: the lag and the overdue alarm.
-            if let Ok(status) = reads::jurisdiction_status(&db, jurisdiction, now()) {
-                pending_purges += status.counters.purges_pending;
-                callvault_meta::metrics::overdue_recordings(jurisdiction, status.overdue);
-                if let Some(oldest) = status.oldest_live_started_at {
-                    let behind = now().0 - recording_deadline(oldest, &policy.policy).0;
-                    lag = lag.max(Duration::from_millis(behind.max(0) as u64));
-                }
-            }
+        let mine = all_pending(&db, MAX_SHREDS_PER_ROUND, |s| {
+            !s.record.meta_receipts.contains(&self.node_id)
+        })?;
+        if mine.is_empty() {
+            return Ok(());
         }
-        callvault_meta::metrics::sweep_lag(lag);
-        callvault_meta::metrics::pending_purges(pending_purges);
-        state
+        let started = Instant::now();
+        let forced = match self.forced_round_through(&mine) {
+            Some(through) => {
+                self.force_keys_off_disk(through).await?;
+                true
+            }
+            None => false,
+        };
+        let (purged, snapshot) = {
+            let metrics = self.node.raft.metrics().borrow().clone();
+            (
+                metrics.purged.map_or(0, |p| p.index),
+                metrics.snapshot.map_or(0, |p| p.index),
+            )
+        };
+        let done: Vec<PendingShred> = mine
+            .into_iter()
+            .filter(|s| {
+                let passed = purged >= s.record.key_entry && snapshot >= s.record.shred_entry;
+                passed && (forced || s.record.kind == ShredKind::Expiry)
+            })
+            .collect();
+        if !done.is_empty() {
+            callvault_meta::failpoint!("shred-before-receipt");
+        }
+        for receipts in done.chunks(MAX_RECEIPT_BATCH) {
+            let calls: Vec<(Jurisdiction, CallId)> = receipts
+                .iter()
+                .map(|s| (s.jurisdiction, s.call_id.clone()))
+                .collect();
+            self.meta
+                .propose(&Command::KeysShredded {
+                    node_id: self.node_id,
+                    calls,
+                    at: now(),
+                })
+                .await?;
+            record_completed(&db, receipts);
+        }
+        if !done.is_empty() {
+            tracing::info!(
+                calls = done.len(),
+                forced,
+                log_purged_through = purged,
+                snapshot_index = snapshot,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "shredded data keys are gone from this node's log and snapshot"
+            );
+        }
+        Ok(())
     }
 
-    /// One shredder round: confirms every shred this node has not yet confirmed.
-    async fn shred_round(&self) -> anyhow::Result<()> {
-        let sm = &self.node.state_machine;
-        let db = sm.db();
-        let applied = sm
-            .applied()
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .map_or(0, |id| id.index);
-        let mine: Vec<PendingShred> =
-            all_pending(&db, |s| !s.record.meta_receipts.contains(&self.node_id))?
-                .into_iter()
-                .take(MAX_RECEIPT_BATCH)
-                .collect();
-        let Some(through) = mine.iter().map(|s| s.record.key_entry).max() else {
-            return Ok(());
-        };
-        let started = Instant::now();
+    /// The log index a forced round must purge through, when one is needed: a purge is pending,
+    /// or an expiry has waited too long for the ordinary snapshot and log purge.
+    fn forced_round_through(&self, mine: &[PendingShred]) -> Option<u64> {
+        let max_wait = i64::try_from(self.config.expiry_receipt_max_seconds)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        let now = now();
+        let urgent = mine.iter().any(|s| {
+            s.record.kind == ShredKind::Purge
+                || now.0.saturating_sub(s.record.started_at.0) >= max_wait
+        });
+        urgent.then(|| mine.iter().map(|s| s.record.key_entry).max().unwrap_or(0))
+    }
 
+    /// Makes the shredded keys physically unreadable on this node now: the state machine's
+    /// files, its snapshot and its Raft log through `through`.
+    async fn force_keys_off_disk(&self, through: u64) -> anyhow::Result<()> {
+        let sm = &self.node.state_machine;
         // 1. The deleted keys leave the state machine's files and its write-ahead log.
         let state = sm.clone();
         tokio::task::spawn_blocking(move || state.compact_shredded_keys()).await??;
+        callvault_meta::failpoint!("shred-after-compact");
 
         // 2. A snapshot that starts after that compaction replaces the one that may hold keys.
         let before = sm.snapshot_builds_started().await;
@@ -243,6 +251,7 @@ impl Lifecycle {
             },
         )
         .await?;
+        callvault_meta::failpoint!("shred-after-snapshot");
 
         // 3. The log is purged past the entries that carried the keys, and its files rewritten.
         let raft = &self.node.raft;
@@ -262,28 +271,6 @@ impl Lifecycle {
         .await?;
         let log = self.node.log.clone();
         tokio::task::spawn_blocking(move || log.compact_purged(through)).await??;
-
-        // 4. The receipt.
-        let calls: Vec<(Jurisdiction, CallId)> = mine
-            .iter()
-            .map(|s| (s.jurisdiction, s.call_id.clone()))
-            .collect();
-        let count = calls.len();
-        self.meta
-            .propose(&Command::KeysShredded {
-                node_id: self.node_id,
-                calls,
-                at: now(),
-            })
-            .await?;
-        record_completed(&db, &mine);
-        tracing::info!(
-            calls = count,
-            applied,
-            log_purged_through = through,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "shredded data keys are gone from this node's disks"
-        );
         Ok(())
     }
 
@@ -321,14 +308,15 @@ impl Lifecycle {
         }
         let db = self.node.state_machine.db();
         let mut chunks = 0;
-        let batch: Vec<PendingShred> = all_pending(&db, |s| !s.record.blob_done)?
-            .into_iter()
-            .take(MAX_RECEIPT_BATCH)
-            .take_while(|s| {
-                chunks += s.record.chunk_ids.len();
-                chunks <= MAX_CHUNKS_PER_ROUND
-            })
-            .collect();
+        let batch: Vec<PendingShred> =
+            all_pending(&db, MAX_RECEIPT_BATCH, |s| !s.record.blob_done)?
+                .into_iter()
+                .take(MAX_RECEIPT_BATCH)
+                .take_while(|s| {
+                    chunks += s.record.chunk_ids.len();
+                    chunks <= MAX_CHUNKS_PER_ROUND
+                })
+                .collect();
         if batch.is_empty() {
             return Ok(());
         }
@@ -447,6 +435,7 @@ fn record_completed(db: &rocksdb::DB, batch: &[PendingShred]) {
 /// Pending shreds matching `wanted`, reading the whole (normally short) list page by page.
 fn all_pending(
     db: &rocksdb::DB,
+    limit: usize,
     wanted: impl Fn(&PendingShred) -> bool,
 ) -> anyhow::Result<Vec<PendingShred>> {
     let mut out = Vec::new();
@@ -454,7 +443,8 @@ fn all_pending(
     loop {
         let (page, next) = reads::pending_shreds(db, after.as_deref(), 1000)?;
         out.extend(page.into_iter().filter(&wanted));
-        if out.len() >= MAX_RECEIPT_BATCH {
+        if out.len() >= limit {
+            out.truncate(limit);
             return Ok(out);
         }
         match next {
@@ -462,12 +452,6 @@ fn all_pending(
             None => return Ok(out),
         }
     }
-}
-
-/// When the sweeper last swept each jurisdiction, on this leader.
-#[derive(Default)]
-struct SweepState {
-    last: HashMap<Jurisdiction, Instant>,
 }
 
 /// Runs `step` every `period` (carrying its state) until `stop` turns true.

@@ -348,21 +348,36 @@ impl Background {
         let Some(node) = meta else {
             return Ok(background);
         };
+        let peer = config.credential(IdentityRole::Meta)?;
+        // Every meta node attests its clock and reports the voters': the cluster time must move
+        // whether or not this node runs the lifecycle workers (reads check deadlines with it).
+        let l = &config.lifecycle;
+        let attester = crate::clock::ClockAttester::new(
+            node.clone(),
+            config.node_id,
+            meta_client(config, &peer)?,
+            std::time::Duration::from_millis(l.clock_attest_ms),
+            std::time::Duration::from_millis(l.max_clock_skew_ms),
+        );
+        background
+            .lifecycle
+            .push(tokio::spawn(attester.run(stopped.clone())));
         if config.lifecycle.enabled {
-            let peer = config.credential(IdentityRole::Meta)?;
             let blobs = if config.blob.shards.is_empty() {
                 None
             } else {
                 Some(blob_reader(config, &peer)?)
             };
-            background.lifecycle = Lifecycle::new(
-                node.clone(),
-                config.node_id,
-                meta_client(config, &peer)?,
-                blobs,
-                config.lifecycle.clone(),
-            )
-            .spawn(stopped.clone());
+            background.lifecycle.extend(
+                Lifecycle::new(
+                    node.clone(),
+                    config.node_id,
+                    meta_client(config, &peer)?,
+                    blobs,
+                    config.lifecycle.clone(),
+                )
+                .spawn(stopped.clone()),
+            );
         }
         tokio::spawn(crate::bootstrap::readiness(
             node.clone(),

@@ -118,6 +118,10 @@ pub const INTERNAL_RPCS: &[InternalRpc] = &[
     rpc("/callvault.v1.MetaStore/StateDigest", &[Meta]),
     // A live call's chunk ids; never key material.
     rpc("/callvault.v1.MetaStore/ReadContent", &[Meta, Api]),
+    // Pending changes (the two-person rule) and the cluster clock: the api serves them, the keys
+    // role re-checks approvals and deadlines with them.
+    rpc("/callvault.v1.MetaStore/ReadChanges", &[Meta, Api, Keys]),
+    rpc("/callvault.v1.MetaStore/ReadClock", &[Meta, Api, Keys]),
     rpc("/callvault.v1.BlobShard/PutChunk", &[Ingest, Blob]),
     rpc("/callvault.v1.BlobShard/GetChunk", &[Api, Blob]),
     rpc("/callvault.v1.BlobShard/HasChunks", &[Blob, Meta]),

@@ -597,3 +597,51 @@ proptest! {
         }
     }
 }
+
+/// A store another writer appends to between reads: the size grows by one leaf after each read.
+struct GrowingStore {
+    inner: MemoryNodeStore,
+    more: Cell<usize>,
+    leaves: Vec<Hash>,
+}
+
+impl NodeStore for GrowingStore {
+    type Error = MemoryStoreError;
+    fn tree_size(&self) -> Result<u64, Self::Error> {
+        let size = self.inner.tree_size()?;
+        // The next read sees one leaf more (its nodes are already stored: an apply writes them
+        // before the size).
+        let next = self.more.get() + 1;
+        if next < self.leaves.len() {
+            self.more.set(next);
+        }
+        Ok(size.min(self.more.get() as u64))
+    }
+    fn set_tree_size(&mut self, size: u64) -> Result<(), Self::Error> {
+        self.inner.set_tree_size(size)
+    }
+    fn node(&self, level: u8, index: u64) -> Result<Option<Hash>, Self::Error> {
+        self.inner.node(level, index)
+    }
+    fn put_node(&mut self, level: u8, index: u64, hash: Hash) -> Result<(), Self::Error> {
+        self.inner.put_node(level, index, hash)
+    }
+}
+
+/// Found by the fault suite (seed 1501): a checkpoint signed with a size and the root of a
+/// larger tree, because the root re-read a size that an apply had just grown.
+#[test]
+fn a_checkpoint_pairs_a_size_with_the_root_at_that_size_while_the_tree_grows() {
+    let leaves: Vec<Hash> = (0u64..40).map(|n| leaf_hash(&n.to_le_bytes())).collect();
+    let full = grown(&leaves);
+    for start in 1..leaves.len() - 1 {
+        let tree = MerkleTree::new(GrowingStore {
+            inner: grown(&leaves).into_inner(),
+            more: Cell::new(start - 1),
+            leaves: leaves.clone(),
+        });
+        let (size, root) = tree.size_and_root().unwrap();
+        assert_eq!(size, start as u64);
+        assert_eq!(root, full.root_at(size).unwrap(), "size {size}");
+    }
+}

@@ -17,8 +17,14 @@ use proptest::prelude::*;
 use super::{StateMachineStore, apply_blocking};
 use crate::command::tests::{commit, policy, register};
 use crate::command::{AccessQuota, AccessRequest, Command, CommandResult};
+use crate::retention_command::RetentionCommand;
 use crate::txn::Txn;
 use crate::types::{Entry, LogId};
+use callvault_core::approval::{Actor, PrincipalRole};
+
+fn retention(command: RetentionCommand) -> Command {
+    Command::Retention(command)
+}
 
 const DAY: i64 = callvault_core::time::MILLIS_PER_DAY;
 /// The ids calls of a generated log use: few, so commands meet the same calls often.
@@ -70,6 +76,26 @@ enum Op {
         expected: u32,
     },
     Voters(BTreeSet<u64>),
+    /// Retention's commands: a voter's clock, call-detail expiry, a purge's next page, the
+    /// approval of the change the entry `entry` back proposed, and its notice's end.
+    Attest {
+        node: u64,
+        day: i64,
+    },
+    ExpireDetails {
+        day: i64,
+        calls: Vec<u8>,
+    },
+    ContinuePurge {
+        number: u8,
+    },
+    Approve {
+        entry: usize,
+        approver: u8,
+    },
+    EffectChange {
+        entry: usize,
+    },
     Batch(Vec<Op>),
     Blank,
 }
@@ -86,8 +112,13 @@ fn simple_op() -> impl Strategy<Value = Op> {
         2 => (call.clone(), 1usize..6).prop_map(|(call, entry)| Op::Release { call, entry }),
         2 => (call.clone(), 0i64..180).prop_map(|(call, minute)| Op::Access { call, minute }),
         3 => (1u64..5, calls.clone()).prop_map(|(node, calls)| Op::KeysShredded { node, calls }),
-        2 => calls.prop_map(|calls| Op::ChunksCollected { calls }),
+        2 => calls.clone().prop_map(|calls| Op::ChunksCollected { calls }),
         1 => (1u32..90, 0u32..4).prop_map(|(days, expected)| Op::Policy { days, expected }),
+        3 => (1u64..5, 0i64..200).prop_map(|(node, day)| Op::Attest { node, day }),
+        1 => (0i64..200, calls).prop_map(|(day, calls)| Op::ExpireDetails { day, calls }),
+        1 => (0u8..3).prop_map(|number| Op::ContinuePurge { number }),
+        1 => (1usize..6, 0u8..3).prop_map(|(entry, approver)| Op::Approve { entry, approver }),
+        1 => (1usize..6).prop_map(|entry| Op::EffectChange { entry }),
     ]
 }
 
@@ -179,6 +210,33 @@ fn command(op: &Op, index: u64) -> Command {
             principal: "op".into(),
             at,
         },
+        Op::Attest { node, day } => retention(RetentionCommand::AttestTime {
+            node_id: *node,
+            wall: UnixMillis(day * DAY),
+        }),
+        Op::ExpireDetails { day, calls } => retention(RetentionCommand::ExpireCallDetails {
+            jurisdiction: Jurisdiction::Tx,
+            as_of: UnixMillis(day * DAY),
+            calls: calls.iter().map(|c| call_id(*c)).collect(),
+        }),
+        Op::ContinuePurge { number } => retention(RetentionCommand::ContinuePurge {
+            jurisdiction: Jurisdiction::Tx,
+            fingerprint: [*number; 32],
+        }),
+        Op::Approve { entry, approver } => retention(RetentionCommand::ApproveChange {
+            change_id: hold_id_at(index.saturating_sub(*entry as u64)),
+            approver: Actor {
+                name: format!("tx-{approver}"),
+                role: PrincipalRole::Agency,
+                jurisdictions: vec![Jurisdiction::Tx],
+                all_jurisdictions: false,
+                agency: "tx-da".into(),
+            },
+            at,
+        }),
+        Op::EffectChange { entry } => retention(RetentionCommand::EffectChange {
+            change_id: hold_id_at(index.saturating_sub(*entry as u64)),
+        }),
         Op::Batch(ops) => Command::Batch(ops.iter().map(|o| command(o, index)).collect()),
         Op::Voters(_) | Op::Blank => unreachable!("not a command"),
     }
@@ -244,11 +302,11 @@ fn apply_cut(log: &[Entry], cuts: &[bool]) -> Outcome {
     for (i, entry) in log.iter().enumerate() {
         batch.push(entry.clone());
         if cuts.get(i).copied().unwrap_or(true) {
-            results.extend(apply_blocking(&db, std::mem::take(&mut batch)).unwrap());
+            results.extend(apply_blocking(&db, [0; 32], std::mem::take(&mut batch)).unwrap());
         }
     }
     if !batch.is_empty() {
-        results.extend(apply_blocking(&db, batch).unwrap());
+        results.extend(apply_blocking(&db, [0; 32], batch).unwrap());
     }
     let mut txn = Txn::new(&db);
     let tree = MerkleTree::new(crate::audit_log::TreeNodes(&mut txn));

@@ -13,7 +13,8 @@ pub enum AdminCommand {
     #[command(subcommand)]
     Registry(RegistryCommand),
     /// Marks one recorded call privileged (e.g. a reviewer heard an attorney): it is
-    /// crypto-shredded.
+    /// crypto-shredded. A registry principal flags at once; an agency principal asks with
+    /// --request, and a registry principal approves (callvault change approve).
     Flag(FlagArgs),
 }
 
@@ -95,6 +96,9 @@ pub struct FlagArgs {
     /// Evidence, e.g. the reviewer's note.
     #[arg(long, default_value = "")]
     evidence: String,
+    /// Ask for the flag (an agency principal): it waits for a registry principal's approval.
+    #[arg(long)]
+    request: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -149,6 +153,23 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 .map_err(rpc_error)?
                 .into_inner();
             println!("registered sensitive number {}", r.normalized_number);
+        }
+        AdminCommand::Flag(args) if args.request => {
+            let conn = args.client.connect(REQUEST_TIMEOUT).await?;
+            let change = conn
+                .admin()
+                .request_privilege_flag(pb::FlagPrivilegedRequest {
+                    jurisdiction: args.jurisdiction,
+                    call_id: args.call_id,
+                    reason: args.reason,
+                    evidence: args.evidence,
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner()
+                .change
+                .unwrap_or_default();
+            super::changes::print_change(&change);
         }
         AdminCommand::Flag(args) => {
             let conn = args.client.connect(REQUEST_TIMEOUT).await?;

@@ -299,6 +299,7 @@ enum_labels! {
     PrivilegeKind => "PRIVILEGE_KIND_",
     PrivilegedRetention => "PRIVILEGED_RETENTION_",
     Decision => "DECISION_",
+    ChangeState => "CHANGE_STATE_",
 }
 
 /// The label of `value` as an `E`, e.g. `label::<pb::CallState>(1)` is `stored`.

@@ -39,7 +39,9 @@ pub enum ClusterCommand {
         #[arg(long)]
         addr: String,
     },
-    /// Removes a node from the cluster.
+    /// Removes a node from the cluster. It holds metadata (wrapped keys of shredded calls in its
+    /// log or snapshot): the removal waits for its shred receipts, or, with --destroy-volume,
+    /// waives them and records that its volume must be destroyed.
     Remove {
         /// host:port of any current member.
         #[arg(long)]
@@ -47,6 +49,15 @@ pub enum ClusterCommand {
         /// The id of the node to remove.
         #[arg(long)]
         id: u64,
+        /// Waive its pending shred receipts: its volume will be destroyed (status lists it).
+        #[arg(long)]
+        destroy_volume: bool,
+        /// How long to wait for its receipts, seconds (default 60, at most 600).
+        #[arg(long, default_value_t = 60)]
+        wait_seconds: u32,
+        /// Why, for the audit log (with --destroy-volume).
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Shows the cluster as the node at --node sees it.
     Status {
@@ -79,10 +90,21 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                 })
                 .await
         }
-        ClusterCommand::Remove { node, id } => {
+        ClusterCommand::Remove {
+            node,
+            id,
+            destroy_volume,
+            wait_seconds,
+            reason,
+        } => {
             client(&node)
                 .await?
-                .remove_member(pb::RemoveMemberRequest { node_id: id })
+                .remove_member(pb::RemoveMemberRequest {
+                    node_id: id,
+                    destroy_volume,
+                    wait_seconds,
+                    reason,
+                })
                 .await
         }
         ClusterCommand::Status { node } => client(&node).await?.status(pb::StatusRequest {}).await,
@@ -122,5 +144,34 @@ fn print_status(status: &pb::ClusterStatus) {
             if m.voter { "voter" } else { "learner" },
             m.matched_index
         );
+    }
+    print_clock(status);
+    if status.shreds_pending > 0 {
+        println!("shreds waiting for a receipt: {}", status.shreds_pending);
+    }
+    for node in &status.volumes_to_destroy {
+        println!("node {node}'s volume must be destroyed (its shred receipts were waived)");
+    }
+}
+
+/// The cluster time, the sweep leader and every voter's clock against it.
+fn print_clock(status: &pb::ClusterStatus) {
+    match status.cluster_time_ms {
+        Some(ms) => println!(
+            "cluster time {} ms (median of the voters' clocks), sweep leader {}",
+            ms, status.sweep_leader
+        ),
+        None => println!("no cluster time yet (fewer than a majority of voters attested)"),
+    }
+    for clock in &status.clocks {
+        let offset = clock
+            .offset_ms
+            .map_or_else(|| "never attested".to_string(), |o| format!("{o:+} ms"));
+        let flag = if clock.suspect {
+            "  OFF BY MORE THAN THE BOUND: does not lead sweeps"
+        } else {
+            ""
+        };
+        println!("  voter {} clock {offset}{flag}", clock.node_id);
     }
 }

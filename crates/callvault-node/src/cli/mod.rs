@@ -10,6 +10,7 @@ use crate::config::{NodeConfig, Role};
 
 mod admin;
 mod audit;
+mod changes;
 mod client;
 mod cluster;
 mod dev;
@@ -59,6 +60,9 @@ enum Command {
     Admin(admin::AdminCommand),
     #[command(flatten)]
     Lifecycle(lifecycle::LifecycleCommand),
+    /// Changes waiting for a second principal or a notice period: list, approve, cancel.
+    #[command(subcommand)]
+    Change(changes::ChangeCommand),
     /// Streams synthetic calls to Ingest and reports what the cluster did with them.
     Load(load::LoadArgs),
     /// Runs a local three-node cluster (every role, dev secrets and tokens) until Ctrl-C.
@@ -249,6 +253,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Query(command) => block_on(query::run(command)),
         Command::Admin(command) => block_on(admin::run(command)),
         Command::Lifecycle(command) => block_on(lifecycle::run(command)),
+        Command::Change(command) => block_on(changes::run(command)),
         Command::Load(args) => runtime()?.block_on(load::run(args)),
         Command::Dev(args) => block_on(dev::run(args)),
     }

@@ -11,7 +11,9 @@ use clap::Args;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use super::client::{Authed, ClientArgs, Connection, REQUEST_TIMEOUT, label, rpc_error};
+use super::client::{
+    Authed, ClientArgs, Connection, REQUEST_TIMEOUT, label, rfc3339_or_dash, rpc_error,
+};
 use callvault_proto::proof::SigningKey;
 
 #[derive(Debug, Args)]
@@ -58,6 +60,9 @@ pub struct PutSummary {
     pub installed: Vec<(Jurisdiction, u32)>,
     /// Jurisdictions whose policy in force already equals the file's, with its version.
     pub unchanged: Vec<(Jurisdiction, u32)>,
+    /// Jurisdictions whose new policy shortens retention: it waits, as this pending change,
+    /// for its notice period or a second principal (`callvault change approve`).
+    pub pending: Vec<(Jurisdiction, String)>,
 }
 
 /// The wire form of a policy; `version` is 0, since the store assigns it.
@@ -108,10 +113,14 @@ pub async fn put_policies(
             Some(current) => current.version,
             None => 0,
         };
-        let version = put(&mut admin, jurisdiction, wanted, expected_version)
+        let put = put(&mut admin, jurisdiction, wanted, expected_version)
             .await
             .with_context(|| format!("{jurisdiction}: putting the policy"))?;
-        summary.installed.push((jurisdiction, version));
+        if put.pending_change_id.is_empty() {
+            summary.installed.push((jurisdiction, put.version));
+        } else {
+            summary.pending.push((jurisdiction, put.pending_change_id));
+        }
     }
     Ok(summary)
 }
@@ -132,8 +141,20 @@ pub async fn put_one(args: PutArgs) -> anyhow::Result<()> {
             .await?
             .map_or(0, |p| p.version),
     };
-    let version = put(&mut admin, jurisdiction, to_proto(policy), expected_version).await?;
-    println!("{jurisdiction}: policy v{version} in force (replaced v{expected_version})");
+    let put = put(&mut admin, jurisdiction, to_proto(policy), expected_version).await?;
+    if put.pending_change_id.is_empty() {
+        println!(
+            "{jurisdiction}: policy v{} in force (replaced v{expected_version})",
+            put.version
+        );
+    } else {
+        println!(
+            "{jurisdiction}: the policy shortens retention; pending change {} takes effect {} \
+             or when a second principal approves it (callvault change approve)",
+            put.pending_change_id,
+            rfc3339_or_dash(put.effective_at.as_ref())
+        );
+    }
     Ok(())
 }
 
@@ -146,6 +167,11 @@ pub async fn put_all(args: PutAllArgs) -> anyhow::Result<()> {
     let summary = put_policies(channel, token, key, &set).await?;
     for (jurisdiction, version) in &summary.installed {
         println!("{jurisdiction}: policy v{version} put in force");
+    }
+    for (jurisdiction, change) in &summary.pending {
+        println!(
+            "{jurisdiction}: shortens retention; pending change {change} waits for its notice or a second principal"
+        );
     }
     println!(
         "{} policies put in force, {} already identical",
@@ -247,7 +273,7 @@ async fn put(
     jurisdiction: Jurisdiction,
     policy: pb::RetentionPolicy,
     expected_version: u32,
-) -> anyhow::Result<u32> {
+) -> anyhow::Result<pb::PutPolicyResponse> {
     let request = pb::PutPolicyRequest {
         jurisdiction: jurisdiction.code().to_string(),
         policy: Some(policy),
@@ -257,8 +283,7 @@ async fn put(
         .put_policy(request)
         .await
         .map_err(rpc_error)?
-        .into_inner()
-        .version)
+        .into_inner())
 }
 
 #[cfg(test)]
