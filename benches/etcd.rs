@@ -102,7 +102,9 @@ pub fn writes_per_second() -> Result<f64, String> {
     ensure_installed()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (members, endpoints) = start_members(dir.path())?;
-    std::thread::sleep(Duration::from_secs(3));
+    // On a loaded machine the members take more than a few seconds to elect a leader, and
+    // `check perf` gives up on its first request if none has been elected yet.
+    wait_until_healthy(&endpoints)?;
     let output = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args([
@@ -133,5 +135,33 @@ pub fn writes_per_second() -> Result<f64, String> {
                 .nth(1)
                 .and_then(|n| n.parse::<f64>().ok())
         })
-        .ok_or_else(|| "no throughput line in etcdctl's output".into())
+        .ok_or_else(|| format!("no throughput line in etcdctl's output: {}", tail(&text)))
+}
+
+/// The last lines of `text`, for an error message.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+/// Waits up to a minute until every member answers `endpoint health`.
+fn wait_until_healthy(endpoints: &[String]) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoints.join(","), "endpoint", "health"])
+            .output()
+            .map_err(|e| format!("etcdctl: {e}"))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "etcd members not healthy after 60 s: {}",
+                tail(&String::from_utf8_lossy(&output.stderr))
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use callvault_core::codec::VersionedRecord;
 use callvault_core::policy::{PrivilegedRetention, RetentionPolicy};
 use callvault_core::{Jurisdiction, UnixMillis};
+use callvault_meta::command::SessionRequest;
 use callvault_meta::{Command as MetaCommand, CommandResult};
 use callvault_proto::auth::AuthChannel;
 use callvault_proto::v1 as pb;
@@ -63,9 +64,24 @@ pub fn policy(jurisdiction: Jurisdiction) -> MetaCommand {
     }
 }
 
+/// Opens a client session, as `MetaClient` does before its first proposal.
+async fn open_session(meta: &mut MetaStoreClient<AuthChannel>) -> u64 {
+    let command = MetaCommand::OpenSession.encode();
+    let response = meta
+        .propose(pb::ProposeRequest { command })
+        .await
+        .expect("session opens");
+    match CommandResult::decode(&response.into_inner().result).unwrap() {
+        CommandResult::SessionOpened { session } => session,
+        other => panic!("OpenSession answered {other:?}"),
+    }
+}
+
 /// Commits calls `range` with `clients` concurrent proposers (each a clone of `leader`, a peer's
-/// client of the Raft leader, as ingest nodes use once a follower named it). Returns `(calls
-/// committed, when)` every `step` calls, for rates over any part of the range.
+/// client of the Raft leader, as ingest nodes use once a follower named it). Each proposer numbers
+/// its commits in a session of its own, as `MetaClient::propose` wraps every proposal (a proposer
+/// waits for each answer, so everything below its current number is acknowledged). Returns
+/// `(calls committed, when)` every `step` calls, for rates over any part of the range.
 pub async fn import(
     leader: &MetaStoreClient<AuthChannel>,
     range: std::ops::Range<usize>,
@@ -81,12 +97,19 @@ pub async fn import(
         let mut meta = leader.clone();
         let (next, done, marks, end) = (next.clone(), done.clone(), marks.clone(), range.end);
         tasks.push(tokio::spawn(async move {
-            loop {
+            let session = open_session(&mut meta).await;
+            for seq in 1.. {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= end {
                     return;
                 }
-                let command = commit(i).encode();
+                let command = MetaCommand::Session(SessionRequest {
+                    session,
+                    seq,
+                    acked_below: seq,
+                    command: Box::new(commit(i)),
+                })
+                .encode();
                 let response = meta
                     .propose(pb::ProposeRequest { command })
                     .await

@@ -64,15 +64,17 @@ async fn commit_calls(cluster: &DevCluster, first: usize, count: usize, fingerpr
     }
 }
 
-async fn tx_status(cluster: &DevCluster) -> pb::JurisdictionStatusResponse {
+/// Texas's status, or `None` when the read did not answer in time (the cluster is busy
+/// purging; the next poll asks again).
+async fn tx_status(cluster: &DevCluster) -> Option<pb::JurisdictionStatusResponse> {
     cluster
         .query(1, cluster.token("auditor"))
         .jurisdiction_status(pb::JurisdictionStatusRequest {
             jurisdiction: "US-TX".into(),
         })
         .await
-        .expect("status")
-        .into_inner()
+        .ok()
+        .map(|response| response.into_inner())
 }
 
 /// Registers the number and returns (seconds until purged, seconds until done).
@@ -81,7 +83,9 @@ async fn register_and_wait(
     number: &str,
     fingerprint: [u8; 32],
 ) -> (f64, f64) {
-    let before = tx_status(cluster).await;
+    let before = tx_status(cluster)
+        .await
+        .expect("status before the registration");
     let register = Command::RegisterPrivileged {
         entry: RegistryEntry {
             jurisdiction: Jurisdiction::Tx,
@@ -104,7 +108,9 @@ async fn register_and_wait(
     let mut purged_at = None;
     loop {
         assert!(started.elapsed() < LIMIT, "not done after {LIMIT:?}");
-        let status = tx_status(cluster).await;
+        let Some(status) = tx_status(cluster).await else {
+            continue;
+        };
         if purged_at.is_none() && status.purges_in_progress == 0 {
             purged_at = Some(started.elapsed().as_secs_f64());
         }
@@ -134,12 +140,12 @@ fn main() {
             let commit_seconds = committing.elapsed().as_secs_f64();
             first += count;
             let (purged, done) = register_and_wait(&cluster, &number, fingerprint).await;
-            let status = tx_status(&cluster).await;
+            let purged_total = tx_status(&cluster).await.map_or(0, |s| s.purged);
             println!(
                 "purge of {count} past recordings: purged {purged:.1} s, done (every receipt) \
                  {done:.1} s after the registration; {} recordings purged in all; committing them \
                  took {commit_seconds:.0} s",
-                status.purged
+                purged_total
             );
         }
     });

@@ -178,6 +178,11 @@ async fn ensure_policies(meta: &MetaStoreClient<AuthChannel>) {
 
 async fn run_import(cluster: &DevCluster, calls: usize, clients: usize, samples: usize) -> Import {
     let leader = cluster.leader().await;
+    // For profiling the import: `perf record -p <pid>` on the node that applies it first.
+    eprintln!(
+        "scale: node {leader} leads (pid {})",
+        cluster.nodes[leader as usize - 1].pid().unwrap_or(0)
+    );
     let meta = cluster.meta(leader);
     ensure_policies(&meta).await;
     let mut busy = [0.0f64; 10];

@@ -173,7 +173,11 @@ fn prune(
         return Ok(());
     }
     let prefix = results_prefix(request.session);
-    let stored = txn.keys_with_prefix(CF_SESSIONS, &prefix, PRUNE_PER_COMMAND)?;
+    // Everything below the record's `acked_below` is gone already: start there, not at the
+    // prefix, or each proposal walks every result its session ever dropped (perf: 59% of apply
+    // in a long-lived session before this).
+    let from = result_key(request.session, record.acked_below);
+    let stored = txn.keys_with_prefix_from(CF_SESSIONS, &prefix, &from, PRUNE_PER_COMMAND)?;
     let mut dropped = 0;
     let mut last_dropped = 0;
     for key in stored {

@@ -66,10 +66,30 @@ impl<'a> Txn<'a> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, rocksdb::Error> {
+        self.keys_with_prefix_from(cf, prefix, prefix, limit)
+    }
+
+    /// Like [`Txn::keys_with_prefix`], from the first key at or after `from`. A caller that
+    /// deletes keys in order starts past what it deleted: RocksDB iterators step over every
+    /// deletion until a compaction drops it, so a scan from the prefix would grow with them.
+    pub fn keys_with_prefix_from(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, rocksdb::Error> {
+        let from = from.max(prefix);
         let mut keys: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
-        let iter = self
-            .db
-            .iterator_cf(self.cf(cf), IteratorMode::From(prefix, Direction::Forward));
+        let mut options = rocksdb::ReadOptions::default();
+        if let Some(end) = prefix_end(prefix) {
+            options.set_iterate_upper_bound(end);
+        }
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf),
+            options,
+            IteratorMode::From(from, Direction::Forward),
+        );
         for item in iter {
             let (key, _) = item?;
             if !key.starts_with(prefix) {
@@ -81,7 +101,7 @@ impl<'a> Txn<'a> {
                 break;
             }
         }
-        for ((pending_cf, key), value) in self.overlay.range((cf, prefix.to_vec())..) {
+        for ((pending_cf, key), value) in self.overlay.range((cf, from.to_vec())..) {
             if *pending_cf != cf || !key.starts_with(prefix) {
                 break;
             }
@@ -106,5 +126,55 @@ impl<'a> Txn<'a> {
             }
         }
         batch
+    }
+}
+
+/// The first key after every key that starts with `prefix` (`None` when there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_at_its_successor() {
+        assert_eq!(prefix_end(b"r\x01"), Some(b"r\x02".to_vec()));
+        assert_eq!(prefix_end(b"r\x01\xff"), Some(b"r\x02".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn a_scan_from_a_key_sees_stored_and_pending_keys_of_the_prefix_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let db = DB::open_cf(&options, dir.path(), ["t"]).unwrap();
+        let cf = db.cf_handle("t").unwrap();
+        for key in [&b"a9"[..], b"p1", b"p2", b"p3", b"p5", b"q1"] {
+            db.put_cf(cf, key, b"v").unwrap();
+        }
+        let mut txn = Txn::new(&db);
+        txn.delete("t", b"p3".to_vec());
+        txn.put("t", b"p4".to_vec(), b"v".to_vec());
+        txn.put("t", b"p0".to_vec(), b"v".to_vec());
+        let keys = txn.keys_with_prefix_from("t", b"p", b"p2", 10).unwrap();
+        assert_eq!(keys, [&b"p2"[..], b"p4", b"p5"]);
+        assert_eq!(
+            txn.keys_with_prefix_from("t", b"p", b"p2", 2)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(txn.keys_with_prefix("t", b"p", 10).unwrap().len(), 5);
     }
 }

@@ -91,10 +91,25 @@ fn a_node_recovers_once_its_disk_has_room_again() {
     assert_passes(plan(1501, vec![Fault::DiskFull], 3));
 }
 
-/// Invariant 10: one node's clock cannot make anything expire early (or late). Today the
-/// leader's sweeper uses its own wall clock, so a skewed leader expires early or late.
+/// FINDINGS 2026-11-30 (fixed by retention: cluster time, the median of the voters'
+/// attestations): invariant 10, one node's clock cannot make anything expire early or late.
+/// The leader's sweeper used its own wall clock, so a leader skewed by hours kept due
+/// recordings readable (or expired them early).
 #[test]
-#[ignore = "FINDINGS 2026-11-30: invariant 10, the leader's clock drives expiries (retention: cluster time)"]
 fn a_skewed_clock_never_moves_a_deadline() {
     assert_passes(plan(1501, vec![Fault::ClockSkew], 4));
+}
+
+/// FINDINGS 2026-11-30 (long run, seed 15101) — NOT FIXED: a follower killed right after a
+/// restart, while it was being sent the leader's snapshot, had already made durable a log purge
+/// through that snapshot before its state machine had any of it (openraft purges the follower's
+/// log when the install begins); every later start panics in openraft (`purge_upto <=
+/// snapshot_last_log_id`). `finish_interrupted_install` only finishes installs that reached the
+/// new generation. Timing-dependent replay of the long run's seed.
+#[test]
+#[ignore = "known defect: a crash while catching up can leave a log purged past the snapshot"]
+fn a_crash_while_catching_up_never_leaves_a_log_purged_past_the_snapshot() {
+    let mut faults = Fault::NEMESES.to_vec();
+    faults.extend(Failpoint::ALL.iter().map(|&fp| Fault::Crash(fp)));
+    assert_passes(plan(15101, faults, 24));
 }

@@ -93,6 +93,17 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             "overdue": s.overdue,
             "oldest_live_started_at": rfc3339_json(s.oldest_live_started_at.as_ref()),
             "oldest_live_deadline": rfc3339_json(s.oldest_live_deadline.as_ref()),
+            "call_detail_retention_days": s.call_detail_retention_days,
+            "call_details_kept": s.call_details_kept,
+            "call_details_expired": s.call_details_expired,
+            "oldest_call_detail_deadline": rfc3339_json(s.oldest_call_detail_deadline.as_ref()),
+            "call_details_overdue": s.call_details_overdue,
+            "cluster_time": rfc3339_json(s.cluster_time.as_ref()),
+            "pending_policy_change_id": s.pending_policy_change_id,
+            "pending_policy_effective_at": rfc3339_json(s.pending_policy_effective_at.as_ref()),
+            "pending_changes": s.pending_changes,
+            "holds_past_review": s.holds_past_review,
+            "purges_in_progress": s.purges_in_progress,
         });
         println!("{value}");
         return Ok(());
@@ -124,13 +135,63 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     for (name, value) in rows {
         println!("{name:<22} {value}");
     }
+    print_retention_rows(&s);
     if s.overdue > 0 {
         eprintln!(
             "ALARM: {} recordings are past their deadline and not held",
             s.overdue
         );
     }
+    if s.call_details_overdue > 0 {
+        eprintln!(
+            "ALARM: {} call-detail records are past their deadline",
+            s.call_details_overdue
+        );
+    }
     Ok(())
+}
+
+/// Call-detail deadlines, the cluster time, changes waiting for a second principal, holds past
+/// review and purges still paging.
+fn print_retention_rows(s: &pb::JurisdictionStatusResponse) {
+    let pending_policy = if s.pending_policy_change_id.is_empty() {
+        "-".to_string()
+    } else {
+        format!(
+            "change {} ({} / {} days) from {}",
+            s.pending_policy_change_id,
+            s.pending_policy_recording_retention_days,
+            s.pending_policy_call_detail_retention_days,
+            rfc3339_or_dash(s.pending_policy_effective_at.as_ref())
+        )
+    };
+    let rows: [(&str, String); 10] = [
+        (
+            "call-detail retention",
+            format!("{} days", s.call_detail_retention_days),
+        ),
+        ("call details kept", s.call_details_kept.to_string()),
+        ("call details expired", s.call_details_expired.to_string()),
+        (
+            "oldest detail deadline",
+            rfc3339_or_dash(s.oldest_call_detail_deadline.as_ref()),
+        ),
+        ("details overdue", s.call_details_overdue.to_string()),
+        ("cluster time", rfc3339_or_dash(s.cluster_time.as_ref())),
+        ("pending policy", pending_policy),
+        ("pending changes", s.pending_changes.to_string()),
+        ("holds past review", s.holds_past_review.to_string()),
+        (
+            "purges in progress",
+            format!(
+                "{} ({} purged so far)",
+                s.purges_in_progress, s.purges_in_progress_purged
+            ),
+        ),
+    ];
+    for (name, value) in rows {
+        println!("{name:<22} {value}");
+    }
 }
 
 async fn call(args: CallArgs) -> anyhow::Result<()> {
