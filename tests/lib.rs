@@ -734,9 +734,17 @@ fn read_role_token(state: &Path, role: Role) -> String {
 /// Plays back the call `request` names through `content`; the audio, once the whole stream
 /// arrived and its length matched the header's.
 pub async fn play_back(
-    mut content: pb::content_client::ContentClient<AuthChannel>,
+    content: pb::content_client::ContentClient<AuthChannel>,
     request: pb::PlaybackRequest,
 ) -> Result<Vec<u8>, tonic::Status> {
+    Ok(play_back_with_header(content, request).await?.1)
+}
+
+/// [`play_back`], with the stream's header (which names the access record in the audit log).
+pub async fn play_back_with_header(
+    mut content: pb::content_client::ContentClient<AuthChannel>,
+    request: pb::PlaybackRequest,
+) -> Result<(pb::PlaybackHeader, Vec<u8>), tonic::Status> {
     let mut stream = content.playback(request).await?.into_inner();
     let mut header = None;
     let mut audio = Vec::new();
@@ -749,7 +757,7 @@ pub async fn play_back(
     }
     let header = header.expect("a header first");
     assert_eq!(header.byte_length, audio.len() as u64, "audio vs header");
-    Ok(audio)
+    Ok((header, audio))
 }
 
 /// A metadata-store cluster of real processes in a temporary directory.

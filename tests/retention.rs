@@ -283,12 +283,10 @@ async fn playback_of_a_recording_past_its_deadline_is_refused_with_the_sweeper_s
         reason: "review".into(),
     };
     let content = || cluster.content(2, cluster.token("agency-tx"));
-    assert_eq!(
-        callvault_tests::play_back(content(), request())
-            .await
-            .expect("before the deadline"),
-        call.audio()
-    );
+    let (allowed, audio) = callvault_tests::play_back_with_header(content(), request())
+        .await
+        .expect("before the deadline");
+    assert_eq!(audio, call.audio());
     let deadline = (call.start.started_at.as_ref().unwrap().seconds + DAY) as f64;
     tokio::time::sleep(Duration::from_secs_f64(
         (deadline - unix_now() + 2.0).max(0.0),
@@ -303,16 +301,19 @@ async fn playback_of_a_recording_past_its_deadline_is_refused_with_the_sweeper_s
         call_status(&cluster, "late-1").await.state,
         pb::CallState::Stored as i32
     );
-    // A direct read of its key material is refused too (what a key release re-checks).
+    // The access allowed before the deadline opens nothing after it: a content read under its
+    // record is refused too (the keys role's release re-checks the deadline in apply the same
+    // way: `a_grant_allowed_before_the_deadline_is_not_released_after_it`).
     let read = cluster
         .meta(3)
         .read_content(pb::ReadContentRequest {
             jurisdiction: "US-TX".into(),
             call_id: "late-1".into(),
+            access_record: allowed.access_record,
         })
         .await
         .expect_err("past its deadline");
-    assert_eq!(read.code(), Code::FailedPrecondition);
+    assert_eq!(read.code(), Code::FailedPrecondition, "{read:?}");
 }
 
 /// Issue 14: "a shortened policy takes effect after its notice period, or at once with a second
@@ -490,19 +491,35 @@ async fn a_learners_and_a_removed_nodes_directories_hold_no_shredded_key() {
         )
         .await;
     }
-    let mut keys = Vec::new();
-    for id in &ids {
-        let content = cluster
-            .meta(1)
-            .read_content(pb::ReadContentRequest {
-                jurisdiction: "US-TX".into(),
-                call_id: id.clone(),
-            })
-            .await
-            .expect("content")
-            .into_inner();
-        keys.push(content.wrapped_key);
-    }
+    // The wrapped keys as the store holds them: no RPC hands them out but to the keys role for
+    // one released access, so read them from node 3's volume while it is stopped, as an
+    // operator with the volumes could.
+    eventually(
+        "node 3 applied every call",
+        Duration::from_secs(60),
+        || async {
+            for id in &ids {
+                let read = cluster
+                    .meta(3)
+                    .read_call(pb::ReadCallRequest {
+                        jurisdiction: "US-TX".into(),
+                        call_id: id.clone(),
+                        local: true,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                if read.record.is_empty() {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    assert!(cluster.nodes[2].stop());
+    let keys = callvault_tests::wrapped_keys_on_volume(&cluster.nodes[2].data_dir(), &ids);
+    cluster.nodes[2].start();
     // Every node holds the keys before the purge (the learner too), or the scan proves nothing.
     let learner_dir = learner.data_dir();
     eventually("the learner caught up", Duration::from_secs(60), || async {

@@ -21,6 +21,7 @@ use crate::{
     audit_log::{self, Event},
     command::{AccessRequest, CommandResult, MAX_WRAPPED_KEY},
     keys::{self, CF_CALLS, CF_KEYS},
+    lifecycle,
     txn::Txn,
 };
 #[cfg(feature = "store")]
@@ -237,12 +238,20 @@ fn refusal(
         return Ok(Some("the access is older than the release window".into()));
     }
     let call_key = keys::call(grant.jurisdiction, &grant.call_id);
-    let readable = match txn.get(CF_CALLS, &call_key)? {
-        Some(bytes) => CallRecord::decode(&bytes)?.content_readable(),
-        None => false,
+    let call = match txn.get(CF_CALLS, &call_key)? {
+        Some(bytes) => Some(CallRecord::decode(&bytes)?),
+        None => None,
     };
-    if !readable || txn.get(CF_KEYS, &call_key)?.is_none() {
+    let Some(call) = call.filter(CallRecord::content_readable) else {
         return Ok(Some("the call has no readable content".into()));
+    };
+    if txn.get(CF_KEYS, &call_key)?.is_none() || lifecycle::number_privileged(txn, &call)? {
+        return Ok(Some("the call has no readable content".into()));
+    }
+    // The access was allowed before the deadline; the key is not released after it, though no
+    // sweeper has expired the call yet (deadline at read, in cluster time).
+    if lifecycle::past_deadline(txn, &call)? {
+        return Ok(Some("the call is past its deadline".into()));
     }
     Ok(None)
 }

@@ -91,14 +91,8 @@ impl MetaService {
                 .into_inner());
         }
         let access = r.access_record;
-        let (grant, content) = self
-            .read(move |db| {
-                Ok((
-                    custody::grant(db, access)?,
-                    reads::content(db, jurisdiction, &call_id)?,
-                ))
-            })
-            .await?;
+        let grant = self.read(move |db| Ok(custody::grant(db, access)?)).await?;
+        // The grant first: a caller without one learns nothing of the call, not even its deadline.
         let current = grant.is_some_and(|g| {
             g.jurisdiction == jurisdiction
                 && g.call_id.as_str() == r.call_id
@@ -110,12 +104,15 @@ impl MetaService {
                 r.jurisdiction, r.call_id
             )));
         }
-        let content = content.ok_or_else(|| {
-            Status::not_found(format!(
-                "no readable content for call {} in {}",
-                r.call_id, r.jurisdiction
-            ))
-        })?;
+        let content = self
+            .read(move |db| reads::content(db, jurisdiction, &call_id))
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no readable content for call {} in {}",
+                    r.call_id, r.jurisdiction
+                ))
+            })?;
         Ok(pb::ReadContentResponse {
             record: content.call.encode(),
             chunk_ids: content.chunk_ids.iter().map(|id| id.to_vec()).collect(),

@@ -880,3 +880,86 @@ fn a_commit_proposed_long_before_it_applies_is_refused() {
             .is_some()
     );
 }
+
+/// Deadline at read, for the keys role: an access allowed just before a recording's deadline
+/// gets its key released before the deadline, never after it, though no sweeper expired the call.
+#[test]
+fn a_grant_allowed_before_the_deadline_is_not_released_after_it() {
+    use crate::custody::KeyRelease;
+    use crate::principal_proof::PrincipalProof;
+    let mut s = Store::new();
+    s.apply(vec![commit("d-1", 1, 0)]);
+    let just_before = 30 * DAY - 60_000;
+    s.time(just_before);
+    let mut grant = |nonce: u8| {
+        let access = AccessRequest {
+            jurisdiction: Jurisdiction::Tx,
+            call_id: call_id("d-1"),
+            principal: "agency-tx".into(),
+            case_number: "c".into(),
+            reason: "r".into(),
+            elevated: false,
+            denial: None,
+            quota: AccessQuota {
+                calls_per_hour: 100,
+                bytes_per_hour: u64::MAX,
+            },
+            at: UnixMillis(just_before),
+            recipient: Some(vec![7; 1216]),
+        };
+        let signed = Command::Signed {
+            proof: PrincipalProof {
+                principal: "agency-tx".into(),
+                rpc: crate::intents::rpc::PLAYBACK.into(),
+                request: b"d-1".to_vec(),
+                time: UnixMillis(just_before),
+                nonce: [nonce; 16],
+                signature: [0; 64],
+            },
+            command: Box::new(Command::RecordAccess(access)),
+        };
+        match s.one(signed) {
+            CommandResult::AccessDecided {
+                decision: AccessDecision::Allowed { .. },
+                record,
+            } => record,
+            other => panic!("{other:?}"),
+        }
+    };
+    let (released_in_time, too_late) = (grant(1), grant(2));
+    let release = |access: u64, at: i64| {
+        Command::ReleaseKey(KeyRelease {
+            access,
+            keys_node: "k1".into(),
+            withheld: None,
+            at: UnixMillis(at),
+        })
+    };
+    let refused = |result: CommandResult| match result {
+        CommandResult::KeyRelease { refused } => refused,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refused(s.one(release(released_in_time, just_before + 1))),
+        None
+    );
+    s.time(30 * DAY);
+    let reason = refused(s.one(release(too_late, 30 * DAY + 1)));
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("past its deadline")),
+        "{reason:?}"
+    );
+    assert_eq!(
+        s.call("d-1").unwrap().lifecycle,
+        Lifecycle::Live,
+        "not swept"
+    );
+    let db = s.sm.db();
+    assert!(
+        crate::custody::released_key(&db, too_late)
+            .unwrap()
+            .is_none()
+    );
+}
