@@ -41,6 +41,7 @@ pub mod audit_log;
 pub mod audit_service;
 #[cfg(feature = "store")]
 pub mod client;
+#[cfg(feature = "store")]
 pub mod clock;
 #[cfg(feature = "store")]
 mod custody_service;
