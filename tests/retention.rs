@@ -274,7 +274,7 @@ async fn a_leader_a_year_ahead_expires_nothing_early_is_reported_and_loses_sweep
 async fn playback_of_a_recording_past_its_deadline_is_refused_with_the_sweeper_stopped() {
     let (cluster, _slot) = DevCluster::start_with(&format!("{FAST_CLOCK}sweep = false\n")).await;
     put_policy(&cluster, 1, 1, 0, 1).await;
-    let call = TestCall::new("late-1", "US-TX", "(512) 555-0181", 2, 81).started_ago(DAY - 6);
+    let call = TestCall::new("late-1", "US-TX", "(512) 555-0181", 2, 81).started_ago(DAY - 20);
     ingest(&cluster, 1, &call).await;
     let request = || pb::PlaybackRequest {
         jurisdiction: "US-TX".into(),
@@ -520,6 +520,10 @@ async fn a_learners_and_a_removed_nodes_directories_hold_no_shredded_key() {
     assert!(cluster.nodes[2].stop());
     let keys = callvault_tests::wrapped_keys_on_volume(&cluster.nodes[2].data_dir(), &ids);
     cluster.nodes[2].start();
+    eventually("node 3 is ready again", Duration::from_secs(60), || async {
+        cluster.nodes[2].is_ready().await.then_some(())
+    })
+    .await;
     // Every node holds the keys before the purge (the learner too), or the scan proves nothing.
     let learner_dir = learner.data_dir();
     eventually("the learner caught up", Duration::from_secs(60), || async {
@@ -597,16 +601,40 @@ async fn a_number_with_more_past_calls_than_one_apply_purges_is_purged_without_a
             result.expect("commit");
         }
     }
-    let register = callvault_meta::Command::RegisterPrivileged {
-        entry: callvault_core::RegistryEntry {
-            jurisdiction: callvault_core::Jurisdiction::Tx,
-            number: callvault_core::normalize("+1 512 555 0155").unwrap(),
-            kind: callvault_core::PrivilegeKind::Attorney,
-            registrant: "dev-registry".into(),
-            evidence: "TX bar 1".into(),
-            registered_at: callvault_tests::wall_clock(),
-        },
-        fingerprint,
+    // The registry principal's signed request, as an api node carries it: meta checks the proof.
+    let request = pb::RegisterPrivilegedNumberRequest {
+        jurisdiction: "US-TX".into(),
+        number: "+1 512 555 0155".into(),
+        kind: pb::PrivilegeKind::Attorney as i32,
+        evidence: "TX bar 1".into(),
+    };
+    let principals =
+        callvault_meta::principal::Principals::load(&cluster.secret("principals.toml")).unwrap();
+    let registry = principals
+        .by_name("dev-registry")
+        .expect("the dev registry");
+    let rpc = callvault_meta::intents::rpc::REGISTER_PRIVILEGED;
+    let key = callvault_proto::proof::SigningKey::load(std::path::Path::new(
+        cluster.var("CALLVAULT_DEV_REGISTRY_KEY"),
+    ))
+    .expect("the registry's signing key");
+    let header = key.prove(rpc, &prost::Message::encode_to_vec(&request));
+    let register = callvault_meta::Command::Signed {
+        proof: callvault_meta::principal_proof::PrincipalProof::new(
+            "dev-registry",
+            rpc,
+            &request,
+            &header,
+        ),
+        command: Box::new(
+            callvault_meta::intents::register_privileged(
+                registry,
+                &request,
+                callvault_core::UnixMillis(header.time_ms),
+                fingerprint,
+            )
+            .unwrap(),
+        ),
     };
     let answer = meta
         .propose(pb::ProposeRequest {

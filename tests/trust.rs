@@ -681,6 +681,11 @@ async fn an_insider_with_every_api_and_ingest_file_decrypts_nothing_without_a_lo
     cluster.nodes[2].stop();
     let wrapped = wrapped_from_volume(&cluster.nodes[2].data_dir(), "insider-1");
     cluster.nodes[2].start();
+    // Node 3 serves the playback below: wait until it caught up again.
+    callvault_tests::eventually("node 3 is ready again", Duration::from_secs(60), || async {
+        cluster.nodes[2].is_ready().await.then_some(())
+    })
+    .await;
     assert_eq!(wrapped.version(), 2, "ingest sealed it to the public key");
     nothing_in_opens(&files, &id, &wrapped);
 

@@ -18,14 +18,6 @@ use crate::principal_proof::PrincipalProof;
 use crate::reads;
 use crate::service::MetaService;
 
-fn wall_clock() -> UnixMillis {
-    UnixMillis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    )
-}
-
 fn not_found(access: u64) -> Status {
     Status::not_found(format!("no grant for access record {access}"))
 }
@@ -96,7 +88,7 @@ impl MetaService {
         let current = grant.is_some_and(|g| {
             g.jurisdiction == jurisdiction
                 && g.call_id.as_str() == r.call_id
-                && wall_clock().0 - g.at.0 <= RELEASE_WINDOW_MS
+                && self.proof_clock().0 - g.at.0 <= RELEASE_WINDOW_MS
         });
         if !current {
             return Err(Status::permission_denied(format!(
@@ -136,10 +128,11 @@ impl MetaService {
         let command = Command::decode(&r.command)
             .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
         let (proof, read) = signed_read(command)?;
-        let read = match self
-            .gate()
-            .check(&proof, &Command::RecordMetadataRead(read))?
-        {
+        let read = match self.gate().check(
+            &proof,
+            &Command::RecordMetadataRead(read),
+            self.proof_clock(),
+        )? {
             Command::RecordMetadataRead(read) => read,
             _ => return Err(Status::internal("the gate changed the command's kind")),
         };

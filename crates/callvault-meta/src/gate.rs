@@ -50,9 +50,15 @@ impl ProposalGate {
         }
     }
 
-    /// Checks one signed command; the command to propose.
-    pub fn check(&self, proof: &PrincipalProof, command: &Command) -> Result<Command, Status> {
-        principal_proof::check(&self.principals, proof, command, self.limits, now())
+    /// Checks one signed command, its proof fresh at `now` (the cluster time: see
+    /// `MetaService::proof_clock`); the command to propose.
+    pub fn check(
+        &self,
+        proof: &PrincipalProof,
+        command: &Command,
+        now: UnixMillis,
+    ) -> Result<Command, Status> {
+        principal_proof::check(&self.principals, proof, command, self.limits, now)
     }
 
     /// Admits `command` from `caller`: the command to propose, or the refusal and, when it is
@@ -61,15 +67,16 @@ impl ProposalGate {
         &self,
         command: Command,
         caller: Option<&PeerIdentity>,
+        now: UnixMillis,
     ) -> Result<Command, (Status, Option<Command>)> {
         match command {
             // A client session carries one command: that command is checked.
             Command::Session(mut request) => {
                 let inner = std::mem::replace(&mut *request.command, Command::OpenSession);
-                *request.command = self.admit_one(inner, caller)?;
+                *request.command = self.admit_one(inner, caller, now)?;
                 Ok(Command::Session(request))
             }
-            other => self.admit_one(other, caller),
+            other => self.admit_one(other, caller, now),
         }
     }
 
@@ -77,13 +84,14 @@ impl ProposalGate {
         &self,
         command: Command,
         caller: Option<&PeerIdentity>,
+        now: UnixMillis,
     ) -> Result<Command, (Status, Option<Command>)> {
         let refuse = |status: Status, principal: &str, kind: &str| {
             let log = self.log_refusal(caller, principal, kind, status.message());
             (status, log)
         };
         match command {
-            Command::Signed { proof, command } => match self.check(&proof, &command) {
+            Command::Signed { proof, command } => match self.check(&proof, &command, now) {
                 Ok(checked) => Ok(Command::Signed {
                     proof,
                     command: Box::new(checked),

@@ -629,7 +629,7 @@ impl MetaService {
         command: Command,
         peer: &callvault_proto::identity::PeerIdentity,
     ) -> Result<Command, Status> {
-        match self.gate.admit(command, Some(peer)) {
+        match self.gate.admit(command, Some(peer), self.proof_clock()) {
             Ok(command) => Ok(command),
             Err((status, log)) => {
                 if let Some(log) = log
@@ -640,6 +640,18 @@ impl MetaService {
                 Err(status)
             }
         }
+    }
+
+    /// "Now" for a person's proof and an access's release window: the cluster time (the
+    /// voters' median clock, from this replica), so a member whose own clock is off neither
+    /// refuses honest proofs nor accepts stale ones; this node's clock only until the cluster
+    /// has a time.
+    pub(crate) fn proof_clock(&self) -> UnixMillis {
+        let db = self.state_machine.db();
+        crate::clock::cluster_time(&Txn::new(&db))
+            .ok()
+            .flatten()
+            .unwrap_or_else(wall_clock)
     }
 
     /// Proposes `command` here, or forwards it to the leader.
