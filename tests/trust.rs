@@ -4,7 +4,7 @@
 //! - the internal RPC matrix: every internal RPC × every role, and every proposable command ×
 //!   every role, allowed exactly where the tables say;
 //! - a proposal naming a principal whose proof it does not carry is refused by meta (invented,
-//!   borrowed, altered, replayed);
+//!   borrowed, altered, replayed), an approval of a retention change included;
 //! - a key release without a matching allowed access, for another call, or a second time, is
 //!   refused and logged;
 //! - an insider holding every file an api pod and an ingest pod mounts decrypts nothing without a
@@ -856,4 +856,66 @@ async fn metadata_reads_are_logged_charged_and_a_bulk_export_needs_a_second_appr
         .filter(|e| e.event == "quota.denied" && e.principal == "dev-agency-ca")
         .collect();
     assert_eq!(denied.len(), 1, "{denied:?}");
+}
+
+/// Retention's two-person changes act for people too: an approval an api node makes up, naming
+/// a registry principal without that principal's proof, is refused by meta and approves
+/// nothing; the registry principal's own signed request then approves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_without_the_approvers_proof_is_refused() {
+    let (cluster, _permit) = DevCluster::start().await;
+    let call = TestCall::new("approve-1", "US-TX", "+15125550161", 2, 2);
+    ingest(&cluster, &call).await;
+    let requested = cluster
+        .admin(1, cluster.token("agency-tx"))
+        .request_privilege_flag(pb::FlagPrivilegedRequest {
+            jurisdiction: "US-TX".into(),
+            call_id: "approve-1".into(),
+            reason: "attorney heard on review".into(),
+            evidence: "review 13".into(),
+        })
+        .await
+        .expect("an agency's signed request")
+        .into_inner()
+        .change
+        .expect("the pending change");
+    let change_id: u64 = requested.change_id.parse().expect("a change id");
+    let principals =
+        callvault_meta::principal::Principals::load(&cluster.secret("principals.toml")).unwrap();
+    let registry = principals
+        .by_name("dev-registry")
+        .expect("the dev registry");
+    let forged = Command::Retention(
+        callvault_meta::retention_command::RetentionCommand::ApproveChange {
+            change_id,
+            approver: callvault_meta::intents::actor(registry),
+            at: UnixMillis(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64,
+            ),
+        },
+    );
+    let refused = propose_as(&cluster, 2, Role::Api, &forged)
+        .await
+        .expect_err("no proof of the approver");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let approved = cluster
+        .admin(2, cluster.token("registry"))
+        .approve_change(pb::ChangeRequest {
+            jurisdiction: "US-TX".into(),
+            change_id: requested.change_id.clone(),
+        })
+        .await
+        .expect("the registry principal's signed approval")
+        .into_inner()
+        .change
+        .expect("the change");
+    assert_eq!(approved.state, pb::ChangeState::Effected as i32);
+    let entries = audit_entries(&cluster).await;
+    assert!(
+        count(&entries, "principal.proof_refused") >= 1,
+        "the made-up approval is logged"
+    );
 }

@@ -237,6 +237,11 @@ pub fn expected_command(
         (rpc::FLAG_PRIVILEGED, _) => intents::flag_privileged(who, &decode(proof)?, at),
         (rpc::PLACE_HOLD, _) => intents::place_hold(who, &decode(proof)?, at),
         (rpc::RELEASE_HOLD, _) => intents::release_hold(who, &decode(proof)?, at),
+        (rpc::REQUEST_PRIVILEGE_FLAG, _) => {
+            intents::request_privilege_flag(who, &decode(proof)?, at)
+        }
+        (rpc::APPROVE_CHANGE, _) => intents::approve_change(who, &decode(proof)?, at),
+        (rpc::CANCEL_CHANGE, _) => intents::cancel_change(who, &decode(proof)?, at),
         (rpc::PLAYBACK, Command::RecordAccess(access)) => {
             let request: pb::PlaybackRequest = decode(proof)?;
             let (command, _) = intents::record_access(who, &request, at, quota)?;
@@ -424,10 +429,11 @@ pub fn acting_principal(command: &Command) -> Option<&str> {
         | Command::Expire { .. }
         | Command::KeysShredded { .. }
         | Command::ChunksCollected { .. } => None,
+        // Changes, approvals and cancellations act for their proposer, approver or canceller;
+        // the cluster's clock attestations and sweeps for nobody. A waiver names the operator
+        // who removed the member: only meta proposes it, from the operator's RemoveMember.
+        Command::Retention(command) => command.acting_principal(),
         // Envelopes: their command is checked.
-        // Retention's changes and approvals name their proposer and approver, but the api does
-        // not sign them yet: NOT checked by meta until they get a proof (open, see issue 13).
-        Command::Retention(_) => None,
         Command::Batch(_) | Command::Session(_) | Command::OpenSession | Command::Signed { .. } => {
             None
         }

@@ -28,7 +28,6 @@ use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{AccessRole, Principal, caller, request_proof, signed};
-use crate::ingest::now;
 
 /// Serves `Query` and `Admin` over the metadata store.
 #[derive(Clone)]
@@ -634,8 +633,10 @@ impl pb::admin_server::Admin for ApiService {
         request: Request<pb::FlagPrivilegedRequest>,
     ) -> Result<Response<pb::PendingChangeResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
-        let command = intents::request_privilege_flag(&who, &r, now())?;
+        let command = intents::request_privilege_flag(&who, &r, at)?;
+        let command = signed(&who, proof, rpc::REQUEST_PRIVILEGE_FLAG, &r, command)?;
         let j = jurisdiction(&r.jurisdiction)?;
         self.change_answer(j, command).await
     }
@@ -645,8 +646,10 @@ impl pb::admin_server::Admin for ApiService {
         request: Request<pb::ChangeRequest>,
     ) -> Result<Response<pb::PendingChangeResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
-        let command = intents::approve_change(&who, &r, now())?;
+        let command = intents::approve_change(&who, &r, at)?;
+        let command = signed(&who, proof, rpc::APPROVE_CHANGE, &r, command)?;
         self.change_answer(jurisdiction(&r.jurisdiction)?, command)
             .await
     }
@@ -656,8 +659,10 @@ impl pb::admin_server::Admin for ApiService {
         request: Request<pb::ChangeRequest>,
     ) -> Result<Response<pb::PendingChangeResponse>, Status> {
         let who = caller(&request)?;
+        let (proof, at) = request_proof(&request)?;
         let r = request.into_inner();
-        let command = intents::cancel_change(&who, &r, now())?;
+        let command = intents::cancel_change(&who, &r, at)?;
+        let command = signed(&who, proof, rpc::CANCEL_CHANGE, &r, command)?;
         self.change_answer(jurisdiction(&r.jurisdiction)?, command)
             .await
     }
