@@ -68,6 +68,8 @@ pub struct Standing {
     pub existing: Option<(CallRecord, LogPosition)>,
     /// The call id is tombstoned (its record was deleted or purged): refused forever.
     pub retired: bool,
+    /// The cluster time, once a majority of voters has attested.
+    pub cluster_time: Option<UnixMillis>,
 }
 
 /// The standing of the number with `fingerprint` in `jurisdiction`, and the existing record of
@@ -107,6 +109,7 @@ pub fn standing(
         policy: apply::current_policy(&txn, jurisdiction)?,
         existing,
         retired,
+        cluster_time: crate::clock::cluster_time(&txn)?,
     })
 }
 
