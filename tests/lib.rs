@@ -988,7 +988,7 @@ impl DevCluster {
     /// [`DevCluster::start`] in a dev directory made before key custody: it has the old
     /// key-encryption keys (`secrets/keks.toml`), which `callvault dev` gives the keys role alone.
     pub async fn start_with_legacy_keks() -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::launch_in("", &[], &[], true).await
+        Self::launch_in("", &[], None, true).await
     }
 
     async fn launch(
@@ -996,13 +996,13 @@ impl DevCluster {
         env: &[(&str, &str)],
         first_node_clock: Option<&str>,
     ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::launch_in(extra, env, first_node_wrapper, false).await
+        Self::launch_in(extra, env, first_node_clock, false).await
     }
 
     async fn launch_in(
         extra: &str,
         env: &[(&str, &str)],
-        first_node_wrapper: &[&str],
+        first_node_clock: Option<&str>,
         legacy_keks: bool,
     ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
         let permit = DEV_CLUSTERS.acquire().await.expect("semaphore open");
