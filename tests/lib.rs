@@ -1081,6 +1081,19 @@ impl DevCluster {
             _dir: dir,
         };
         cluster.form().await;
+        if first_node_clock.is_some() {
+            // Meta checks a principal's proof against the cluster time, or its own clock until
+            // the voters made one: node 1's skewed clock would refuse the operator's policies.
+            let status = ClusterClient::new(cluster.nodes[1].with_token(cluster.token("operator")));
+            eventually("the cluster has a time", Duration::from_secs(30), || {
+                let mut status = status.clone();
+                async move {
+                    let s = status.status(pb::StatusRequest {}).await.ok()?.into_inner();
+                    s.cluster_time_ms.map(|_| ())
+                }
+            })
+            .await;
+        }
         let out = run_callvault_as(
             cluster.token("operator"),
             &[
