@@ -66,6 +66,15 @@ impl Failpoint {
         }
     }
 
+    /// Whether only a forced shredder round reaches it (a purge, since expiries wait for the
+    /// ordinary snapshot): the step provokes one.
+    pub fn needs_a_purge(self) -> bool {
+        matches!(
+            self,
+            Failpoint::ShredAfterCompact | Failpoint::ShredAfterSnapshot
+        )
+    }
+
     /// Whether reaching it crashes the node (the others change what the node answers).
     pub fn crashes(self) -> bool {
         self != Failpoint::ProposeReplyLost
@@ -222,11 +231,18 @@ const RECOVERY: Duration = Duration::from_secs(60);
 pub struct Nemesis<'a> {
     pub cluster: &'a mut Cluster,
     /// The run's history, to see that the workload makes progress where a step needs it.
+    /// The run's workload, for the operations a step makes itself (their calls get final
+    /// reads and checks like every other).
+    pub workload: crate::workload::Workload,
     pub history: crate::history::History,
     pub started: Instant,
     /// How long the cluster settles after each heal.
     pub settle: Duration,
 }
+
+/// The history's process number for the operations a step makes itself (the workload's
+/// clients are numbered from 0).
+const PURGE_PROCESS: u32 = 9_000;
 
 impl Nemesis<'_> {
     fn clients(&self) -> Clients {
@@ -621,6 +637,9 @@ impl Nemesis<'_> {
         if fp == Failpoint::ApplyBeforeAck {
             self.make_leader(target).await;
         }
+        if fp.needs_a_purge() {
+            self.provoke_purge(target, rng, problems).await;
+        }
         let exit = self
             .cluster
             .node(target)
@@ -638,6 +657,26 @@ impl Nemesis<'_> {
         }
         self.cluster.node(target).start()?;
         Ok(format!("node {target} crashed at {}: {crashed}", fp.name()))
+    }
+
+    /// Makes the shredders of every node run a forced round (compaction, snapshot, log purge):
+    /// a fresh number's one recording is purged by registering it, through a node other than
+    /// `target` (which is starting with its failpoint armed). Expiries no longer force rounds.
+    async fn provoke_purge(&mut self, target: usize, rng: &mut StdRng, problems: &mut Vec<String>) {
+        let through = (1..=self.cluster.size())
+            .find(|&id| id != target && self.cluster.node(id).is_running())
+            .unwrap_or(target);
+        let fresh = rng.random_range(0..8000);
+        if !self
+            .workload
+            .purge_a_fresh_number(PURGE_PROCESS, through, fresh)
+            .await
+        {
+            problems.push(format!(
+                "no purge to provoke the shredders: the call to fresh number {fresh} or its \
+                 registration through node {through} did not commit"
+            ));
+        }
     }
 
     /// A failpoint that changes what the leader answers (`propose-reply-lost`): armed on every
