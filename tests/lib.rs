@@ -27,6 +27,15 @@ pub use tonic_health::pb::health_check_response::ServingStatus;
 /// `bootstrap::READINESS_SERVICE`, which the Kubernetes readiness probes name too).
 pub const META_READINESS_SERVICE: &str = "callvault.v1.MetaStore";
 
+/// Where Debian's libfaketime lives (`faketime` package, installed by scripts/setup).
+fn libfaketime() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .find(|candidate| candidate.exists())
+}
+
 /// The `callvault` binary under test.
 pub fn callvault_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("CALLVAULT_BIN") {
@@ -310,7 +319,6 @@ pub struct NodeProcess {
     /// Extra environment variables of the process (e.g. `OTEL_*`).
     env: Vec<(String, String)>,
     /// A program the process runs under, with its arguments (empty: none).
-    wrapper: Vec<String>,
     /// How the harness reaches a node that serves TLS.
     tls: Option<ClientTlsConfig>,
 }
@@ -349,7 +357,6 @@ impl NodeProcess {
             log,
             child: None,
             env: Vec::new(),
-            wrapper: Vec::new(),
             tls: None,
         }
     }
@@ -388,9 +395,14 @@ impl NodeProcess {
         self.health(META_READINESS_SERVICE).await == Some(ServingStatus::Serving)
     }
 
-    /// Runs the process's next starts under `wrapper` (e.g. `faketime -f +365d`).
-    pub fn run_under(&mut self, wrapper: &[&str]) {
-        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+    /// Runs the process's next starts with its wall clock moved by `offset` (libfaketime's
+    /// syntax: `+365d`, `-120`), the library preloaded into the node itself: the `faketime`
+    /// wrapper forks, and a signal to the wrapper would miss (and leak) the node.
+    pub fn skew_clock(&mut self, offset: &str) {
+        let library =
+            libfaketime().expect("libfaketime (scripts/setup installs Debian's faketime)");
+        self.set_env("LD_PRELOAD", library.to_str().expect("utf-8 path"));
+        self.set_env("FAKETIME", offset);
     }
 
     /// Sets an environment variable for the process's next starts.
@@ -411,15 +423,7 @@ impl NodeProcess {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut command = match self.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(callvault_bin());
-                c
-            }
-            None => Command::new(callvault_bin()),
-        };
-        let child = command
+        let child = Command::new(callvault_bin())
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("CALLVAULT_LOG", "info,openraft=warn")
@@ -886,35 +890,36 @@ impl DevCluster {
     /// Writes the layout with `callvault dev --init-only`, starts the nodes, forms the cluster and
     /// puts the default policies in force. Holds a slot of [`DEV_CLUSTERS`] until dropped.
     pub async fn start() -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::launch("", &[], &[]).await
+        Self::launch("", &[], None).await
     }
 
     /// [`DevCluster::start`], with `extra` TOML appended to every node's config (new sections
     /// only, e.g. `[playback]`).
     pub async fn start_with(extra: &str) -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::launch(extra, &[], &[]).await
+        Self::launch(extra, &[], None).await
     }
 
     /// [`DevCluster::start_with`], with node 1 — the one that initializes the cluster, so its
-    /// first leader — run under `wrapper` (e.g. `faketime -f +365d`).
-    pub async fn start_with_first_node_under(
-        wrapper: &[&str],
+    /// first leader — running with its wall clock moved by `offset` (libfaketime's syntax, e.g.
+    /// `+365d`).
+    pub async fn start_with_first_node_clock(
+        offset: &str,
         extra: &str,
     ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::launch(extra, &[], wrapper).await
+        Self::launch(extra, &[], Some(offset)).await
     }
 
     /// [`DevCluster::start`], with extra environment variables for every node process.
     pub async fn start_with_env(
         env: &[(&str, &str)],
     ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
-        Self::launch("", env, &[]).await
+        Self::launch("", env, None).await
     }
 
     async fn launch(
         extra: &str,
         env: &[(&str, &str)],
-        first_node_wrapper: &[&str],
+        first_node_clock: Option<&str>,
     ) -> (Self, tokio::sync::SemaphorePermit<'static>) {
         let permit = DEV_CLUSTERS.acquire().await.expect("semaphore open");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -959,7 +964,9 @@ impl DevCluster {
                 )
             })
             .collect();
-        nodes[0].run_under(first_node_wrapper);
+        if let Some(offset) = first_node_clock {
+            nodes[0].skew_clock(offset);
+        }
         for node in &mut nodes {
             for (key, value) in env {
                 node.set_env(key, value);

@@ -193,8 +193,7 @@ async fn call_detail_records_expire_at_their_deadline_and_only_a_hashed_tombston
 /// loses sweep leadership; cluster time moves with the median".
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_a_year_ahead_expires_nothing_early_is_reported_and_loses_sweep_leadership() {
-    let faketime = ["faketime", "-f", "+365d"];
-    let (cluster, _slot) = DevCluster::start_with_first_node_under(&faketime, FAST_CLOCK).await;
+    let (cluster, _slot) = DevCluster::start_with_first_node_clock("+365d", FAST_CLOCK).await;
     // Node 1 initialized the cluster: it leads Raft with a clock a year ahead.
     assert_eq!(cluster.leader().await, 1);
     put_policy(&cluster, 1, 1, 0, 1).await;
@@ -758,4 +757,35 @@ async fn orphan_chunks_are_collected_after_the_grace_and_a_streaming_call_keeps_
     .await
     .expect("its chunks survived the sweep");
     assert_eq!(audio, streaming.audio());
+}
+
+/// An ingest node whose clock is two minutes behind would stamp commits `apply` refuses (older
+/// than the commit window in cluster time) after streaming every call, and the platform would be
+/// told to retry, forever. It refuses before any audio instead, and says what to fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingest_node_with_a_clock_behind_the_cluster_time_refuses_calls_and_says_why() {
+    let (cluster, _slot) = DevCluster::start_with_first_node_clock("-120", FAST_CLOCK).await;
+    put_policy(&cluster, 1, 1, 0, 1).await;
+    eventually("cluster time", Duration::from_secs(30), || async {
+        cluster_status(&cluster, 2)
+            .await
+            .cluster_time_ms
+            .map(|_| ())
+    })
+    .await;
+    let call = TestCall::new("behind-1", "US-TX", "(512) 555-0191", 2, 91);
+    let mut behind = cluster.ingest(1, cluster.token("platform"));
+    let refused = call
+        .send(&mut behind)
+        .await
+        .expect_err("an ingest node two minutes behind records nothing");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("behind the cluster time"),
+        "{refused:?}"
+    );
+    assert!(cluster.nodes[0].log().contains("ingest_clock_behind"));
+    // The same call through an honest node is recorded: the refusal left nothing behind.
+    let recorded = ingest(&cluster, 2, &call).await;
+    assert_eq!(recorded.decision, pb::Decision::Recorded as i32);
 }

@@ -370,6 +370,7 @@ impl MetaClient {
             policy: decode_policy(&r.policy)?,
             existing,
             retired: r.retired,
+            cluster_time: r.cluster_time_ms.map(UnixMillis),
         })
     }
 

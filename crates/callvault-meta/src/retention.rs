@@ -82,8 +82,9 @@ pub(crate) fn refuse_stale_commit(
     Ok(match crate::clock::cluster_time(txn)? {
         Some(now) if now.0.saturating_sub(proposed_at.0) > MAX_COMMIT_DELAY_MS => {
             Some(Refusal::NotAllowed(format!(
-                "the commit was proposed {} ms before it could apply (more than {MAX_COMMIT_DELAY_MS}); \
-                 retry the call",
+                "the commit was stamped {} ms before the cluster time when it applied (more than \
+                 {MAX_COMMIT_DELAY_MS}): its stream or commit took too long, or the ingest node's \
+                 clock is behind the cluster's; retry the call",
                 now.0.saturating_sub(proposed_at.0)
             )))
         }

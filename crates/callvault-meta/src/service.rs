@@ -446,6 +446,7 @@ impl pb::meta_store_server::MetaStore for MetaService {
             existing_commit_term: position.term,
             existing_commit_index: position.index,
             retired: standing.retired,
+            cluster_time_ms: standing.cluster_time.map(|t| t.0),
         }))
     }
 

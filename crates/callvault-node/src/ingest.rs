@@ -30,6 +30,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::auth::{AccessRole, caller};
 
 mod blocks;
+mod clock_check;
 
 use blocks::{BlockWriter, Blocks};
 pub use blocks::{MAX_BLOCK_BYTES, MIN_BLOCK_BYTES};
@@ -83,7 +84,6 @@ struct Start {
     fingerprint: [u8; 32],
 }
 
-/// The wall clock, for the times commands carry (`apply` itself reads none).
 /// How much longer than the longest call a stream may take to arrive (network, slow platform).
 pub const STREAM_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long after its proposal a commit may still apply: `apply` refuses a later one.
@@ -101,6 +101,7 @@ pub fn orphan_grace_floor(max_call_seconds: u64) -> std::time::Duration {
     longest_stream(max_call_seconds) + COMMIT_WINDOW
 }
 
+/// The wall clock, for the times commands carry (`apply` itself reads none).
 pub(crate) fn now() -> UnixMillis {
     UnixMillis(
         SystemTime::now()
@@ -524,6 +525,7 @@ impl IngestService {
             .standing(jurisdiction, &start.fingerprint, Some(&start.call.call_id))
             .await?;
         seen.retry = standing.existing.is_some();
+        clock_check::refuse_if_behind(standing.cluster_time, now())?;
         let Some(policy) = standing.policy else {
             return Err(Status::failed_precondition(format!(
                 "{} has no retention policy; nothing can be recorded for it",

@@ -297,13 +297,21 @@ pub fn privileged_at_ingest(history: &[Completed]) -> Checked {
     )
 }
 
+/// How long a gap between acknowledged writes must be to count as a stretch in which the cluster
+/// could not commit (no quorum): neither an expiry nor a clock attestation can commit then, so
+/// those stretches do not count toward a sweep's lateness.
+pub const STALLED_GAP_MS: i64 = 2_000;
+
 /// Invariant 3 and 10 for the California calls: none expired before its deadline, none
 /// expired while a hold was known to be on it, and none readable past its deadline plus one
-/// sweep interval (plus [`DEADLINE_SLACK_MS`]) unless a hold may be on it.
+/// sweep interval (plus [`DEADLINE_SLACK_MS`]) unless a hold may be on it. Lateness counts
+/// from the deadline or from the last release of a hold that may have kept it past the
+/// deadline, whichever is later, and leaves out the stretches in which the cluster could not
+/// commit anything (a sweep cannot be late for a quorum that does not exist).
 pub fn deadlines(history: &[Completed]) -> Checked {
     let mut anomalies = Vec::new();
     let mut covered = 0;
-    let interval_ms = i64::from(CA_SWEEP_SECONDS) * 1000;
+    let stalls = stalled_stretches(history);
     for ingest in history {
         let (
             Op::Ingest {
@@ -322,93 +330,150 @@ pub fn deadlines(history: &[Completed]) -> Checked {
         }
         covered += 1;
         let due = (started_at + DAY) * 1000;
-        let on_call = |c: &&Completed| match &c.op {
-            Op::Status { call: id, .. }
-            | Op::Playback { call: id, .. }
-            | Op::PlaceHold { call: id, .. }
-            | Op::ReleaseHold { call: id, .. } => id == call,
-            _ => false,
-        };
-        let ops: Vec<&Completed> = history.iter().filter(on_call).collect();
-        // Each placement that may have applied: from its invocation (or, once acknowledged, its
-        // completion) until a release of its id may have (invoked) or surely has (acknowledged)
-        // taken effect.
-        struct Held {
-            invoked: u64,
-            acked: Option<u64>,
-            surely_until: u64,
-            maybe_until: u64,
-        }
-        let releases = |hold: &str, kinds: &[Kind]| {
-            ops.iter()
-                .filter(|r| matches!(&r.op, Op::ReleaseHold { hold: h, .. } if h == hold))
-                .filter(|r| kinds.contains(&r.kind))
-                .copied()
-                .collect::<Vec<&Completed>>()
-        };
-        let holds: Vec<Held> = ops
-            .iter()
-            .filter(|c| matches!(c.op, Op::PlaceHold { .. }) && c.kind != Kind::Fail)
-            .map(|place| {
-                let id = match &place.out {
-                    Some(Out::HoldPlaced { hold }) => Some(hold.as_str()),
-                    _ => None,
-                };
-                let any = id
-                    .map(|h| releases(h, &[Kind::Ok, Kind::Info]))
-                    .unwrap_or_default();
-                let acked = id.map(|h| releases(h, &[Kind::Ok])).unwrap_or_default();
-                Held {
-                    invoked: place.call,
-                    acked: place.ret.filter(|_| place.kind == Kind::Ok),
-                    surely_until: any.iter().map(|r| r.call).min().unwrap_or(u64::MAX),
-                    maybe_until: acked.iter().filter_map(|r| r.ret).min().unwrap_or(u64::MAX),
-                }
-            })
-            .collect();
-        let maybe_held = |from: u64, to: u64| {
-            holds
-                .iter()
-                .any(|h| h.invoked <= to && from <= h.maybe_until)
-        };
-        let surely_held = |from: u64, to: u64| {
-            holds
-                .iter()
-                .any(|h| h.acked.is_some_and(|a| a <= from) && h.surely_until >= to)
-        };
-        for c in ops.iter().filter(|c| c.kind == Kind::Ok) {
-            let expired = matches!(&c.out, Some(Out::Status { state, .. }) if state == "expired");
-            let readable = matches!(&c.out, Some(Out::Status { state, .. }) if state == "stored")
-                || matches!(c.out, Some(Out::Audio { .. }));
-            let ret = c.ret.unwrap_or(u64::MAX);
-            if expired && c.ret_wall_ms < due {
-                anomalies.push(format!(
-                    "{CA}/{call} seen expired {:.1}s before its deadline: {}",
-                    (due - c.ret_wall_ms) as f64 / 1000.0,
-                    describe(c)
-                ));
-            }
-            if expired && surely_held(c.call, ret) {
-                anomalies.push(format!(
-                    "{CA}/{call} seen expired while held: {}",
-                    describe(c)
-                ));
-            }
-            let late = c.call_wall_ms - (due + interval_ms);
-            if readable && late > DEADLINE_SLACK_MS && !maybe_held(c.call, ret) {
-                anomalies.push(format!(
-                    "{CA}/{call} still readable {:.1}s past its deadline plus one sweep interval: {}",
-                    late as f64 / 1000.0,
-                    describe(c)
-                ));
-            }
-        }
+        check_deadline(history, call, due, &stalls, &mut anomalies);
     }
     Checked::new(
         "deadlines: none expired early or while held, none readable late",
         format!("{covered} acknowledged calls with deadlines in the run"),
         anomalies,
     )
+}
+
+/// One hold placement that may have applied: from its invocation (or, once acknowledged, its
+/// completion) until a release of its id may have (invoked) or surely has (acknowledged) taken
+/// effect.
+struct Held {
+    invoked: u64,
+    acked: Option<u64>,
+    surely_until: u64,
+    maybe_until: u64,
+    /// Wall time of the first acknowledged release: the latest the hold can have lasted.
+    released_wall_ms: Option<i64>,
+}
+
+fn holds_on(ops: &[&Completed]) -> Vec<Held> {
+    let releases = |hold: &str, kinds: &[Kind]| {
+        ops.iter()
+            .filter(|r| matches!(&r.op, Op::ReleaseHold { hold: h, .. } if h == hold))
+            .filter(|r| kinds.contains(&r.kind))
+            .copied()
+            .collect::<Vec<&Completed>>()
+    };
+    ops.iter()
+        .filter(|c| matches!(c.op, Op::PlaceHold { .. }) && c.kind != Kind::Fail)
+        .map(|place| {
+            let id = match &place.out {
+                Some(Out::HoldPlaced { hold }) => Some(hold.as_str()),
+                _ => None,
+            };
+            let any = id
+                .map(|h| releases(h, &[Kind::Ok, Kind::Info]))
+                .unwrap_or_default();
+            let acked = id.map(|h| releases(h, &[Kind::Ok])).unwrap_or_default();
+            let first_acked = acked
+                .iter()
+                .filter(|r| r.ret.is_some())
+                .min_by_key(|r| r.ret);
+            Held {
+                invoked: place.call,
+                acked: place.ret.filter(|_| place.kind == Kind::Ok),
+                surely_until: any.iter().map(|r| r.call).min().unwrap_or(u64::MAX),
+                maybe_until: first_acked.and_then(|r| r.ret).unwrap_or(u64::MAX),
+                released_wall_ms: first_acked.map(|r| r.ret_wall_ms),
+            }
+        })
+        .collect()
+}
+
+/// The deadline checks of one California call due at `due` (wall milliseconds).
+fn check_deadline(
+    history: &[Completed],
+    call: &str,
+    due: i64,
+    stalls: &[(i64, i64)],
+    anomalies: &mut Vec<String>,
+) {
+    let interval_ms = i64::from(CA_SWEEP_SECONDS) * 1000;
+    let on_call = |c: &&Completed| match &c.op {
+        Op::Status { call: id, .. }
+        | Op::Playback { call: id, .. }
+        | Op::PlaceHold { call: id, .. }
+        | Op::ReleaseHold { call: id, .. } => id == call,
+        _ => false,
+    };
+    let ops: Vec<&Completed> = history.iter().filter(on_call).collect();
+    let holds = holds_on(&ops);
+    let maybe_held = |from: u64, to: u64| {
+        holds
+            .iter()
+            .any(|h| h.invoked <= to && from <= h.maybe_until)
+    };
+    let surely_held = |from: u64, to: u64| {
+        holds
+            .iter()
+            .any(|h| h.acked.is_some_and(|a| a <= from) && h.surely_until >= to)
+    };
+    for c in ops.iter().filter(|c| c.kind == Kind::Ok) {
+        let expired = matches!(&c.out, Some(Out::Status { state, .. }) if state == "expired");
+        let readable = matches!(&c.out, Some(Out::Status { state, .. }) if state == "stored")
+            || matches!(c.out, Some(Out::Audio { .. }));
+        let ret = c.ret.unwrap_or(u64::MAX);
+        if expired && c.ret_wall_ms < due {
+            anomalies.push(format!(
+                "{CA}/{call} seen expired {:.1}s before its deadline: {}",
+                (due - c.ret_wall_ms) as f64 / 1000.0,
+                describe(c)
+            ));
+        }
+        if expired && surely_held(c.call, ret) {
+            anomalies.push(format!(
+                "{CA}/{call} seen expired while held: {}",
+                describe(c)
+            ));
+        }
+        // A hold released after the deadline keeps the call until its release: the sweep's
+        // interval runs from there.
+        let sweepable_from = holds
+            .iter()
+            .filter(|h| h.invoked <= c.call)
+            .filter_map(|h| h.released_wall_ms)
+            .filter(|&released| released <= c.call_wall_ms)
+            .fold(due, i64::max);
+        let stalled = stalled_within(stalls, sweepable_from, c.call_wall_ms);
+        let late = c.call_wall_ms - (sweepable_from + interval_ms) - stalled;
+        if readable && late > DEADLINE_SLACK_MS && !maybe_held(c.call, ret) {
+            anomalies.push(format!(
+                "{CA}/{call} still readable {:.1}s past its deadline plus one sweep interval \
+                 (after {:.1}s in which the cluster committed nothing): {}",
+                late as f64 / 1000.0,
+                stalled as f64 / 1000.0,
+                describe(c)
+            ));
+        }
+    }
+}
+
+/// The stretches (wall milliseconds) between consecutive acknowledged writes longer than
+/// [`STALLED_GAP_MS`].
+fn stalled_stretches(history: &[Completed]) -> Vec<(i64, i64)> {
+    let mut acks: Vec<i64> = history
+        .iter()
+        .filter(|c| c.kind == Kind::Ok && c.op.is_write() && c.ret.is_some())
+        .map(|c| c.ret_wall_ms)
+        .collect();
+    acks.sort_unstable();
+    acks.windows(2)
+        .filter(|w| w[1] - w[0] > STALLED_GAP_MS)
+        .map(|w| (w[0], w[1]))
+        .collect()
+}
+
+/// How much of `from..to` falls in `stalls`.
+fn stalled_within(stalls: &[(i64, i64)], from: i64, to: i64) -> i64 {
+    stalls
+        .iter()
+        .map(|&(a, b)| (b.min(to) - a.max(from)).max(0))
+        .sum()
 }
 
 /// The cluster keeps making progress: no stretch of the run longer than [`STALL_LIMIT_S`] without
@@ -443,3 +508,135 @@ pub fn progress(history: &[Completed], until: u64) -> Checked {
 
 /// The longest the cluster may go without acknowledging a write.
 pub const STALL_LIMIT_S: f64 = 60.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run starts at wall time `T0` ms; the California call `c1` is due at `T0 + 10 s`.
+    const T0: i64 = 1_000_000_000_000;
+    const DUE_S: i64 = 10;
+
+    struct Run(Vec<Completed>);
+
+    impl Run {
+        fn new() -> Self {
+            let started_at = T0 / 1000 + DUE_S - DAY;
+            let mut run = Run(Vec::new());
+            let ingest = Op::Ingest {
+                jurisdiction: CA.into(),
+                call: "c1".into(),
+                number: "+15125550100".into(),
+                digest: "00".into(),
+                started_at,
+                retry: false,
+            };
+            run.ok(0.0, ingest, Out::Recorded { term: 1, index: 1 });
+            run
+        }
+
+        /// An acknowledged operation invoked `at_s` into the run, completing 50 ms later.
+        fn ok(&mut self, at_s: f64, op: Op, out: Out) {
+            let call_ms = (at_s * 1000.0) as i64;
+            self.0.push(Completed {
+                id: self.0.len() as u64,
+                process: 0,
+                node: 1,
+                op,
+                call: call_ms as u64 * 1_000_000,
+                ret: Some((call_ms + 50) as u64 * 1_000_000),
+                call_wall_ms: T0 + call_ms,
+                ret_wall_ms: T0 + call_ms + 50,
+                kind: Kind::Ok,
+                out: Some(out),
+            });
+        }
+
+        /// An acknowledged write (a registration) every `every_s` seconds in `from_s..to_s`.
+        fn writes(&mut self, from_s: f64, to_s: f64, every_s: f64) {
+            let mut at = from_s;
+            while at < to_s {
+                let op = Op::Register {
+                    jurisdiction: CA.into(),
+                    number: "+15125550199".into(),
+                };
+                self.ok(at, op, Out::Registered { purged: 0 });
+                at += every_s;
+            }
+        }
+
+        fn status(&mut self, at_s: f64, state: &str) {
+            let op = Op::Status {
+                jurisdiction: CA.into(),
+                call: "c1".into(),
+            };
+            let out = Out::Status {
+                state: state.into(),
+                holds: 0,
+            };
+            self.ok(at_s, op, out);
+        }
+
+        fn hold(&mut self, placed_s: f64, released_s: f64) {
+            let place = Op::PlaceHold {
+                jurisdiction: CA.into(),
+                call: "c1".into(),
+            };
+            self.ok(placed_s, place, Out::HoldPlaced { hold: "7".into() });
+            let release = Op::ReleaseHold {
+                jurisdiction: CA.into(),
+                call: "c1".into(),
+                hold: "7".into(),
+            };
+            self.ok(released_s, release, Out::Released);
+        }
+
+        fn anomalies(&self) -> Vec<String> {
+            deadlines(&self.0).anomalies
+        }
+    }
+
+    #[test]
+    fn a_recording_stored_long_past_its_deadline_while_the_cluster_commits_is_an_anomaly() {
+        let mut run = Run::new();
+        run.writes(0.0, 40.0, 0.5);
+        run.status(DUE_S as f64 + 14.0, "stored");
+        assert_eq!(run.anomalies().len(), 1, "{:?}", run.anomalies());
+    }
+
+    #[test]
+    fn a_stretch_without_any_commit_does_not_count_toward_lateness() {
+        let mut run = Run::new();
+        run.writes(0.0, 8.0, 0.5);
+        run.writes(20.0, 40.0, 0.5);
+        run.status(DUE_S as f64 + 14.0, "stored");
+        assert!(run.anomalies().is_empty(), "{:?}", run.anomalies());
+        // The stall covers only 12 s of the 30 s it is late.
+        run.status(DUE_S as f64 + 30.0, "stored");
+        assert_eq!(run.anomalies().len(), 1, "{:?}", run.anomalies());
+    }
+
+    #[test]
+    fn lateness_counts_from_a_release_after_the_deadline() {
+        let mut run = Run::new();
+        run.writes(0.0, 60.0, 0.5);
+        run.hold(5.0, 30.0);
+        run.status(31.5, "stored");
+        assert!(run.anomalies().is_empty(), "{:?}", run.anomalies());
+        run.status(45.0, "stored");
+        assert_eq!(run.anomalies().len(), 1, "{:?}", run.anomalies());
+    }
+
+    #[test]
+    fn expired_before_the_deadline_or_while_surely_held_is_an_anomaly() {
+        let mut run = Run::new();
+        run.writes(0.0, 40.0, 0.5);
+        run.status(DUE_S as f64 - 3.0, "expired");
+        assert_eq!(run.anomalies().len(), 1, "{:?}", run.anomalies());
+        let mut run = Run::new();
+        run.writes(0.0, 40.0, 0.5);
+        run.hold(5.0, 30.0);
+        run.status(20.0, "expired");
+        assert_eq!(run.anomalies().len(), 1, "{:?}", run.anomalies());
+    }
+}
