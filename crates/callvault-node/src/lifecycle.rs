@@ -159,9 +159,13 @@ impl Lifecycle {
     /// longer than `expiry_receipt_max_seconds`; then one forced round serves them all.
     async fn shred_round(&self) -> anyhow::Result<()> {
         let db = self.node.state_machine.db();
-        let mine = all_pending(&db, MAX_SHREDS_PER_ROUND, |s| {
-            !s.record.meta_receipts.contains(&self.node_id)
-        })?;
+        let node_id = self.node_id;
+        let mine = off_runtime(db.clone(), move |db| {
+            all_pending(db, MAX_SHREDS_PER_ROUND, |s| {
+                !s.record.meta_receipts.contains(&node_id)
+            })
+        })
+        .await?;
         if mine.is_empty() {
             return Ok(());
         }
@@ -308,15 +312,18 @@ impl Lifecycle {
         }
         let db = self.node.state_machine.db();
         let mut chunks = 0;
-        let batch: Vec<PendingShred> =
-            all_pending(&db, MAX_RECEIPT_BATCH, |s| !s.record.blob_done)?
-                .into_iter()
-                .take(MAX_RECEIPT_BATCH)
-                .take_while(|s| {
-                    chunks += s.record.chunk_ids.len();
-                    chunks <= MAX_CHUNKS_PER_ROUND
-                })
-                .collect();
+        let pending = off_runtime(db.clone(), |db| {
+            all_pending(db, MAX_RECEIPT_BATCH, |s| !s.record.blob_done)
+        })
+        .await?;
+        let batch: Vec<PendingShred> = pending
+            .into_iter()
+            .take(MAX_RECEIPT_BATCH)
+            .take_while(|s| {
+                chunks += s.record.chunk_ids.len();
+                chunks <= MAX_CHUNKS_PER_ROUND
+            })
+            .collect();
         if batch.is_empty() {
             return Ok(());
         }
@@ -432,6 +439,17 @@ fn record_completed(db: &rocksdb::DB, batch: &[PendingShred]) {
     }
 }
 
+/// Runs `read` of the state machine's store on the blocking pool. The lifecycle's scans grow
+/// with the backlog (a registration's purge leaves ~150,000 pending shreds, each tick walks them
+/// on every node); run on the async workers they held up the Raft core's heartbeats and appends
+/// and the clock attester: elections, and cluster time stalled (issue 14).
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    db: Arc<rocksdb::DB>,
+    read: impl FnOnce(&rocksdb::DB) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(move || read(&db)).await?
+}
+
 /// Pending shreds matching `wanted`, reading the whole (normally short) list page by page.
 fn all_pending(
     db: &rocksdb::DB,
@@ -471,5 +489,29 @@ where
         }
         let current = state.take().expect("state is put back after each step");
         state = Some(step(current).await);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One runtime thread: if the scan ran on it, the task the scan waits for could never run.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_store_scan_leaves_the_runtime_to_raft_and_the_clock() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Arc::new(rocksdb::DB::open_default(dir.path()).expect("open"));
+        let (heartbeat, heard) = std::sync::mpsc::channel();
+        let raft = tokio::spawn(async move { heartbeat.send(()).expect("the scan listens") });
+        let heard_during_scan = off_runtime(db, move |_| {
+            Ok(heard.recv_timeout(Duration::from_secs(10)).is_ok())
+        })
+        .await
+        .expect("scan");
+        assert!(
+            heard_during_scan,
+            "no other task of the runtime ran while the scan was reading"
+        );
+        raft.await.expect("task");
     }
 }

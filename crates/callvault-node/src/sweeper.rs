@@ -27,6 +27,7 @@ use callvault_meta::{Command, CommandResult, MetaNode};
 use rocksdb::DB;
 
 use crate::config::LifecycleSection;
+use crate::lifecycle::off_runtime;
 
 /// Most `Expire` proposals per jurisdiction per sweep, so one sweep cannot starve the others;
 /// the rest is taken at the next tick.
@@ -107,7 +108,10 @@ impl Sweeper {
                     state.last.insert(jurisdiction, Instant::now());
                 }
             }
-            if let Ok(status) = reads::jurisdiction_status(&db, jurisdiction, as_of) {
+            let status = off_runtime(db.clone(), move |db| {
+                Ok(reads::sweep_status(db, jurisdiction, as_of)?)
+            });
+            if let Ok(status) = status.await {
                 pending_purges += status.counters.purges_pending;
                 if let Some(oldest) = status.oldest_live_started_at {
                     let behind = as_of.0 - recording_deadline(oldest, &policy.policy).0;
@@ -136,7 +140,7 @@ impl Sweeper {
     /// sweep's budget is spent; false when a proposal failed (the next tick retries).
     async fn sweep(
         &self,
-        db: &DB,
+        db: &Arc<DB>,
         jurisdiction: Jurisdiction,
         policy: &RetentionPolicy,
         as_of: UnixMillis,
@@ -145,7 +149,11 @@ impl Sweeper {
         let batch = self.config.expire_batch.clamp(1, MAX_EXPIRE_BATCH);
         let mut expired = 0u64;
         for _ in 0..MAX_BATCHES_PER_SWEEP {
-            let due = match due(db, jurisdiction, as_of, policy, batch, what) {
+            let policy = policy.clone();
+            let due = off_runtime(db.clone(), move |db| {
+                Ok(due(db, jurisdiction, as_of, &policy, batch, what)?)
+            });
+            let due = match due.await {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::error!(error = %e, "sweeper cannot read the expiry index");

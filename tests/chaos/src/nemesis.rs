@@ -31,7 +31,9 @@ pub enum Failpoint {
     SnapshotInstallBeforeSwitch,
     /// Snapshot install: pointer switched, the received file not kept yet.
     SnapshotInstallAfterSwitch,
-    /// Log purge: the purge point written, openraft not told yet.
+    /// Log purge: the purge point written, openraft not told yet. The node is made to catch up
+    /// by snapshot, so this is the purge through the snapshot it receives (openraft issues it
+    /// while the state machine installs; long run seed 15101).
     LogPurgeAfterWrite,
     /// Not a crash: the leader applies a proposal and its reply is lost (UNAVAILABLE), one time
     /// in four, while the fault holds. Callers retry.
@@ -621,9 +623,12 @@ impl Nemesis<'_> {
         node.kill();
         if matches!(
             fp,
-            Failpoint::SnapshotInstallBeforeSwitch | Failpoint::SnapshotInstallAfterSwitch
+            Failpoint::SnapshotInstallBeforeSwitch
+                | Failpoint::SnapshotInstallAfterSwitch
+                | Failpoint::LogPurgeAfterWrite
         ) {
-            // Down long enough that the leader purges its log past this node's end.
+            // Down long enough that the leader purges its log past this node's end: it catches
+            // up by snapshot, and its first purge is the one that snapshot implies.
             if !self.wait_log_purged_past(target).await {
                 problems.push(format!(
                     "the leader did not purge its log past node {target}'s end within 90 s"
