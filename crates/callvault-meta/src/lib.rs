@@ -68,6 +68,8 @@ pub mod node;
 #[cfg(feature = "store")]
 pub mod proposer;
 #[cfg(feature = "store")]
+pub mod purge_gate;
+#[cfg(feature = "store")]
 pub mod purges;
 #[cfg(feature = "store")]
 pub mod reads;

@@ -5,6 +5,10 @@
 //! fsyncs the write-ahead log and only then tells openraft the entries are flushed. Appends that
 //! arrive while an fsync is running share the next one (group commit), and openraft's core never
 //! waits on the disk.
+//!
+//! A purge is made durable only behind the snapshot the state machine would serve after a crash
+//! ([`PurgeGate`]): openraft purges through a received snapshot before the state machine has
+//! installed it.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -19,6 +23,7 @@ use rocksdb::{
 };
 
 use crate::convert::{self, entry_from_pb, entry_to_pb, from_disk, to_disk};
+use crate::purge_gate::PurgeGate;
 use crate::storage::open_db;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
@@ -33,6 +38,9 @@ const KEY_PURGED: &[u8] = b"last_purged";
 pub struct LogStore {
     db: Arc<DB>,
     syncer: Arc<Syncer>,
+    /// What a purge waits for; `None` only for a log without a state machine beside it
+    /// (openraft's storage suite, which purges the log on its own).
+    gate: Option<PurgeGate>,
 }
 
 /// The syncer thread and the queue into it. The thread holds the database; the last handle of
@@ -108,7 +116,23 @@ impl LogStore {
             queue: Some(queue),
             thread: Some(thread),
         });
-        Ok(LogStore { db, syncer })
+        Ok(LogStore {
+            db,
+            syncer,
+            gate: None,
+        })
+    }
+
+    /// This log purges nothing past what `gate` says the state machine can serve after a crash.
+    /// Every log that runs beside a state machine must have one (a node's does).
+    pub fn purging_behind(mut self, gate: PurgeGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The last purged entry as the disk has it.
+    pub fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        self.read_log_id(KEY_PURGED)
     }
 
     /// Makes purged entries physically unreadable: flushes the log (its write-ahead log, which
@@ -223,7 +247,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id = self.read_log_id(KEY_PURGED)?;
+        let last_purged_log_id = self.last_purged()?;
         let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
@@ -307,6 +331,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // openraft purges through a received snapshot while the state machine still installs
+        // it: wait until a crash would leave the state machine serving that snapshot, or the
+        // next start finds the log past every snapshot it has.
+        if let Some(gate) = &self.gate {
+            gate.wait_for(&log_id).await.map_err(|why| {
+                write_err(std::io::Error::other(format!(
+                    "purge through {log_id}: {why}"
+                )))
+            })?;
+        }
         // Records the purge point first so a crash between the two writes never shows a log
         // whose start is unexplained.
         let mut batch = WriteBatch::default();

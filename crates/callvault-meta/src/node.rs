@@ -89,6 +89,45 @@ pub enum StartError {
     /// openraft refused the configuration or failed to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The log starts past every state the state machine has: the entries between are on no
+    /// disk of this member, so it cannot rejoin as it is.
+    #[error(
+        "the Raft log is purged through {purged} but the state machine serves a snapshot only \
+         through {served} (a crash on a build older than the purge gate left it so): this volume \
+         cannot rejoin; move its data directory aside and start the node empty (with bootstrap \
+         it rejoins under a new incarnation, as a learner until caught up)"
+    )]
+    PurgedPastSnapshot {
+        /// The log's last purged entry.
+        purged: String,
+        /// The current snapshot's last entry.
+        served: String,
+    },
+}
+
+/// openraft panics on such a volume (`purge_upto <= snapshot_last_log_id`) and the member would
+/// serve on without a Raft core; refuse it by name instead. Purges wait for installs
+/// ([`crate::purge_gate`]), so only a volume from an older build can be like this.
+fn refuse_a_log_purged_past_the_snapshot(
+    log: &LogStore,
+    state_machine: &StateMachineStore,
+) -> Result<(), StartError> {
+    let read = |e: crate::types::StorageError| StartError::Raft(e.to_string());
+    let purged = log.last_purged().map_err(read)?;
+    // Without a snapshot openraft builds one from the state machine at start.
+    let served = match state_machine.current_snapshot_id().map_err(read)? {
+        Some(id) => Some(id),
+        None => state_machine.applied().map_err(read)?,
+    };
+    let index = |id: &Option<crate::types::LogId>| id.as_ref().map(|id| id.index);
+    if index(&purged) > index(&served) {
+        let show = |id: Option<crate::types::LogId>| id.map_or("nothing".into(), |i| i.to_string());
+        return Err(StartError::PurgedPastSnapshot {
+            purged: show(purged),
+            served: show(served),
+        });
+    }
+    Ok(())
 }
 
 /// A running meta member.
@@ -140,8 +179,10 @@ impl MetaNode {
         }
 
         let incarnation = crate::member::load_or_create_incarnation(&config.data_dir)?;
-        let log = LogStore::open(&config.data_dir.join("raft-log"))?;
         let state_machine = StateMachineStore::open_keyed(&config.data_dir, config.id_key)?;
+        let log = LogStore::open(&config.data_dir.join("raft-log"))?
+            .purging_behind(state_machine.purge_gate());
+        refuse_a_log_purged_past_the_snapshot(&log, &state_machine)?;
         let raft_config = Config {
             cluster_name: "callvault".into(),
             heartbeat_interval: config.heartbeat_ms,
@@ -218,5 +259,28 @@ impl MetaNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::storage::RaftLogStorage;
+
+    #[tokio::test]
+    async fn a_log_purged_past_every_snapshot_is_refused_by_name_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_machine = StateMachineStore::open(dir.path()).unwrap();
+        // Without the gate, as builds before it could leave a volume.
+        let mut log = LogStore::open(&dir.path().join("raft-log")).unwrap();
+        assert!(refuse_a_log_purged_past_the_snapshot(&log, &state_machine).is_ok());
+        log.purge(openraft::testing::log_id(3, 1, 113))
+            .await
+            .unwrap();
+        let refused = refuse_a_log_purged_past_the_snapshot(&log, &state_machine);
+        assert!(
+            matches!(refused, Err(StartError::PurgedPastSnapshot { .. })),
+            "{refused:?}"
+        );
     }
 }

@@ -30,29 +30,30 @@ const RECORD: u8 = b's';
 const RESULT: u8 = b'r';
 const RECENCY: u8 = b'u';
 
-fn record_key(session: u64) -> Vec<u8> {
-    let mut key = vec![RECORD];
-    key.extend_from_slice(&session.to_be_bytes());
+/// A key of one tag byte and big-endian integers (so keys sort by them).
+fn tagged(tag: u8, parts: &[u64]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 8 * parts.len());
+    key.push(tag);
+    for part in parts {
+        key.extend_from_slice(&part.to_be_bytes());
+    }
     key
+}
+
+fn record_key(session: u64) -> Vec<u8> {
+    tagged(RECORD, &[session])
 }
 
 fn results_prefix(session: u64) -> Vec<u8> {
-    let mut key = vec![RESULT];
-    key.extend_from_slice(&session.to_be_bytes());
-    key
+    tagged(RESULT, &[session])
 }
 
 fn result_key(session: u64, seq: u64) -> Vec<u8> {
-    let mut key = results_prefix(session);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
+    tagged(RESULT, &[session, seq])
 }
 
 fn recency_key(last_used: u64, session: u64) -> Vec<u8> {
-    let mut key = vec![RECENCY];
-    key.extend_from_slice(&last_used.to_be_bytes());
-    key.extend_from_slice(&session.to_be_bytes());
-    key
+    tagged(RECENCY, &[last_used, session])
 }
 
 fn read_record(txn: &Txn<'_>, session: u64) -> Result<Option<SessionRecord>, ApplyError> {

@@ -22,6 +22,7 @@ use crate::apply::{ApplyError, LogPosition, apply_command};
 use crate::command::CommandResult;
 use crate::convert::{self, from_disk, to_disk};
 use crate::keys::{CF_SM_META, KEY_APPLIED, KEY_MEMBERSHIP, STATE_MACHINE_CFS};
+use crate::purge_gate::PurgeGate;
 use crate::snapshot;
 use crate::storage::{OpenError, open_db, sync_dir, write_atomically};
 use crate::txn::Txn;
@@ -76,6 +77,8 @@ struct Shared {
     apply_times: Arc<crate::apply_trace::ApplyTimes>,
     /// The key call tombstones are filed under (the cluster's index key).
     id_key: [u8; 32],
+    /// The snapshot a crash would leave this store serving, for the log's purges.
+    gate: PurgeGate,
 }
 
 /// The state machine. Cheap to clone: clones share the database (one of them is openraft's).
@@ -155,10 +158,22 @@ impl StateMachineStore {
                 last_built: std::sync::atomic::AtomicU64::new(0),
                 apply_times: Arc::default(),
                 id_key,
+                gate: PurgeGate::new(None),
             }),
         };
         store.finish_interrupted_install()?;
+        let served = store.current_snapshot_id().map_err(|e| OpenError::Io {
+            path: store.current_snapshot_path(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        store.shared.gate.advance(served);
         Ok(store)
+    }
+
+    /// What the Raft log's purges wait for: the snapshot this store would serve after a crash.
+    /// Give it to the log store beside it ([`crate::LogStore::purging_behind`]).
+    pub fn purge_gate(&self) -> PurgeGate {
+        self.shared.gate.clone()
     }
 
     /// Finishes a snapshot install that a crash interrupted. Its file was complete and synced
@@ -310,6 +325,19 @@ impl StateMachineStore {
         self.shared.snapshot_dir.join(CURRENT_SNAPSHOT)
     }
 
+    /// The last entry in the current snapshot file, which the store serves after a crash (a
+    /// build flushes the database first; an install switches to the snapshot's state first).
+    pub fn current_snapshot_id(&self) -> Result<Option<LogId>, StorageError> {
+        let path = self.current_snapshot_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let meta = snapshot::read_meta(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let meta =
+            convert::snapshot_meta_from_pb(&meta).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(meta.last_log_id)
+    }
+
     fn open_current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let path = self.current_snapshot_path();
         if !path.exists() {
@@ -337,8 +365,12 @@ impl StateMachineStore {
         self.shared
             .last_built
             .store(build_number, std::sync::atomic::Ordering::SeqCst);
-        self.open_current_snapshot()?
-            .ok_or_else(|| snap_err(ErrorVerb::Read, std::io::Error::other("snapshot vanished")))
+        let built = self
+            .open_current_snapshot()?
+            .ok_or_else(|| snap_err(ErrorVerb::Read, std::io::Error::other("snapshot vanished")))?;
+        // The checkpoint flushed the database through it, and its file is synced.
+        self.shared.gate.advance(built.meta.last_log_id);
+        Ok(built)
     }
 
     fn build_blocking(&self, build_number: u64) -> Result<(), StorageError> {
@@ -381,6 +413,70 @@ impl StateMachineStore {
         sync_dir(&self.shared.snapshot_dir).map_err(|e| err(&e))?;
         std::fs::remove_dir_all(&checkpoint_dir).map_err(|e| err(&e))?;
         Ok(())
+    }
+
+    /// Keeps a received snapshot durably, tells the purge gate, then installs it.
+    async fn install(
+        &self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let _guard = self.shared.snapshot_lock.lock().await;
+        let incoming = self.receive_durably(snapshot).await?;
+        // From here a crash finishes the install at the next open (`finish_interrupted_install`),
+        // so the log may now be purged through it.
+        self.shared.gate.advance(meta.last_log_id);
+        let this = self.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || this.install_blocking(&incoming, &meta))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
+        let _ = tokio::fs::remove_file(self.shared.snapshot_dir.join("receiving.tmp")).await;
+        Ok(())
+    }
+
+    /// Copies whatever handle openraft gives us (the file we handed out, or another node's
+    /// snapshot in tests) into [`INSTALLING_SNAPSHOT`], synced with its directory and verified:
+    /// once this returns, the next open installs it even if this process dies first.
+    async fn receive_durably(
+        &self,
+        mut snapshot: Box<tokio::fs::File>,
+    ) -> Result<PathBuf, StorageError> {
+        let incoming = self.shared.snapshot_dir.join(INSTALLING_SNAPSHOT);
+        let mut out = tokio::fs::File::create(&incoming)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        snapshot
+            .seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        tokio::io::copy(&mut snapshot, &mut out)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        out.sync_all()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        drop(out);
+        let (dir, file) = (self.shared.snapshot_dir.clone(), incoming.clone());
+        // A damaged file would be dropped at the next open, so it must not let a purge through.
+        tokio::task::spawn_blocking(move || {
+            sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            snapshot::verify(&file).map_err(|e| snap_err(ErrorVerb::Read, e))
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
+        Ok(incoming)
+    }
+
+    /// An error from a state-machine call stops openraft's state-machine worker for good: tell
+    /// the purge gate, so a purge waiting for an install fails instead of waiting forever.
+    fn stops_worker<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(e) = &result {
+            self.shared
+                .gate
+                .fail(format!("the state machine failed: {e}"));
+        }
+        result
     }
 
     /// Installs a received snapshot file: verify, unpack into the next generation, open it,
@@ -527,7 +623,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let id_key = self.shared.id_key;
         let results = tokio::task::spawn_blocking(move || apply_blocking(&db, id_key, entries))
             .await
-            .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
+            .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))
+            .and_then(|applied| applied);
+        let results = self.stops_worker(results)?;
         // Wall-clock times for trace spans only: nothing applied depends on them.
         if let Some((first, last)) = indexes {
             self.shared
@@ -555,44 +653,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .write(true)
             .open(&path)
             .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        Ok(Box::new(file))
+            .map_err(|e| snap_err(ErrorVerb::Write, e));
+        self.stops_worker(file).map(Box::new)
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        mut snapshot: Box<tokio::fs::File>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let _guard = self.shared.snapshot_lock.lock().await;
-        // Copy whatever handle openraft gives us (the file we handed out, or another node's
-        // snapshot in tests) into a file of our own, durably, then install from it.
-        let incoming = self.shared.snapshot_dir.join(INSTALLING_SNAPSHOT);
-        let mut out = tokio::fs::File::create(&incoming)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        snapshot
-            .seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        tokio::io::copy(&mut snapshot, &mut out)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        out.sync_all()
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        drop(out);
-        let this = self.clone();
-        let meta = meta.clone();
-        tokio::task::spawn_blocking(move || this.install_blocking(&incoming, &meta))
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
-        let _ = tokio::fs::remove_file(self.shared.snapshot_dir.join("receiving.tmp")).await;
-        Ok(())
+        let installed = self.install(meta, snapshot).await;
+        self.stops_worker(installed)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        self.open_current_snapshot()
+        let current = self.open_current_snapshot();
+        self.stops_worker(current)
     }
 }
 
@@ -1020,6 +1096,80 @@ mod tests {
         let sm = StateMachineStore::open(follower.path()).unwrap();
         assert_eq!(sm.applied().unwrap(), at);
         assert!(!incoming.exists());
+    }
+
+    /// A follower's log and state machine, side by side as a node opens them.
+    fn follower_stores(dir: &Path) -> (StateMachineStore, crate::LogStore) {
+        let sm = StateMachineStore::open(dir).unwrap();
+        let log = crate::LogStore::open(&dir.join("raft-log"))
+            .unwrap()
+            .purging_behind(sm.purge_gate());
+        (sm, log)
+    }
+
+    async fn snapshot_file(path: &Path) -> Box<tokio::fs::File> {
+        Box::new(tokio::fs::File::open(path).await.unwrap())
+    }
+
+    /// Long run seed 15101: openraft hands a received snapshot to the state-machine worker and
+    /// purges the log through it from the Raft core at once. A purge made durable first, then
+    /// a crash before the install was, left the log past every snapshot the node had.
+    #[tokio::test]
+    async fn a_purge_through_a_received_snapshot_is_durable_only_after_the_snapshot_is() {
+        use futures::FutureExt;
+        use openraft::storage::RaftLogStorage;
+
+        let mut leader = Harness::new();
+        leader.apply(vec![commit("s-1", 1, 1000), commit("s-2", 2, 2000)]);
+        leader.sm.build_blocking(1).unwrap();
+        let meta = leader.sm.open_current_snapshot().unwrap().unwrap().meta;
+        let at = meta.last_log_id.unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, log) = follower_stores(dir.path());
+        let mut core = log.clone();
+        let mut purge = Box::pin(core.purge(at));
+        assert!(
+            (&mut purge).now_or_never().is_none(),
+            "a purge past the snapshot the state machine serves waits for it"
+        );
+        // A crash now finds no purge past what the state machine serves.
+        assert_eq!(log.last_purged().unwrap(), None);
+
+        let file = snapshot_file(&leader.sm.current_snapshot_path()).await;
+        sm.install_snapshot(&meta, file).await.unwrap();
+        purge.await.unwrap();
+        assert_eq!(log.last_purged().unwrap(), Some(at));
+        assert_eq!(sm.current_snapshot_id().unwrap(), Some(at));
+        assert_eq!(sm.digest().unwrap(), leader.sm.digest().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_failed_install_fails_the_purge_waiting_for_it_and_purges_nothing() {
+        use openraft::storage::RaftLogStorage;
+
+        let mut leader = Harness::new();
+        leader.apply(vec![commit("s-1", 1, 1000)]);
+        leader.sm.build_blocking(1).unwrap();
+        let meta = leader.sm.open_current_snapshot().unwrap().unwrap().meta;
+        let damaged = leader._dir.path().join("damaged.snap");
+        let mut bytes = std::fs::read(leader.sm.current_snapshot_path()).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&damaged, bytes).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, log) = follower_stores(dir.path());
+        let mut core = log.clone();
+        let purge = tokio::spawn(async move { core.purge(meta.last_log_id.unwrap()).await });
+        let installed = sm
+            .install_snapshot(&meta, snapshot_file(&damaged).await)
+            .await;
+        assert!(installed.is_err());
+        assert!(
+            purge.await.unwrap().is_err(),
+            "the Raft core stops, it does not hang"
+        );
+        assert_eq!(log.last_purged().unwrap(), None);
     }
 
     #[test]

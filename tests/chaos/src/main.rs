@@ -120,11 +120,7 @@ fn out_dir(cli: &Option<PathBuf>) -> PathBuf {
 /// Faults that show anomalies known and not yet fixed on this branch, each with the finding.
 /// The bounded mode leaves them out, so that it gates what is fixed; `tests/defects.rs`
 /// keeps one ignored, failing test for each; the long mode runs them only when asked.
-const KNOWN_DEFECTS: &[(Fault, &str)] = &[(
-    Fault::Crash(Failpoint::ShredAfterCompact),
-    "FINDINGS 2026-11-30 10:00: not reached since expiries stopped forcing a compaction per round \
-     (issue 14); the step must provoke a purge instead",
-)];
+const KNOWN_DEFECTS: &[(Fault, &str)] = &[];
 
 fn known(fault: Fault) -> bool {
     KNOWN_DEFECTS.iter().any(|(f, _)| *f == fault)

@@ -31,7 +31,9 @@ pub enum Failpoint {
     SnapshotInstallBeforeSwitch,
     /// Snapshot install: pointer switched, the received file not kept yet.
     SnapshotInstallAfterSwitch,
-    /// Log purge: the purge point written, openraft not told yet.
+    /// Log purge: the purge point written, openraft not told yet. The node is made to catch up
+    /// by snapshot, so this is the purge through the snapshot it receives (openraft issues it
+    /// while the state machine installs; long run seed 15101).
     LogPurgeAfterWrite,
     /// Not a crash: the leader applies a proposal and its reply is lost (UNAVAILABLE), one time
     /// in four, while the fault holds. Callers retry.
@@ -64,6 +66,15 @@ impl Failpoint {
             Failpoint::LogPurgeAfterWrite => "log-purge-after-write",
             Failpoint::ProposeReplyLost => "propose-reply-lost",
         }
+    }
+
+    /// Whether only a forced shredder round reaches it (a purge, since expiries wait for the
+    /// ordinary snapshot): the step provokes one.
+    pub fn needs_a_purge(self) -> bool {
+        matches!(
+            self,
+            Failpoint::ShredAfterCompact | Failpoint::ShredAfterSnapshot
+        )
     }
 
     /// Whether reaching it crashes the node (the others change what the node answers).
@@ -222,11 +233,18 @@ const RECOVERY: Duration = Duration::from_secs(60);
 pub struct Nemesis<'a> {
     pub cluster: &'a mut Cluster,
     /// The run's history, to see that the workload makes progress where a step needs it.
+    /// The run's workload, for the operations a step makes itself (their calls get final
+    /// reads and checks like every other).
+    pub workload: crate::workload::Workload,
     pub history: crate::history::History,
     pub started: Instant,
     /// How long the cluster settles after each heal.
     pub settle: Duration,
 }
+
+/// The history's process number for the operations a step makes itself (the workload's
+/// clients are numbered from 0).
+const PURGE_PROCESS: u32 = 9_000;
 
 impl Nemesis<'_> {
     fn clients(&self) -> Clients {
@@ -605,9 +623,12 @@ impl Nemesis<'_> {
         node.kill();
         if matches!(
             fp,
-            Failpoint::SnapshotInstallBeforeSwitch | Failpoint::SnapshotInstallAfterSwitch
+            Failpoint::SnapshotInstallBeforeSwitch
+                | Failpoint::SnapshotInstallAfterSwitch
+                | Failpoint::LogPurgeAfterWrite
         ) {
-            // Down long enough that the leader purges its log past this node's end.
+            // Down long enough that the leader purges its log past this node's end: it catches
+            // up by snapshot, and its first purge is the one that snapshot implies.
             if !self.wait_log_purged_past(target).await {
                 problems.push(format!(
                     "the leader did not purge its log past node {target}'s end within 90 s"
@@ -620,6 +641,9 @@ impl Nemesis<'_> {
         node.start()?;
         if fp == Failpoint::ApplyBeforeAck {
             self.make_leader(target).await;
+        }
+        if fp.needs_a_purge() {
+            self.provoke_purge(target, rng, problems).await;
         }
         let exit = self
             .cluster
@@ -638,6 +662,30 @@ impl Nemesis<'_> {
         }
         self.cluster.node(target).start()?;
         Ok(format!("node {target} crashed at {}: {crashed}", fp.name()))
+    }
+
+    /// Makes the shredders of every node run a forced round (compaction, snapshot, log purge):
+    /// a fresh number's one recording is purged by registering it, through a node other than
+    /// `target` (which is starting with its failpoint armed). Expiries no longer force rounds.
+    async fn provoke_purge(&mut self, target: usize, rng: &mut StdRng, problems: &mut Vec<String>) {
+        let through = (1..=self.cluster.size())
+            .find(|&id| id != target && self.cluster.node(id).is_running())
+            .unwrap_or(target);
+        // A commit can time out on a loaded machine: a few fresh numbers before giving up.
+        for _ in 0..3 {
+            let fresh = rng.random_range(0..8000);
+            if self
+                .workload
+                .purge_a_fresh_number(PURGE_PROCESS, through, fresh)
+                .await
+            {
+                return;
+            }
+        }
+        problems.push(format!(
+            "no purge to provoke the shredders: three calls to fresh numbers or their \
+             registrations through node {through} did not commit"
+        ));
     }
 
     /// A failpoint that changes what the leader answers (`propose-reply-lost`): armed on every

@@ -191,6 +191,7 @@ async fn drive(
     let mut nemesis = Nemesis {
         cluster: &mut cluster,
         history: history.clone(),
+        workload: workload.clone(),
         started,
         settle: plan.pace.settle(),
     };
@@ -296,6 +297,7 @@ impl Finish<'_> {
         Nemesis {
             cluster,
             history: self.history.clone(),
+            workload: self.workload.clone(),
             started: Instant::now(),
             settle: Duration::ZERO,
         }

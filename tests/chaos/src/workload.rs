@@ -284,6 +284,37 @@ impl Workload {
         }
     }
 
+    /// Streams one Texas call to a number no one has dialed yet (`fresh` picks it, outside
+    /// every pool), then registers that number privileged: a purge of one recording, which
+    /// every meta node's shredder must take off its disks at once (a forced round). Both
+    /// operations go into the history like any other; whether the purge took one recording.
+    pub async fn purge_a_fresh_number(&self, process: u32, node: usize, fresh: u32) -> bool {
+        let call = CallSpec {
+            jurisdiction: TX,
+            id: format!("TX-{:x}-purge-{fresh}", self.seed),
+            number: number(NUMBERS + 1000 + fresh % 8000),
+            chunks: 1,
+            started_at: crate::history::wall_ms() / 1000 - 600,
+        };
+        self.known
+            .lock()
+            .expect("known lock")
+            .calls
+            .push(call.clone());
+        let (kind, _) = self.execute(process, node, call.op(false)).await;
+        if kind != Kind::Ok {
+            return false;
+        }
+        let register = Op::Register {
+            jurisdiction: TX.into(),
+            number: call.number.clone(),
+        };
+        matches!(
+            self.execute(process, node, register).await,
+            (Kind::Ok, Out::Registered { purged }) if purged > 0
+        )
+    }
+
     /// Runs `op` against `node`, records it, and returns how it completed.
     pub async fn execute(&self, process: u32, node: usize, op: Op) -> (Kind, Out) {
         let id = self.history.invoke(process, node, &op);
