@@ -639,17 +639,17 @@ impl Nemesis<'_> {
         let log_from = node.log_text().len();
         node.arm_failpoints(&spec);
         node.start()?;
-        if fp == Failpoint::ApplyBeforeAck {
-            self.make_leader(target).await;
-        }
         if fp.needs_a_purge() {
             self.provoke_purge(target, rng, problems).await;
         }
-        let exit = self
-            .cluster
-            .node(target)
-            .wait_exit(Duration::from_secs(90))
-            .await;
+        let exit = if fp == Failpoint::ApplyBeforeAck {
+            self.lead_until_exit(target).await
+        } else {
+            self.cluster
+                .node(target)
+                .wait_exit(Duration::from_secs(90))
+                .await
+        };
         let crashed = exit == Some(Exit::Signal(libc::SIGABRT))
             && self.cluster.node(target).log_text()[log_from..]
                 .contains(&format!("failpoint {} reached", fp.name()));
@@ -763,6 +763,23 @@ impl Nemesis<'_> {
     }
 
     /// Pauses leaders other than `id` until `id` wins an election (at most twenty tries).
+    /// Makes node `id` (armed with a failpoint only a leader reaches) lead until it exits, for
+    /// up to three rounds: on a loaded machine another node may win the election after it.
+    async fn lead_until_exit(&mut self, id: usize) -> Option<Exit> {
+        for _ in 0..3 {
+            self.make_leader(id).await;
+            let exit = self
+                .cluster
+                .node(id)
+                .wait_exit(Duration::from_secs(30))
+                .await;
+            if exit.is_some() {
+                return exit;
+            }
+        }
+        None
+    }
+
     async fn make_leader(&mut self, id: usize) {
         for _ in 0..20 {
             if !self.wait_ready(id, Duration::from_secs(30)).await {
