@@ -486,22 +486,30 @@ async fn playback_is_audited_and_refused_without_a_case_across_jurisdictions_whe
         Code::NotFound
     );
 
-    // Every attempt, allowed or not, left an access record, in order.
-    let history = cluster
-        .audit(1, cluster.token("auditor"))
-        .call_access_history(pb::CallAccessHistoryRequest {
-            jurisdiction: "US-TX".into(),
-            call_id: "play-1".into(),
-        })
-        .await
-        .expect("access history")
-        .into_inner()
-        .entries;
-    let events: Vec<&str> = history
-        .iter()
-        .map(|e| e.event.as_str())
-        .filter(|e| e.starts_with("content.") || e.starts_with("quota."))
-        .collect();
+    // Every attempt, allowed or not, left an access record, in order. Node 1 serves the history
+    // from its own replica, which may not have applied the last refusal yet: read until it has.
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        let history = cluster
+            .audit(1, cluster.token("auditor"))
+            .call_access_history(pb::CallAccessHistoryRequest {
+                jurisdiction: "US-TX".into(),
+                call_id: "play-1".into(),
+            })
+            .await
+            .expect("access history")
+            .into_inner()
+            .entries;
+        events = history
+            .into_iter()
+            .map(|e| e.event)
+            .filter(|e| e.starts_with("content.") || e.starts_with("quota."))
+            .collect();
+        if events.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(
         events,
         [
