@@ -80,6 +80,11 @@ records! {
     round_trip callvault_meta::metadata::MetadataRead,
     round_trip callvault_meta::custody::KeyRelease,
     round_trip callvault_meta::custody::AccessGrant,
+    round_trip callvault_meta::records::ClockTime,
+    round_trip callvault_meta::records::PurgeProgress,
+    round_trip callvault_meta::records::ReceiptWaiver,
+    round_trip callvault_meta::approvals::PendingChange,
+    round_trip callvault_meta::metadata::MetadataUse,
 }
 
 /// The `command` target: a Raft log entry's command, as every replica decodes it.

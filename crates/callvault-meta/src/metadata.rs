@@ -237,9 +237,10 @@ impl VersionedRecord for MetadataRead {
 }
 
 #[cfg_attr(not(feature = "store"), allow(dead_code))]
-/// One principal's metadata reads in the current clock hour.
+/// One principal's metadata reads in the current clock hour (public for the fuzz targets'
+/// record list; its fields stay private).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct MetadataUse {
+pub struct MetadataUse {
     hour: i64,
     requests: u64,
     records: u64,
