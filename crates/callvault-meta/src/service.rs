@@ -539,19 +539,16 @@ impl pb::meta_store_server::MetaStore for MetaService {
         _request: Request<pb::StateDigestRequest>,
     ) -> Result<Response<pb::StateDigestResponse>, Status> {
         let state_machine = self.state_machine.clone();
-        let (applied, digest) = tokio::task::spawn_blocking(move || {
-            // Read the position and the digest from one generation; a concurrent apply can move
-            // the position, so callers compare replicas once writes have stopped.
-            let applied = state_machine.applied();
-            let digest = state_machine.digest();
-            (applied, digest)
-        })
-        .await
-        .map_err(internal)?;
-        let applied = applied.map_err(internal)?;
+        // The position and the digest come from one snapshot of the store, so replicas can be
+        // compared while applies go on.
+        let (applied, digest) =
+            tokio::task::spawn_blocking(move || state_machine.applied_and_digest())
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
         Ok(Response::new(pb::StateDigestResponse {
             applied_index: applied.map_or(0, |l| l.index),
-            digest: digest.map_err(internal)?.to_vec(),
+            digest: digest.to_vec(),
         }))
     }
 }

@@ -284,16 +284,42 @@ impl StateMachineStore {
         db.compact_range_cf_opt(keys, None::<&[u8]>, None::<&[u8]>, &options);
         Ok(())
     }
-
-    /// BLAKE3 over every key and value of the state-machine column families except the applied
-    /// position, so two replicas at the same log position can be compared.
+    /// A digest of the replicated state (every state-machine family but the apply position),
+    /// equal on every replica at the same applied index.
     pub fn digest(&self) -> Result<[u8; 32], rocksdb::Error> {
         let db = self.db();
+        let snapshot = db.snapshot();
+        Self::digest_of(&db, &snapshot)
+    }
+
+    /// The last applied log id and the digest of the state at exactly that id, both read from
+    /// one RocksDB snapshot: read from the live store, a concurrent apply could pair an index
+    /// with a later state, and replicas that agree would look diverged.
+    pub fn applied_and_digest(&self) -> Result<(Option<LogId>, [u8; 32]), StorageError> {
+        let db = self.db();
+        let snapshot = db.snapshot();
+        let cf = db.cf_handle(CF_SM_META).expect("created at open");
+        let applied = match snapshot
+            .get_cf(cf, KEY_APPLIED)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
+            Some(bytes) => {
+                let id: pb::LogId =
+                    from_disk("applied log id", &bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                Some(convert::log_id_from_pb(&id).map_err(|e| sm_err(ErrorVerb::Read, e))?)
+            }
+            None => None,
+        };
+        let digest = Self::digest_of(&db, &snapshot).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok((applied, digest))
+    }
+
+    fn digest_of(db: &DB, snapshot: &rocksdb::Snapshot<'_>) -> Result<[u8; 32], rocksdb::Error> {
         let mut hasher = blake3::Hasher::new();
         for name in STATE_MACHINE_CFS.iter().filter(|n| **n != CF_SM_META) {
             hasher.update(name.as_bytes());
             let cf = db.cf_handle(name).expect("created at open");
-            for item in db.iterator_cf(cf, IteratorMode::Start) {
+            for item in snapshot.iterator_cf(cf, IteratorMode::Start) {
                 let (key, value) = item?;
                 hasher.update(&(key.len() as u64).to_le_bytes());
                 hasher.update(&key);
