@@ -228,17 +228,11 @@ impl StateMachineStore {
 
     fn read_applied(db: &DB) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let cf = db.cf_handle(CF_SM_META).expect("created at open");
-        let applied = match db
+        let applied = db
             .get_cf(cf, KEY_APPLIED)
             .map_err(|e| sm_err(ErrorVerb::Read, e))?
-        {
-            Some(bytes) => {
-                let id: pb::LogId =
-                    from_disk("applied log id", &bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                Some(convert::log_id_from_pb(&id).map_err(|e| sm_err(ErrorVerb::Read, e))?)
-            }
-            None => None,
-        };
+            .map(|bytes| decode_applied(&bytes))
+            .transpose()?;
         let membership = match db
             .get_cf(cf, KEY_MEMBERSHIP)
             .map_err(|e| sm_err(ErrorVerb::Read, e))?
@@ -299,17 +293,11 @@ impl StateMachineStore {
         let db = self.db();
         let snapshot = db.snapshot();
         let cf = db.cf_handle(CF_SM_META).expect("created at open");
-        let applied = match snapshot
+        let applied = snapshot
             .get_cf(cf, KEY_APPLIED)
             .map_err(|e| sm_err(ErrorVerb::Read, e))?
-        {
-            Some(bytes) => {
-                let id: pb::LogId =
-                    from_disk("applied log id", &bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                Some(convert::log_id_from_pb(&id).map_err(|e| sm_err(ErrorVerb::Read, e))?)
-            }
-            None => None,
-        };
+            .map(|bytes| decode_applied(&bytes))
+            .transpose()?;
         let digest = Self::digest_of(&db, &snapshot).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         Ok((applied, digest))
     }
@@ -621,6 +609,13 @@ fn apply_blocking(
     db.write(txn.into_batch())
         .map_err(|e| sm_err(ErrorVerb::Write, e))?;
     Ok(results)
+}
+
+/// The stored apply position.
+fn decode_applied(bytes: &[u8]) -> Result<LogId, StorageError> {
+    let id: pb::LogId =
+        from_disk("applied log id", bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    convert::log_id_from_pb(&id).map_err(|e| sm_err(ErrorVerb::Read, e))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
