@@ -63,40 +63,54 @@ pub async fn run(command: ChangeCommand) -> anyhow::Result<()> {
             change_id,
             client,
         } => {
-            let conn = client.connect(REQUEST_TIMEOUT).await?;
-            let change = conn
-                .admin()
-                .approve_change(pb::ChangeRequest {
+            settle(
+                client,
+                pb::ChangeRequest {
                     jurisdiction,
                     change_id,
-                })
-                .await
-                .map_err(rpc_error)?
-                .into_inner()
-                .change
-                .unwrap_or_default();
-            print_change(&change);
+                },
+                true,
+            )
+            .await?
         }
         ChangeCommand::Cancel {
             jurisdiction,
             change_id,
             client,
         } => {
-            let conn = client.connect(REQUEST_TIMEOUT).await?;
-            let change = conn
-                .admin()
-                .cancel_change(pb::ChangeRequest {
+            settle(
+                client,
+                pb::ChangeRequest {
                     jurisdiction,
                     change_id,
-                })
-                .await
-                .map_err(rpc_error)?
-                .into_inner()
-                .change
-                .unwrap_or_default();
-            print_change(&change);
+                },
+                false,
+            )
+            .await?
         }
     }
+    Ok(())
+}
+
+/// Approves (`approve`) or withdraws a pending change, and prints it as it stands afterwards.
+async fn settle(
+    client: ClientArgs,
+    request: pb::ChangeRequest,
+    approve: bool,
+) -> anyhow::Result<()> {
+    let conn = client.connect(REQUEST_TIMEOUT).await?;
+    let mut admin = conn.admin();
+    let answer = if approve {
+        admin.approve_change(request).await
+    } else {
+        admin.cancel_change(request).await
+    };
+    let change = answer
+        .map_err(rpc_error)?
+        .into_inner()
+        .change
+        .unwrap_or_default();
+    print_change(&change);
     Ok(())
 }
 
